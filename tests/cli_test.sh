@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The lcl command line: --version, --help on every subcommand, usage errors, typed errors with one clear message,
+# bench comm under mpirun with --json, and a Slurm task count that does not match MPI's world.
+set -u
+lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
+mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+
+"$lcl" --version >"$tmp/v" 2>&1; rc=$?
+check "version exits 0" test $rc -eq 0
+for key in "LibTorch: " "MPI: Open MPI" "NCCL: " "optional parts: " "(git "; do
+  check "version names '$key'" grep -qF "$key" "$tmp/v"
+done
+
+for cmd in "train" "eval" "data synth" "data index" "data neighbors" "data episodes" "model init" \
+           "model export-hf" "ckpt list" "ckpt verify" "ckpt inspect" "bench comm" "bench data" \
+           "bench model" "bench train" "bench ckpt"; do
+  # shellcheck disable=SC2086
+  "$lcl" $cmd --help >"$tmp/h" 2>&1; rc=$?
+  check "'$cmd --help' exits 0 with usage" test $rc -eq 0 -a -s "$tmp/h"
+done
+
+"$lcl" no-such-command >"$tmp/u" 2>&1; rc=$?
+check "unknown subcommand is a usage error (exit 2)" test $rc -eq 2
+
+"$lcl" bench comm --min-bytes potato >"$tmp/e" 2>&1; rc=$?
+check "bad size exits 1" test $rc -eq 1
+check "bad size message names the option and the fix" grep -qF "config error: --min-bytes: 'potato' is not a size; write e.g." "$tmp/e"
+check "one line of error" test "$(wc -l <"$tmp/e")" -eq 1
+
+# srun without --mpi=pmix: each task is a 1-rank world while Slurm says 2 tasks.
+SLURM_NTASKS=2 "$lcl" bench comm --max-bytes 1K >"$tmp/s" 2>&1; rc=$?
+check "Slurm/MPI world mismatch exits 1" test $rc -eq 1
+check "Slurm/MPI mismatch mentions PMIx" grep -qF -- "--mpi=pmix" "$tmp/s"
+
+# shellcheck disable=SC2086
+$mpirun -np 2 "$lcl" bench comm --min-bytes 1K --max-bytes 64K --json >"$tmp/j" 2>"$tmp/j.err"; rc=$?
+check "bench comm --json on 2 ranks exits 0" test $rc -eq 0
+check "bench comm --json prints 21 measurements" test "$(grep -c '^{' "$tmp/j")" -eq 21
+check "every JSON line has name, value, unit, reference, ratio, config" python3 - "$tmp/j" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+assert rows
+for r in rows:
+    for k in ("name", "value", "unit", "reference", "ratio", "config"):
+        assert k in r, (k, r)
+    assert r["value"] > 0 and r["reference"] > 0
+    assert abs(r["ratio"] - r["value"] / r["reference"]) < 1e-3 * max(1, r["ratio"]), r
+PY
+
+echo "$failures failed"
+[ "$failures" -eq 0 ]

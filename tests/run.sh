@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test: sets up and builds if needed, then CTest. Tests labelled `gpu` run only where a CUDA GPU is
+# visible and `slurm` ones only where Slurm's daemons can be started; both exclusions are announced.
+#   tests/run.sh [extra ctest arguments, e.g. -R communicator]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build_dir=${LCL_BUILD_DIR:-$here/build}
+"$here/launch/setup.sh" --build-dir "$build_dir"
+
+exclude=()
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  echo "tests: GPU found: running gpu-labelled tests"
+else
+  echo "tests: no GPU on this machine: EXCLUDING the gpu-labelled tests:"
+  ctest --test-dir "$build_dir" -N -L gpu | grep "Test *#" || true
+  exclude+=(gpu)
+fi
+label_exclude=""
+if [ ${#exclude[@]} -gt 0 ]; then label_exclude=$(IFS='|'; echo "${exclude[*]}"); fi
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# Multi-rank tests oversubscribe 2 cores: run them one at a time so timings and timeouts stay meaningful.
+ctest --test-dir "$build_dir" --output-on-failure --no-tests=error ${label_exclude:+-LE "$label_exclude"} "$@"
