@@ -11,6 +11,9 @@
 #include "cluster/mpi_session.h"
 
 namespace lcl::cluster {
+namespace {
+constexpr std::chrono::milliseconds kAbortGrace(1500);
+}  // namespace
 
 Watchdog::Watchdog(int rank, std::chrono::milliseconds timeout, FireHandler on_fire)
     : rank_(rank), timeout_(timeout), on_fire_(on_fire ? std::move(on_fire) : FireHandler(&Watchdog::EndJob)) {
@@ -77,6 +80,9 @@ void Watchdog::Run() {
 void Watchdog::EndJob(const std::string& report, const CollectiveRecord&) {
   LOG(ERROR) << report;
   google::FlushLogFiles(google::GLOG_INFO);
+  // The peers stuck in the same collective time out within a poll interval of us: give their watchdogs a
+  // moment to log their own reports before MPI_Abort tears every rank down.
+  std::this_thread::sleep_for(kAbortGrace);
   // MPI_Abort tears down every rank through mpirun/srun. If it cannot (a broken runtime), leave on our own
   // after a grace period so this process never hangs.
   std::thread([] {

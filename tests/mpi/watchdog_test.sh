@@ -14,7 +14,10 @@ fail() { echo "FAIL: $*"; exit 1; }
 [ "$rc" -ne 0 ] || fail "the job exited 0"
 [ "$rc" -ne 124 ] || fail "the job hung until timeout(1) killed it"
 [ "$elapsed" -le 20 ] || fail "took ${elapsed}s; expected within 2s timeout + a few seconds"
-grep -q "watchdog: rank 0: collective AllReduce on communicator 'world' (seq 1, 4096 bytes)" "$out" \
-  || fail "no watchdog report for rank 0 with op, seq and bytes"
+for r in 0 1; do  # every rank stuck in the collective reports it (rank 2 is the one that never joined)
+  grep -q "watchdog: rank $r: collective AllReduce on communicator 'world' (seq 1, 4096 bytes)" "$out" \
+    || fail "no watchdog report for rank $r with op, seq and bytes"
+done
+grep -q "exit code 3" "$out" || fail "the report does not give the exit code"
 grep -q "unreachable" "$out" && fail "a collective completed without the missing rank"
 echo "PASS: watchdog ended the job in ${elapsed}s with exit code $rc"
