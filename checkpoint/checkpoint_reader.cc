@@ -180,23 +180,33 @@ const ShardFile& CheckpointReader::Open(const std::string& file) const {
 
 torch::Tensor CheckpointReader::Read(const std::string& name, const std::vector<int64_t>& offsets,
                                      const std::vector<int64_t>& shape) const {
+  const torch::ScalarType dtype = DtypeFromName(Tensor(name).dtype(), "tensor '" + name + "'");
+  torch::Tensor out = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  ReadInto(name, offsets, out);
+  return out;
+}
+
+void CheckpointReader::ReadInto(const std::string& name, const std::vector<int64_t>& offsets,
+                                torch::Tensor& out) const {
   const TensorEntry& t = Tensor(name);
   const int dims = t.global_shape_size();
+  const std::vector<int64_t> shape = out.sizes().vec();
   if (static_cast<int>(offsets.size()) != dims || static_cast<int>(shape.size()) != dims) {
     throw CheckpointError("reading '" + name + "': asked for a " + std::to_string(offsets.size()) +
                           "-dim box of a " + std::to_string(dims) + "-dim tensor");
   }
   for (int d = 0; d < dims; ++d) {
-    if (offsets[d] < 0 || shape[d] < 0 || offsets[d] + shape[d] > t.global_shape(d)) {
+    if (offsets[d] < 0 || offsets[d] + shape[d] > t.global_shape(d)) {
       throw CheckpointError("reading '" + name + "': box outside the global shape in dim " + std::to_string(d));
     }
   }
-  const torch::ScalarType dtype = DtypeFromName(t.dtype(), "tensor '" + name + "'");
-  torch::Tensor out = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+  if (t.dtype() != DtypeName(out.scalar_type()) || !out.device().is_cpu()) {
+    throw CheckpointError("reading '" + name + "' (" + t.dtype() + ") into a " + c10::toString(out.scalar_type()) +
+                          " tensor on " + out.device().str() + "; read into a CPU tensor of the stored dtype");
+  }
   int64_t filled = 0;
   for (const ShardSlice& s : t.shards()) {
     // The intersection of the wanted box with this shard's box, in both coordinate systems.
-    torch::Tensor src, dst = out;
     bool empty = false;
     std::vector<int64_t> lo(dims), len(dims);
     for (int d = 0; d < dims; ++d) {
@@ -207,24 +217,30 @@ torch::Tensor CheckpointReader::Read(const std::string& name, const std::vector<
     }
     if (empty && dims > 0) continue;
     const ShardFile& file = Open(s.file());
-    src = file.View(name);
+    torch::Tensor src = file.View(name);
     const std::vector<int64_t> stored(s.shape().begin(), s.shape().end());
     if (src.sizes().vec() != stored) {
       throw CheckpointError("shard " + file.path() + ": tensor '" + name + "' has shape " +
                             ShapeText(src.sizes().vec()) + ", the manifest says " + ShapeText(stored));
     }
+    torch::Tensor dst = out;
     for (int d = 0; d < dims; ++d) {
       src = src.narrow(d, lo[d] - s.offsets(d), len[d]);
       dst = dst.narrow(d, lo[d] - offsets[d], len[d]);
     }
-    dst.copy_(src);
+    if (src.is_contiguous() && dst.is_contiguous()) {
+      // One byte range on both sides (whole shards, row ranges): pread straight into place.
+      const uint64_t at = static_cast<const char*>(src.data_ptr()) - static_cast<const char*>(file.View(name).data_ptr());
+      file.ReadBytes(name, at, src.numel() * src.element_size(), dst.data_ptr());
+    } else {
+      dst.copy_(src);
+    }
     filled += src.numel();
   }
   if (filled != out.numel()) {
     throw CheckpointError("checkpoint " + dir_ + ": the shards of '" + name + "' cover " + std::to_string(filled) +
                           " of the " + std::to_string(out.numel()) + " elements asked for");
   }
-  return out;
 }
 
 torch::Tensor CheckpointReader::ReadFull(const std::string& name) const {

@@ -60,6 +60,8 @@ class CheckpointReader {
   torch::Tensor Read(const std::string& name, const std::vector<int64_t>& offsets,
                      const std::vector<int64_t>& shape) const;
   torch::Tensor ReadFull(const std::string& name) const;
+  // Like Read, into an existing tensor (e.g. the model's parameter): `out`'s shape is the box's shape.
+  void ReadInto(const std::string& name, const std::vector<int64_t>& offsets, torch::Tensor& out) const;
   // Checks a tensor's global shape and dtype before loading it into a model (a config whose model shape
   // differs from the checkpoint's is a CheckpointError naming the tensor, expected and found).
   void ExpectTensor(const std::string& name, const std::vector<int64_t>& global_shape,

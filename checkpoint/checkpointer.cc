@@ -123,8 +123,17 @@ void Checkpointer::Save(int64_t step, CheckpointState state) {
       throw CheckpointError("checkpoint tensor '" + s.name + "': offsets and global shape need " +
                             std::to_string(s.data.dim()) + " dims");
     }
+    if (!options_.async && s.data.device().is_cpu()) {
+      s.data = s.data.detach().contiguous();  // the caller waits: write straight from its tensors
+      continue;
+    }
     // The snapshot: a host copy, so training may update the parameters while the writer runs.
-    s.data = s.data.detach().to(torch::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
+    torch::Tensor& buf = snapshot_[s.name];
+    if (!buf.defined() || buf.sizes() != s.data.sizes() || buf.scalar_type() != s.data.scalar_type()) {
+      buf = torch::empty(s.data.sizes(), torch::TensorOptions().dtype(s.data.scalar_type()));
+    }
+    buf.copy_(s.data.detach());
+    s.data = buf;
   }
   if (options_.async) {
     const double stall = MsSince(t0);

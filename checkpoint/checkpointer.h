@@ -94,6 +94,9 @@ class Checkpointer {
   CheckpointOptions options_;
   std::unique_ptr<cluster::ControlPlane> control_;  // own communicator: safe to use from the writer thread
   std::thread writer_;
+  // Host snapshot buffers, reused from save to save: fresh memory costs page faults (slow on some VMs), and the
+  // save in flight is always finished before the next snapshot overwrites them.
+  std::map<std::string, torch::Tensor> snapshot_;
   SaveResult pending_;
   SaveResult last_;
 };

@@ -103,10 +103,11 @@ ShardFile::ShardFile(const std::string& path) : path_(path) {
   size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
     ::close(fd);
+    fd_ = -1;
     throw CheckpointError("shard " + path + " is truncated: " + std::to_string(size_) + " bytes");
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
+  fd_ = fd;
   if (map_ == MAP_FAILED) {
     map_ = nullptr;
     throw CheckpointError(Errno("cannot mmap shard", path));
@@ -125,6 +126,7 @@ ShardFile::ShardFile(const std::string& path) : path_(path) {
     throw CheckpointError("shard " + path + " has a corrupt header: " + e.what());
   }
   data_ = bytes + 8 + hlen;
+  data_start_ = 8 + hlen;
   const uint64_t data_size = size_ - 8 - hlen;
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") continue;
@@ -155,6 +157,25 @@ ShardFile::ShardFile(const std::string& path) : path_(path) {
 
 ShardFile::~ShardFile() {
   if (map_) ::munmap(map_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void ShardFile::ReadBytes(const std::string& name, uint64_t offset, uint64_t nbytes, void* dst) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) throw CheckpointError("shard " + path_ + " has no tensor '" + name + "'");
+  if (offset + nbytes > it->second.end - it->second.begin) {
+    throw CheckpointError("shard " + path_ + ": read past the end of tensor '" + name + "'");
+  }
+  char* out = static_cast<char*>(dst);
+  uint64_t pos = data_start_ + it->second.begin + offset;
+  while (nbytes > 0) {
+    ssize_t n = ::pread(fd_, out, std::min<uint64_t>(nbytes, uint64_t{1} << 30), static_cast<off_t>(pos));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw CheckpointError(Errno("cannot read", path_));
+    out += n;
+    pos += static_cast<uint64_t>(n);
+    nbytes -= static_cast<uint64_t>(n);
+  }
 }
 
 torch::Tensor ShardFile::View(const std::string& name) const {
