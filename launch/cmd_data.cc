@@ -1,14 +1,301 @@
-// `lcl data ...`: ImageNet index, neighbours, episodes, synthetic data.
+// `lcl data ...`: synthetic ImageNet trees, ImageNet indexing, and rendered episodes for
+// inspection.
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "cluster/errors.h"
 #include "launch/cli.h"
+#include "sampler/class_index.h"
+#include "sampler/episode.h"
+#include "sampler/neighbors.h"
+#include "sampler/pairs_file.h"
+#include "sampler/prompt.h"
+#include "sampler/sampler_state.h"
+#include "sampler/synth.h"
+#include "sampler/templates.h"
+#include "sampler/tokenizer.h"
 
 namespace lcl::launch {
+namespace {
+
+// "WxH" -> (W, H); a clear error otherwise.
+std::pair<int, int> ParseSize(const std::string& s) {
+  size_t x = s.find('x');
+  try {
+    if (x != std::string::npos) return {std::stoi(s.substr(0, x)), std::stoi(s.substr(x + 1))};
+  } catch (const std::exception&) {
+  }
+  throw ConfigError("--size " + s + ": expected WIDTHxHEIGHT, e.g. 500x375");
+}
+
+void RegisterSynth(CLI::App& data, Launch& launch) {
+  auto* cmd = data.add_subcommand(
+      "synth", "write a small ImageNet-format JPEG tree with families of similar classes");
+  struct Args {
+    sampler::SynthOptions opt;
+    std::string size = "128x128";
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--out", args->opt.out, "output directory (created)")->required();
+  cmd->add_option("--classes", args->opt.classes, "number of classes")->capture_default_str();
+  cmd->add_option("--images-per-class", args->opt.images_per_class, "JPEGs per class")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->opt.seed, "seed: the same seed writes the same bytes")
+      ->capture_default_str();
+  cmd->add_option("--size", args->size, "image size WxH (ImageNet-like: 500x375)")
+      ->capture_default_str();
+  cmd->add_option("--family-size", args->opt.family_size, "classes per family of similar classes")
+      ->capture_default_str();
+  cmd->add_option("--test-fraction", args->opt.test_fraction,
+                  "share of families held out as test classes")
+      ->capture_default_str();
+  cmd->callback([&launch, args] {
+    launch.action = [args]() -> int {
+      std::tie(args->opt.width, args->opt.height) = ParseSize(args->size);
+      sampler::SynthResult r = sampler::Synthesize(args->opt);
+      size_t test = 0;
+      for (const auto& c : r.classes) test += c.test;
+      std::cout << "wrote " << r.images << " images of " << r.classes.size() << " classes in "
+                << r.families << " families (" << r.classes.size() - test << " train, " << test
+                << " test classes) to " << args->opt.out << "\n  " << r.synset_mapping << "\n  "
+                << r.train_pairs << "\n  " << r.test_pairs << "\n  " << r.split << "\n";
+      return 0;
+    };
+  });
+}
+
+void RegisterIndex(CLI::App& data, Launch& launch) {
+  auto* cmd = data.add_subcommand(
+      "index", "index an ImageNet root: classes, image counts, train/test class split");
+  struct Args {
+    std::string root, out;
+    sampler::IndexOptions opt;
+    int test_classes = -1;  // -1: a tenth of the classes (the paper's 100 of 1000)
+    uint64_t seed = 0;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--root", args->root, "ImageNet root with train/<wnid>/ (and val/)")->required();
+  cmd->add_option("--out", args->out, "write the index JSON here (default: print a summary only)");
+  cmd->add_option("--synsets", args->opt.synset_path,
+                  "synset mapping (default: <root>/LOC_synset_mapping.txt)");
+  cmd->add_option("--val-solution", args->opt.val_solution,
+                  "CSV labelling a flat val/ (LOC_val_solution.csv)");
+  cmd->add_option("--test-classes", args->test_classes,
+                  "classes held out for testing (default: a tenth, 100 of 1000)");
+  cmd->add_option("--seed", args->seed, "seed of the class split")->capture_default_str();
+  cmd->callback([&launch, args] {
+    launch.action = [args]() -> int {
+      sampler::ImageNetIndex index = sampler::IndexImageNetRoot(args->root, args->opt);
+      const size_t test =
+          args->test_classes < 0 ? index.classes.size() / 10 : size_t(args->test_classes);
+      sampler::ClassSplit split = sampler::SplitClasses(index.classes.size(), test, args->seed);
+      if (!args->out.empty()) sampler::WriteIndexJson(index, split, args->out);
+      std::cout << nlohmann::json({{"root", index.root},
+                                   {"classes", index.classes.size()},
+                                   {"train_images", index.num_train},
+                                   {"val_images", index.num_val},
+                                   {"train_classes", split.train_ids.size()},
+                                   {"test_classes", split.test_ids.size()}})
+                       .dump()
+                << "\n";
+      return 0;
+    };
+  });
+}
+
+nlohmann::json ImageJson(const sampler::ImageRef& ref, const std::string& label, bool positive) {
+  return {{"path", ref.path}, {"label", label}, {"positive", positive}};
+}
+
+nlohmann::json EpisodeJson(const sampler::Episode& e, const sampler::PromptConfig& prompt,
+                           const sampler::Tokenizer* tok) {
+  nlohmann::json examples = nlohmann::json::array();
+  for (const auto& t : e.examples) examples.push_back(ImageJson(t.image, t.label, t.positive));
+  nlohmann::json j = {{"epoch", e.epoch},
+                      {"index", e.index},
+                      {"policy", e.policy},
+                      {"shot", e.shot},
+                      {"positive_label", e.positive_label},
+                      {"negative_label", e.negative_label},
+                      {"examples", examples},
+                      {"query", ImageJson(e.query, e.query_label, e.query_positive)},
+                      {"question", e.question},
+                      {"text", sampler::RenderText(e, prompt)}};
+  if (tok != nullptr) {
+    sampler::TokenizedPrompt p = sampler::TokenizeEpisode(e, *tok, prompt);
+    size_t labelled = 0;
+    for (int l : p.labels) labelled += l != sampler::kIgnoreIndex;
+    j["tokens"] = {{"total", p.input_ids.size()},
+                   {"text", p.text_tokens},
+                   {"image", p.input_ids.size() - size_t(p.text_tokens)},
+                   {"labelled", labelled},
+                   {"shot_after_length_limit", p.shot}};
+  }
+  return j;
+}
+
+void RegisterEpisodes(CLI::App& data, Launch& launch) {
+  auto* cmd = data.add_subcommand(
+      "episodes", "print rendered episodes as JSON lines (text, images, token counts)");
+  struct Args {
+    std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight";
+    sampler::EpisodeConfig config;
+    sampler::PromptConfig prompt;
+    uint64_t epoch = 0, start = 0, count = 4;
+    bool made_up_eval_labels = false;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--pairs", args->pairs,
+                  "train pairs jsonl (official train900_pairs.jsonl format)");
+  cmd->add_option("--test-pairs", args->test_pairs,
+                  "evaluation pairs jsonl (test100 format): eval episodes");
+  cmd->add_option("--templates", args->templates, "final-question templates JSON (e.g. ICL.json)");
+  cmd->add_option("--tokenizer", args->tokenizer, "SentencePiece model: adds token counts");
+  cmd->add_option("--policy", args->policy, "2way_weight | 2way_random_shot")
+      ->capture_default_str();
+  cmd->add_option("--shot", args->config.shot, "example images per side")->capture_default_str();
+  cmd->add_option("--seed", args->config.seed, "episode seed")->capture_default_str();
+  cmd->add_option("--epoch", args->epoch, "epoch")->capture_default_str();
+  cmd->add_option("--start", args->start, "first episode index")->capture_default_str();
+  cmd->add_option("--count", args->count, "number of episodes")->capture_default_str();
+  cmd->add_option("--image-tokens", args->prompt.image_tokens, "patch tokens per image")
+      ->capture_default_str();
+  cmd->add_option("--max-length", args->prompt.max_length, "maximum tokens per episode")
+      ->capture_default_str();
+  cmd->add_flag("--made-up-eval-labels", args->made_up_eval_labels,
+                "eval episodes use made-up words as labels");
+  cmd->callback([&launch, args] {
+    launch.action = [args]() -> int {
+      if (args->pairs.empty() == args->test_pairs.empty()) {
+        throw ConfigError(
+            "lcl data episodes: give exactly one of --pairs (training) or --test-pairs "
+            "(evaluation)");
+      }
+      args->config.policy = sampler::ParsePolicy(args->policy);
+      if (!args->templates.empty())
+        args->config.templates = sampler::LoadTemplates(args->templates);
+      std::unique_ptr<sampler::Tokenizer> tok;
+      if (!args->tokenizer.empty())
+        tok = std::make_unique<sampler::Tokenizer>(sampler::Tokenizer::Load(args->tokenizer));
+      if (!args->pairs.empty()) {
+        sampler::PairsTable table = sampler::PairsTable::Read(args->pairs);
+        sampler::TrainEpisodes episodes(table, args->config);
+        for (uint64_t k = 0; k < args->count; ++k) {
+          sampler::EpisodeKey key =
+              sampler::KeyAt({args->epoch, args->start}, k, episodes.EpisodesPerEpoch());
+          std::cout
+              << EpisodeJson(episodes.Build(key.epoch, key.index), args->prompt, tok.get()).dump()
+              << "\n";
+        }
+        return 0;
+      }
+      std::vector<sampler::TestClass> classes = sampler::ReadTestPairs(args->test_pairs);
+      sampler::EvalEpisodes eval(classes, args->config.shot, args->config.seed,
+                                 args->made_up_eval_labels ? sampler::EvalLabels::kMadeUpWords
+                                                           : sampler::EvalLabels::kClassNames,
+                                 args->config.templates);
+      for (uint64_t i = args->start; i < std::min<uint64_t>(eval.size(), args->start + args->count);
+           ++i) {
+        std::cout << EpisodeJson(eval.Build(i), args->prompt, tok.get()).dump() << "\n";
+      }
+      return 0;
+    };
+  });
+}
+
+// Keeps the feature rows of `ids` (1-based class ids = row + 1).
+sampler::FeatureMatrix SelectRows(const sampler::FeatureMatrix& m, const std::vector<int>& ids) {
+  sampler::FeatureMatrix out{int64_t(ids.size()), m.cols, {}};
+  for (int id : ids) {
+    if (id < 1 || id > m.rows) {
+      throw DataError("class id " + std::to_string(id) + " has no feature row (features have " +
+                      std::to_string(m.rows) + " rows, one per class in synset order)");
+    }
+    out.data.insert(out.data.end(), m.data.begin() + (id - 1) * m.cols,
+                    m.data.begin() + id * m.cols);
+  }
+  return out;
+}
+
+struct NeighborsArgs {
+  std::string root, image_features, text_features, index, out, image_tensor = "image_features",
+                                                               text_tensor = "text_features";
+  std::vector<double> weights = {0.5, 0.8, 0.5};
+  int neighbors = 36, samples = 36;
+  uint64_t seed = 0;
+};
+
+// `lcl data neighbors`: index -> features -> similarity -> interval draws -> pairs file.
+int RunNeighbors(const NeighborsArgs* args) {
+  sampler::ImageNetIndex index = sampler::IndexImageNetRoot(args->root, {});
+  std::vector<int> ids;
+  if (!args->index.empty()) {
+    nlohmann::json doc = nlohmann::json::parse(std::ifstream(args->index), nullptr, false);
+    if (doc.is_discarded() || !doc.contains("split")) {
+      throw DataError(args->index + ": not an index JSON from `lcl data index` (no \"split\")");
+    }
+    ids = doc["split"]["train"].get<std::vector<int>>();
+  } else {
+    for (const auto& c : index.classes) ids.push_back(c.synset.id);
+  }
+  std::vector<sampler::ClassImages> classes;
+  for (int id : ids) classes.push_back(index.classes.at(size_t(id - 1)));
+  sampler::FeatureMatrix image =
+      SelectRows(sampler::ReadFeatureMatrix(args->image_features, args->image_tensor), ids);
+  sampler::FeatureMatrix text;
+  if (!args->text_features.empty()) {
+    text = SelectRows(sampler::ReadFeatureMatrix(args->text_features, args->text_tensor), ids);
+  }
+  sampler::SimilarityWeights w{args->weights[0], args->weights[1], args->weights[2]};
+  auto sim = sampler::ClassSimilarity(image, args->text_features.empty() ? nullptr : &text, w);
+  auto nbrs = sampler::DrawNeighbors(sim, args->neighbors, args->seed);
+  sampler::MakePairsTable(classes, nbrs, args->samples, args->seed).Write(args->out);
+  std::cout << "wrote " << classes.size() << " classes with "
+            << std::min<size_t>(args->neighbors, ids.size() - 1) << " neighbours each to "
+            << args->out
+            << (args->text_features.empty() ? " (image-image similarity only: no text features)"
+                                            : "")
+            << "\n";
+  return 0;
+}
+
+void RegisterNeighbors(CLI::App& data, Launch& launch) {
+  using Args = NeighborsArgs;
+  auto* cmd = data.add_subcommand(
+      "neighbors", "build a train pairs table from per-class image (and text) features");
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--root", args->root, "ImageNet root (class order = synset mapping)")->required();
+  cmd->add_option("--image-features", args->image_features,
+                  "safetensors with [classes, dim] mean image features")
+      ->required();
+  cmd->add_option("--text-features", args->text_features,
+                  "safetensors with [classes, dim] class text features");
+  cmd->add_option("--image-tensor", args->image_tensor, "tensor name")->capture_default_str();
+  cmd->add_option("--text-tensor", args->text_tensor, "tensor name")->capture_default_str();
+  cmd->add_option("--index", args->index,
+                  "index JSON from `lcl data index`: use its train split only");
+  cmd->add_option("--weights", args->weights, "tt it ii similarity weights")
+      ->expected(3)
+      ->capture_default_str();
+  cmd->add_option("--neighbors", args->neighbors, "intervals = neighbours per class")
+      ->capture_default_str();
+  cmd->add_option("--samples", args->samples, "sample images listed per class")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "seed of the draws")->capture_default_str();
+  cmd->add_option("--out", args->out, "output pairs jsonl")->required();
+  cmd->callback(
+      [&launch, args] { launch.action = [args]() -> int { return RunNeighbors(args.get()); }; });
+}
+
+}  // namespace
 
 void RegisterDataCommands(CLI::App& data, Launch& launch) {
-  for (const char* name : {"synth", "index", "neighbors", "episodes"}) {
-    auto* sub = data.add_subcommand(name, std::string("data ") + name);
-    sub->allow_extras();
-    sub->callback([&launch, name] { launch.action = NotYetBuilt(std::string("data ") + name, "#4"); });
-  }
+  RegisterSynth(data, launch);
+  RegisterIndex(data, launch);
+  RegisterEpisodes(data, launch);
+  RegisterNeighbors(data, launch);
 }
 
 }  // namespace lcl::launch

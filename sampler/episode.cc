@@ -1,0 +1,194 @@
+// Episode policies: every draw comes from a CounterRng keyed by (seed, epoch, index, purpose).
+#include "sampler/episode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "cluster/errors.h"
+#include "sampler/rng.h"
+#include "sampler/templates.h"
+
+namespace lcl::sampler {
+namespace {
+
+// Purposes keep independent streams apart: changing how many draws one part makes never shifts
+// another.
+constexpr uint64_t kOrderStream = 1;    // class order of an epoch
+constexpr uint64_t kEpisodeStream = 2;  // the episode's own draws
+constexpr uint64_t kWordStream = 3;     // the made-up word
+constexpr uint64_t kEvalStream = 4;
+
+// `count` images from `pool` without replacement while the pool lasts (then it cycles, reshuffled),
+// skipping `exclude` so the neighbour's listed image is not drawn twice.
+std::vector<std::string> DrawImages(const std::vector<std::string>& pool, size_t count,
+                                    CounterRng& rng, const std::string& exclude = "") {
+  std::vector<std::string> candidates;
+  for (const std::string& p : pool) {
+    if (p != exclude) candidates.push_back(p);
+  }
+  if (candidates.empty()) candidates = pool;
+  std::vector<std::string> out;
+  if (candidates.empty()) return out;  // tables reject empty pools; this only guards the loop
+  while (out.size() < count) {
+    std::vector<std::string> round = candidates;
+    rng.Shuffle(round);
+    for (size_t i = 0; i < round.size() && out.size() < count; ++i) out.push_back(round[i]);
+  }
+  return out;
+}
+
+// Shuffles the 2*shot example turns and pops the query from the chosen side (the last drawn image).
+void Assemble(Episode& e, std::vector<std::string> pos, std::vector<std::string> neg,
+              CounterRng& rng, const std::vector<std::string>& templates) {
+  std::string query_path = e.query_positive ? pos.back() : neg.back();
+  (e.query_positive ? pos : neg).pop_back();
+  e.query = {query_path, e.query_positive ? e.positive_class : e.negative_class};
+  e.query_label = e.query_positive ? e.positive_label : e.negative_label;
+  for (const std::string& p : pos)
+    e.examples.push_back({{p, e.positive_class}, e.positive_label, true});
+  for (const std::string& p : neg)
+    e.examples.push_back({{p, e.negative_class}, e.negative_label, false});
+  rng.Shuffle(e.examples);
+  e.question = templates[rng.Below(templates.size())];
+}
+
+}  // namespace
+
+Policy ParsePolicy(const std::string& name) {
+  if (name == "2way_weight") return Policy::k2WayWeight;
+  if (name == "2way_random_shot") return Policy::k2WayRandomShot;
+  throw ConfigError("unknown episode policy \"" + name +
+                    "\"; expected 2way_weight or 2way_random_shot");
+}
+
+const char* PolicyName(Policy policy) {
+  return policy == Policy::k2WayWeight ? "2way_weight" : "2way_random_shot";
+}
+
+std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index) {
+  CounterRng rng({seed, epoch, index, kWordStream});
+  size_t length = 1 + rng.Below(10);
+  std::string word(length, 'a');
+  for (char& c : word) c = static_cast<char>('a' + rng.Below(26));
+  return word;
+}
+
+std::vector<double> NeighborWeights(size_t n) {
+  std::vector<double> w(n);
+  for (size_t j = 0; j < n; ++j) w[j] = static_cast<double>(n - j);
+  return w;
+}
+
+std::vector<double> RandomShotWeights(int shot) {
+  std::vector<double> w;
+  for (int s = 1; s <= shot; ++s) w.push_back(std::exp(s / 2.0));
+  return w;
+}
+
+TrainEpisodes::TrainEpisodes(const PairsTable& table, EpisodeConfig config)
+    : table_(table), config_(std::move(config)) {
+  if (config_.shot < 1)
+    throw ConfigError("episode shot=" + std::to_string(config_.shot) + " must be >= 1");
+  if (config_.templates.empty()) config_.templates = DefaultTemplates();
+}
+
+Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
+  const uint64_t n = table_.size();
+  if (index >= n) {
+    throw ConfigError("episode index " + std::to_string(index) + " is past the epoch's " +
+                      std::to_string(n) + " episodes");
+  }
+  // The epoch's class order: a seeded permutation (O(classes), negligible beside decoding images).
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  CounterRng order_rng({config_.seed, epoch, kOrderStream});
+  order_rng.Shuffle(order);
+
+  CounterRng rng({config_.seed, epoch, index, kEpisodeStream});
+  Episode e;
+  e.epoch = epoch;
+  e.index = index;
+  e.policy = PolicyName(config_.policy);
+  e.shot = config_.shot;
+  if (config_.policy == Policy::k2WayRandomShot)
+    e.shot = 1 + int(rng.Weighted(RandomShotWeights(config_.shot)));
+  e.positive_class = order[index];
+  const ClassPairs& pos_class = table_.classes()[e.positive_class];
+  if (pos_class.neighbors.empty()) {
+    throw DataError(
+        "class_id \"" + pos_class.class_id + "\" (" + pos_class.class_name +
+        ") has no neighbours; a 2-way episode needs at least one (regenerate the pairs file)");
+  }
+  size_t j = rng.Weighted(NeighborWeights(pos_class.neighbors.size()));
+  e.negative_class = table_.NeighborIndex(e.positive_class, j);
+  const ClassPairs& neg_class = table_.classes()[e.negative_class];
+  e.positive_label = MadeUpWord(config_.seed, epoch, index);
+  e.negative_label = neg_class.class_name;
+  e.query_positive = rng.Below(2) == 0;
+
+  // One extra image on the query's side; the negative side starts with the neighbour's listed
+  // image.
+  const size_t shot = static_cast<size_t>(e.shot);
+  std::vector<std::string> pos =
+      DrawImages(pos_class.samples, shot + (e.query_positive ? 1 : 0), rng);
+  const std::string& listed = pos_class.neighbors[j].image_path;
+  std::vector<std::string> neg = {listed};
+  std::vector<std::string> more =
+      DrawImages(neg_class.samples, shot - 1 + (e.query_positive ? 0 : 1), rng, listed);
+  neg.insert(neg.end(), more.begin(), more.end());
+  Assemble(e, std::move(pos), std::move(neg), rng, config_.templates);
+  return e;
+}
+
+EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed,
+                           EvalLabels labels, std::vector<std::string> templates)
+    : classes_(classes),
+      shot_(shot),
+      seed_(seed),
+      labels_(labels),
+      templates_(std::move(templates)) {
+  if (shot < 0) throw ConfigError("eval shot=" + std::to_string(shot) + " must be >= 0");
+  if (classes.size() % 2 != 0) {
+    throw DataError("eval needs an even number of test classes (2k and 2k+1 are partners), found " +
+                    std::to_string(classes.size()));
+  }
+  if (templates_.empty()) templates_ = DefaultTemplates();
+  starts_.push_back(0);
+  for (const TestClass& c : classes_) starts_.push_back(starts_.back() + c.test_samples.size());
+}
+
+Episode EvalEpisodes::Build(uint64_t index) const {
+  if (index >= size()) {
+    throw ConfigError("eval episode " + std::to_string(index) + " is past the " +
+                      std::to_string(size()));
+  }
+  size_t c = std::upper_bound(starts_.begin(), starts_.end(), index) - starts_.begin() - 1;
+  size_t partner = c ^ 1;
+  const TestClass& pos = classes_[c];
+  const TestClass& neg = classes_[partner];
+  CounterRng rng({seed_, index, kEvalStream});
+  Episode e;
+  e.index = index;
+  e.policy = "2way_eval";
+  e.shot = shot_;
+  e.positive_class = static_cast<int>(c);
+  e.negative_class = static_cast<int>(partner);
+  if (labels_ == EvalLabels::kClassNames) {
+    e.positive_label = pos.class_name;
+    e.negative_label = neg.class_name;
+  } else {
+    e.positive_label = MadeUpWord(seed_, 0, index);
+    do {  // two made-up words that differ, or the episode would be unanswerable
+      e.negative_label = MadeUpWord(seed_, 1, rng.NextU64());
+    } while (e.negative_label == e.positive_label);
+  }
+  e.query_positive = true;
+  std::vector<std::string> pos_images = DrawImages(pos.context_samples, shot_, rng);
+  pos_images.push_back(pos.test_samples[index - starts_[c]]);
+  std::vector<std::string> neg_images = DrawImages(neg.context_samples, shot_, rng);
+  Assemble(e, std::move(pos_images), std::move(neg_images), rng, templates_);
+  return e;
+}
+
+}  // namespace lcl::sampler

@@ -1,0 +1,62 @@
+// Prompt rendering and tokenization of an episode in the official LCL conversation layout (Vicuna
+// v1 turns, the system line on the first example turn), with a label mask over the assistant
+// answers only and image blocks (image-start + N patches + image-end) that are never cut by the
+// length limit.
+//
+//   lcl::sampler::PromptConfig config;  // 256 image tokens, max_length 2048, reduce shots when too
+//   long lcl::sampler::TokenizedPrompt p = lcl::sampler::TokenizeEpisode(episode, tokenizer,
+//   config);
+//   // p.input_ids[i] is predicted where p.labels[i] != kIgnoreIndex
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sampler/episode.h"
+#include "sampler/tokenizer.h"
+
+namespace lcl::sampler {
+
+inline constexpr int kIgnoreIndex =
+    -100;  // label of a position the loss skips (PyTorch's convention)
+
+struct PromptConfig {
+  std::string system =
+      "A chat between a curious human and an artificial intelligence assistant. The assistant "
+      "learns new "
+      "concepts from the examples and answers the question about the last image.";
+  int image_tokens = 256;    // patch placeholders per image (CLIP ViT-L/14 at 224 px: 256)
+  int max_length = 2048;     // tokens, image blocks included
+  bool reduce_shots = true;  // when too long: drop example pairs down to min_shot; else reject
+  int min_shot = 1;
+};
+
+// One user/assistant exchange; `user` may hold "<image>".
+struct Turn {
+  std::string user;
+  std::string assistant;
+};
+
+// The episode as turns: 2*shot example turns, then the final question and its answer.
+std::vector<Turn> RenderTurns(const Episode& episode);
+// The whole conversation as text (with "<image>" markers and "</s>" after answers), for inspection.
+std::string RenderText(const Episode& episode, const PromptConfig& config);
+
+struct TokenizedPrompt {
+  std::vector<int> input_ids;    // [T]
+  std::vector<int> labels;       // [T], kIgnoreIndex except on answer tokens and their eos
+  std::vector<ImageRef> images;  // in the order of the image blocks: examples, then the query
+  int shot = 0;                  // per side, after any reduction
+  int text_tokens = 0;           // tokens outside image blocks
+};
+
+// Tokenizes the episode; throws lcl::DataError when it is longer than max_length and cannot be
+// reduced (the message gives the token counts).
+TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tokenizer,
+                                const PromptConfig& config);
+
+// The episode with one positive and one negative example turn removed (the last of each), so both
+// sides keep the same shot.
+Episode DropExamplePair(const Episode& episode);
+
+}  // namespace lcl::sampler

@@ -1,0 +1,185 @@
+// Prompt rendering and SentencePiece tokenization: the official layout, image blocks as specials
+// text can never produce, a label mask whose decoded runs are exactly the answers, and the
+// max-length policy.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "cluster/errors.h"
+#include "sampler/episode.h"
+#include "sampler/prompt.h"
+#include "sampler/tokenizer.h"
+#include "tests/sampler/test_util.h"
+
+namespace lcl::sampler {
+namespace {
+
+const PairsTable& RealTable() {
+  static const PairsTable table = PairsTable::Read(testing::SharedData("train900_pairs.jsonl"));
+  return table;
+}
+
+std::vector<std::string> ClassNames() {
+  std::vector<std::string> names;
+  for (const ClassPairs& c : RealTable().classes()) names.push_back(c.class_name);
+  return names;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One tokenizer for the whole binary (training takes about a second).
+class PromptTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    TrainTokenizer(DefaultTokenizerCorpus(ClassNames()), 1000, dir_->path() + "/tok.model");
+    tok_ = new Tokenizer(Tokenizer::Load(dir_->path() + "/tok.model"));
+  }
+  static void TearDownTestSuite() {
+    delete tok_;
+    delete dir_;
+  }
+  static testing::TempDir* dir_;
+  static Tokenizer* tok_;
+};
+testing::TempDir* PromptTest::dir_ = nullptr;
+Tokenizer* PromptTest::tok_ = nullptr;
+
+TEST_F(PromptTest, TrainingIsDeterministic) {
+  // Same corpus, same file name (the model records its prefix), another directory: identical bytes.
+  testing::TempDir other;
+  TrainTokenizer(DefaultTokenizerCorpus(ClassNames()), 1000, other.path() + "/tok.model");
+  const std::string a = ReadAll(dir_->path() + "/tok.model"),
+                    b = ReadAll(other.path() + "/tok.model");
+  EXPECT_GT(a.size(), 1000u);
+  EXPECT_TRUE(a.substr(0, a.find("/tmp/")) == b.substr(0, b.find("/tmp/"))) << "models differ";
+  EXPECT_TRUE(a.substr(a.find("/tok")) == b.substr(b.find("/tok")))
+      << "models differ after the prefix";
+  EXPECT_THROW(TrainTokenizer({}, 1000, dir_->path() + "/x.model"), DataError);
+  EXPECT_THROW(TrainTokenizer({"a"}, 1000, dir_->path() + "/x.bin"), ConfigError);
+  EXPECT_THROW(Tokenizer::Load(dir_->path() + "/absent.model"), DataError);
+}
+
+TEST_F(PromptTest, ImageSpecialsFollowTheVocabularyAndTextNeverProducesThem) {
+  const Tokenizer& tok = *tok_;
+  EXPECT_EQ(tok.im_start_id(), tok.vocab_size() - 3);
+  EXPECT_EQ(tok.im_patch_id(), tok.vocab_size() - 1);
+  EXPECT_EQ(tok.bos_id(), 1);
+  EXPECT_EQ(tok.eos_id(), 2);
+  EXPECT_EQ(tok.pad_id(), 3);
+  for (const std::string& text :
+       {std::string("<image> <im_start> <im_patch> </s> <s>"), std::string("\xff\xfe"),
+        std::string("Ünïcödé 漢字 [BEGIN EXAMPLE]")}) {
+    for (int id : tok.Encode(text)) ASSERT_LT(id, tok.im_start_id()) << text;
+  }
+  // Byte fallback: text outside the corpus round-trips exactly.
+  EXPECT_EQ(tok.Decode(tok.Encode("Ünïcödé 漢字 qzxv")), "Ünïcödé 漢字 qzxv");
+}
+
+TEST_F(PromptTest, RenderedTextFollowsTheOfficialLayout) {
+  Episode e = TrainEpisodes(RealTable(), EpisodeConfig{}).Build(0, 3);
+  PromptConfig config;
+  std::string text = RenderText(e, config);
+  EXPECT_EQ(
+      text.rfind(config.system +
+                     " USER: [BEGIN EXAMPLE] What is in the image <image>? ASSISTANT: there is \"",
+                 0),
+      0u);
+  size_t examples = 0;
+  for (size_t p = text.find("[END EXAMPLE]</s>"); p != std::string::npos;
+       p = text.find("[END EXAMPLE]</s>", p + 1)) {
+    ++examples;
+  }
+  EXPECT_EQ(examples, 32u);
+  std::string tail =
+      "USER: " + e.question + " ASSISTANT: there is \"" + e.query_label + "\" in the image.</s>";
+  EXPECT_EQ(text.substr(text.size() - tail.size()), tail);
+  EXPECT_EQ(text.find(config.system, 1), std::string::npos);  // the system line only once, first
+}
+
+TEST_F(PromptTest, DecodedUnmaskedTokensAreExactlyTheAnswers) {
+  const Tokenizer& tok = *tok_;
+  PromptConfig config;
+  config.image_tokens = 16;
+  config.max_length = 100000;
+  TrainEpisodes episodes(RealTable(), EpisodeConfig{});
+  for (uint64_t i = 0; i < 20; ++i) {
+    Episode e = episodes.Build(1, i);
+    TokenizedPrompt p = TokenizeEpisode(e, tok, config);
+    ASSERT_EQ(p.input_ids.size(), p.labels.size());
+    std::vector<std::string> answers;
+    for (const Turn& t : RenderTurns(e)) answers.push_back(t.assistant);
+    // Split the labelled positions into runs; each run is one answer followed by eos.
+    std::vector<std::string> decoded;
+    std::vector<int> run;
+    for (size_t k = 0; k <= p.labels.size(); ++k) {
+      bool labelled = k < p.labels.size() && p.labels[k] != kIgnoreIndex;
+      if (labelled) {
+        ASSERT_EQ(p.labels[k], p.input_ids[k]);
+        run.push_back(p.labels[k]);
+      } else if (!run.empty()) {
+        ASSERT_EQ(run.back(), tok.eos_id());
+        decoded.push_back(tok.Decode(run));
+        run.clear();
+      }
+    }
+    ASSERT_EQ(decoded, answers);
+    // 33 image blocks, each start + 16 patches + end, in the order of p.images, none labelled.
+    size_t blocks = 0;
+    for (size_t k = 0; k < p.input_ids.size(); ++k) {
+      if (p.input_ids[k] != tok.im_start_id()) continue;
+      ++blocks;
+      for (int j = 1; j <= 16; ++j) ASSERT_EQ(p.input_ids[k + j], tok.im_patch_id());
+      ASSERT_EQ(p.input_ids[k + 17], tok.im_end_id());
+      for (int j = 0; j <= 17; ++j) ASSERT_EQ(p.labels[k + j], kIgnoreIndex);
+    }
+    EXPECT_EQ(blocks, 33u);
+    ASSERT_EQ(p.images.size(), 33u);
+    EXPECT_EQ(p.images.back().path, e.query.path);
+    EXPECT_EQ(p.images[0].path, e.examples[0].image.path);
+    EXPECT_EQ(p.input_ids[0], tok.bos_id());
+  }
+}
+
+TEST_F(PromptTest, OverLongEpisodesDropWholeExamplePairsOrAreRejectedWithCounts) {
+  const Tokenizer& tok = *tok_;
+  PromptConfig config;  // 256 image tokens: 33 images are 8514 tokens, far over 2048
+  Episode e = TrainEpisodes(RealTable(), EpisodeConfig{}).Build(0, 0);
+  TokenizedPrompt p = TokenizeEpisode(e, tok, config);
+  ASSERT_LE(p.input_ids.size(), 2048u);
+  EXPECT_LT(p.shot, 16);
+  EXPECT_EQ(p.images.size(), 2u * p.shot + 1);
+  // The largest shot that fits: one more pair would not.
+  Episode bigger = e;
+  while (bigger.shot > p.shot + 1) bigger = DropExamplePair(bigger);
+  PromptConfig no_reduce = config;
+  no_reduce.reduce_shots = false;
+  no_reduce.max_length = 1 << 20;
+  EXPECT_GT(TokenizeEpisode(bigger, tok, no_reduce).input_ids.size(), 2048u);
+  // Balanced sides after reduction.
+  Episode reduced = e;
+  while (reduced.shot > p.shot) reduced = DropExamplePair(reduced);
+  int positives = 0;
+  for (const ExampleTurn& t : reduced.examples) positives += t.positive;
+  EXPECT_EQ(positives, p.shot);
+  EXPECT_EQ(reduced.examples.size(), 2u * p.shot);
+  // Reject mode: a clear count.
+  config.reduce_shots = false;
+  try {
+    TokenizeEpisode(e, tok, config);
+    FAIL() << "expected a DataError";
+  } catch (const DataError& err) {
+    std::string msg = err.what();
+    EXPECT_NE(msg.find("33 images x 258"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("max_length is 2048"), std::string::npos) << msg;
+  }
+}
+
+}  // namespace
+}  // namespace lcl::sampler
