@@ -1,6 +1,7 @@
 // lcl: the one command-line entry point. main only parses and dispatches; each subcommand family lives in its
 // own cmd_*.cc. A typed lcl::Error ends the process with one clear message and a non-zero exit code.
 #include <CLI/CLI.hpp>
+#include <malloc.h>
 
 #include <cstdio>
 #include <iostream>
@@ -29,6 +30,12 @@ int Fail(lcl::launch::Launch& launch, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Keep freed memory in the heap for reuse instead of returning it to the kernel: image tensors, batches and
+  // checkpoint buffers are allocated again every step, and each fresh 4 KiB page costs a fault (on the VMs we
+  // measured, a 600 KB image tensor's faults cost more than decoding the JPEG; docs/performance.md).
+  mallopt(M_MMAP_THRESHOLD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 64 << 20);
   lcl::launch::Launch launch;
   launch.argc = &argc;
   launch.argv = &argv;
