@@ -79,23 +79,20 @@ std::string ResolveResume(const std::string& run_dir, const std::string& spec) {
   for (const auto& c : all) {
     if (c.complete) newest = c.path;
   }
+  // The commit point is the rename of step_N.tmp to step_N: a complete directory is committed even if a kill
+  // came before `latest` moved, so the newest complete step wins and `latest` is only cross-checked.
   const fs::path latest = fs::path(run_dir) / "checkpoints" / "latest";
   if (fs::exists(latest)) {
     std::string name = ReadFile(latest.string());
     name.erase(name.find_last_not_of(" \n\r\t") + 1);
     const fs::path named = fs::path(run_dir) / "checkpoints" / name;
-    if (fs::exists(named / "manifest.pb")) {
-      if (named.string() != newest && !newest.empty()) {
-        LOG(WARNING) << "`latest` names " << name << " but " << newest << " is newer and complete; using `latest`";
-      }
-      return named.string();
-    }
-    if (newest.empty()) {
-      LOG(WARNING) << "`latest` names " << name << ", which is missing or incomplete, and no complete checkpoint "
-                   << "exists: starting fresh";
-    } else {
-      LOG(WARNING) << "`latest` names " << name << ", which is missing or incomplete; falling back to the newest "
-                   << "complete checkpoint " << newest;
+    if (!fs::exists(named / "manifest.pb")) {
+      LOG(WARNING) << "`latest` names " << name << ", which is missing or incomplete; "
+                   << (newest.empty() ? std::string("no complete checkpoint exists: starting fresh")
+                                      : "falling back to the newest complete checkpoint " + newest);
+    } else if (named.string() != newest) {
+      LOG(WARNING) << "`latest` names " << name << " but " << newest << " is newer and complete (a save was "
+                   << "interrupted after its commit, before `latest` moved); using " << newest;
     }
   }
   return newest;

@@ -35,8 +35,8 @@ struct CheckpointListing {
 // The run's step directories, oldest first.
 std::vector<CheckpointListing> ListCheckpoints(const std::string& run_dir);
 
-// `spec` "auto": the step `latest` names if it is complete, else (with a warning) the newest complete step, or ""
-// for a fresh start. Any other `spec` is a step directory that must be complete (CheckpointError otherwise).
+// `spec` "auto": the newest complete step (a warning when `latest` names another or a missing one), or "" for a
+// fresh start. Any other `spec` is a step directory that must be complete (CheckpointError otherwise).
 std::string ResolveResume(const std::string& run_dir, const std::string& spec);
 
 class CheckpointReader {

@@ -1,14 +1,146 @@
-// `lcl model ...`: create, import and export models.
+// `lcl model ...`: create a random model in Hugging Face layout (`init`) and export a model as HF safetensors with
+// its TP shards merged (`export-hf`).
+//
+//   lcl model init --preset tiny --out runs/tiny-model
+//   mpirun -np 2 lcl model export-hf --model runs/tiny-model --tp 2 --out runs/exported --dtype bf16
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "cluster/errors.h"
+#include "cluster/mpi_communicator.h"
+#include "cluster/process_grid.h"
 #include "launch/cli.h"
+#include "sampler/tokenizer.h"
+#include "trainer/hf_io.h"
+#include "trainer/multimodal_model.h"
 
 namespace lcl::launch {
+namespace {
+
+struct InitArgs {
+  std::string preset = "tiny";
+  std::string out;
+  std::string class_names;  // optional: one class name per line, added to the tokenizer corpus
+  uint64_t seed = 1234;
+  std::string dtype = "f32";
+};
+
+struct ExportArgs {
+  std::string model;
+  std::string vision;
+  std::string out;
+  int tp = 1;
+  std::string dtype = "f32";
+  double max_shard_gb = 5.0;
+};
+
+torch::ScalarType ParseDtype(const std::string& dtype) {
+  if (dtype == "f32") return torch::kFloat32;
+  if (dtype == "bf16") return torch::kBFloat16;
+  if (dtype == "f16") return torch::kFloat16;
+  throw ConfigError("--dtype " + dtype + " is not one of f32, bf16, f16");
+}
+
+std::vector<std::string> ReadLines(const std::string& path) {
+  std::vector<std::string> lines;
+  if (path.empty()) return lines;
+  std::ifstream in(path);
+  if (!in) throw ConfigError("cannot read --class-names file '" + path + "'");
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) lines.push_back(line);
+  }
+  return lines;
+}
+
+// Trains tokenizer.model next to the weights and takes the image-special ids from it (the SentencePiece vocabulary
+// can come out smaller than asked for on a small corpus, which moves the specials).
+void WriteTokenizer(const InitArgs& args, trainer::ModelConfig* config) {
+  const std::string path = args.out + "/tokenizer.model";
+  const int pieces = config->text.vocab_size - 3;  // room for im_start, im_end, im_patch
+  sampler::TrainTokenizer(sampler::DefaultTokenizerCorpus(ReadLines(args.class_names)), pieces, path);
+  sampler::Tokenizer tok = sampler::Tokenizer::Load(path);
+  if (tok.vocab_size() > config->text.vocab_size) {
+    throw ConfigError("the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model vocabulary " +
+                      std::to_string(config->text.vocab_size));
+  }
+  // A small corpus yields fewer pieces than asked for: shrink the vocabulary to fit the tokenizer, rounded up to a
+  // multiple of 64 so that any tp up to 64 divides it.
+  config->text.vocab_size = (tok.vocab_size() + 63) / 64 * 64;
+  config->im_start_token_id = tok.im_start_id();
+  config->im_end_token_id = tok.im_end_id();
+  config->image_token_id = tok.im_patch_id();
+}
+
+int RunInit(const InitArgs& args) {
+  trainer::ModelConfig config = trainer::ModelConfig::FromPreset(args.preset);
+  std::filesystem::create_directories(args.out);
+  if (args.preset != "llava-7b") {
+    try {
+      WriteTokenizer(args, &config);
+    } catch (const NotBuiltError& e) {
+      // The weights are still useful; the preset's image ids match a tokenizer of vocab_size - 3 pieces.
+      std::cerr << "warning: no tokenizer.model written (" << e.what() << ")\n";
+    }
+  } else {
+    std::cout << "llava-7b: no tokenizer trained; copy Vicuna's tokenizer.model into " << args.out << "\n";
+  }
+  torch::manual_seed(args.seed);
+  trainer::MultimodalModel model(config, trainer::TpGroup{});
+  trainer::HfExportOptions options;
+  options.dtype = ParseDtype(args.dtype);
+  trainer::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  std::cout << "wrote " << args.preset << " model (" << params << " parameters) to " << args.out << "\n";
+  return 0;
+}
+
+// Every rank loads its TP slice; the TP group of DP rank 0 gathers and global rank 0 writes.
+int RunExport(const ExportArgs& args, Launch& launch) {
+  cluster::MpiSession& mpi = launch.Mpi();
+  cluster::ProcessGrid grid(MPI_COMM_WORLD, args.tp);
+  cluster::MpiCommunicator tp_comm(grid.tp_comm(), "tp");
+  trainer::ModelConfig config = trainer::ModelConfig::FromJsonFile(args.model + "/config.json");
+  trainer::MultimodalModel model(config, trainer::TpGroup{&tp_comm});
+  trainer::LoadHfCheckpoint(*model, args.model, {args.vision, false});
+  trainer::HfExportOptions options;
+  options.dtype = ParseDtype(args.dtype);
+  options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * (1LL << 30));
+  if (grid.dp_rank() == 0) trainer::ExportHfCheckpoint(*model, args.out, /*write=*/mpi.rank() == 0, options);
+  if (mpi.rank() == 0) std::cout << "exported " << args.model << " to " << args.out << "\n";
+  return 0;
+}
+
+}  // namespace
 
 void RegisterModelCommands(CLI::App& model, Launch& launch) {
-  for (const char* name : {"init", "export-hf"}) {
-    auto* sub = model.add_subcommand(name, std::string("model ") + name);
-    sub->allow_extras();
-    sub->callback([&launch, name] { launch.action = NotYetBuilt(std::string("model ") + name, "#3"); });
-  }
+  auto init_args = std::make_shared<InitArgs>();
+  auto* init = model.add_subcommand("init",
+                                    "write a random-initialised model in Hugging Face layout "
+                                    "(config.json, model.safetensors, tokenizer.model)");
+  init->add_option("--preset", init_args->preset, "tiny | small | llava-7b")->capture_default_str();
+  init->add_option("--out", init_args->out, "output directory")->required();
+  init->add_option("--seed", init_args->seed, "random seed")->capture_default_str();
+  init->add_option("--dtype", init_args->dtype, "f32 | bf16 | f16 (stored dtype)")->capture_default_str();
+  init->add_option("--class-names", init_args->class_names,
+                   "file with one class name per line (tokenizer corpus)");
+  init->callback([&launch, init_args] { launch.action = [init_args] { return RunInit(*init_args); }; });
+
+  auto export_args = std::make_shared<ExportArgs>();
+  auto* exp = model.add_subcommand("export-hf",
+                                   "load a model on tp ranks and export it as HF safetensors with the "
+                                   "TP shards merged (run under mpirun with world = dp * tp)");
+  exp->add_option("--model", export_args->model, "HF-layout model directory to load")->required();
+  exp->add_option("--vision", export_args->vision, "separate CLIP vision checkpoint (vision_model.*), if any");
+  exp->add_option("--out", export_args->out, "output directory")->required();
+  exp->add_option("--tp", export_args->tp, "tensor-parallel size")->capture_default_str();
+  exp->add_option("--dtype", export_args->dtype, "f32 | bf16 | f16")->capture_default_str();
+  exp->add_option("--max-shard-gb", export_args->max_shard_gb, "shard above this size, with an index")
+      ->capture_default_str();
+  exp->callback([&launch, export_args] {
+    launch.action = [&launch, export_args] { return RunExport(*export_args, launch); };
+  });
 }
 
 }  // namespace lcl::launch

@@ -108,15 +108,16 @@ TEST(ListCheckpoints, ReportsCompleteAndIncompleteStepsOldestFirst) {
   fs::remove_all(run);
 }
 
-TEST(ResolveResume, AutoFollowsLatestAndFallsBackToTheNewestCompleteStep) {
+TEST(ResolveResume, AutoTakesTheNewestCompleteStepWhateverLatestSays) {
   fs::path run = TempDir("resume");
   EXPECT_EQ(ResolveResume(run.string(), "auto"), "");  // fresh start
   MakeStep(run, 10, true);
   MakeStep(run, 20, true);
   MakeStep(run, 30, false);  // a save killed before its manifest
   EXPECT_EQ(ResolveResume(run.string(), "auto"), (run / "checkpoints/step_00000020").string());
+  // Killed after step 20's rename, before `latest` moved: step 20 is committed.
   WriteFileAtomic((run / "checkpoints/latest").string(), "step_00000010\n");
-  EXPECT_EQ(ResolveResume(run.string(), "auto"), (run / "checkpoints/step_00000010").string());
+  EXPECT_EQ(ResolveResume(run.string(), "auto"), (run / "checkpoints/step_00000020").string());
   WriteFileAtomic((run / "checkpoints/latest").string(), "step_00000099\n");  // names a missing step
   EXPECT_EQ(ResolveResume(run.string(), "auto"), (run / "checkpoints/step_00000020").string());
   const std::string incomplete = (run / "checkpoints/step_00000030").string();

@@ -1,0 +1,152 @@
+// Layer-level tests against straightforward reference computations: RMSNorm, RoPE, attention and its mask,
+// the vocabulary-parallel loss at tp=1, configs and presets, activation checkpointing.
+#include <gtest/gtest.h>
+
+#include "cluster/errors.h"
+#include "tests/model/reference_model.h"
+#include "tests/model/test_configs.h"
+#include "trainer/attention.h"
+#include "trainer/llama.h"
+#include "trainer/rms_norm.h"
+#include "trainer/rotary.h"
+#include "trainer/tp_layers.h"
+
+namespace lcl::trainer {
+namespace {
+
+using testing::RefAttention;
+
+TEST(RmsNorm, MatchesReference) {
+  torch::manual_seed(1);
+  RmsNorm norm(16, 1e-5);
+  torch::NoGradGuard g;
+  norm->weight.uniform_(0.5, 1.5);
+  torch::Tensor x = torch::randn({2, 3, 16}) * 3;
+  EXPECT_TRUE(torch::allclose(norm(x), testing::RefRmsNorm(x, norm->weight, 1e-5), 1e-5, 1e-6));
+}
+
+TEST(Rotary, MatchesElementwiseRotationForAnyTheta) {
+  torch::manual_seed(2);
+  torch::Tensor x = torch::randn({2, 3, 5, 8});
+  torch::Tensor pos = torch::tensor({0, 1, 2, 7, 100, 3, 3, 4, 0, 1}).view({2, 5});
+  for (double theta : {10000.0, 500000.0}) {
+    torch::Tensor got = ApplyRotary(x, MakeRotaryTables(pos, 8, theta));
+    EXPECT_TRUE(torch::allclose(got, testing::RefRope(x, pos, theta), 1e-5, 1e-5)) << "theta " << theta;
+  }
+  // Position 0 is the identity; rotation preserves the norm of each pair.
+  torch::Tensor zero = ApplyRotary(x, MakeRotaryTables(torch::zeros({2, 5}, torch::kInt64), 8, 10000.0));
+  EXPECT_TRUE(torch::allclose(zero, x));
+}
+
+TEST(Attention, CausalPaddingMaskLetsPaddedQueriesSeeOnlyThemselves) {
+  torch::Tensor mask = MakeCausalPaddingMask(torch::tensor({0, 0, 1, 1}).view({1, 4}), 4, 0);  // left padded
+  auto m = mask[0][0];
+  EXPECT_TRUE(m[0][0].item<bool>());
+  EXPECT_FALSE(m[1][0].item<bool>());  // padded key
+  EXPECT_TRUE(m[3][2].item<bool>());
+  EXPECT_FALSE(m[2][3].item<bool>());  // future key
+  EXPECT_EQ(m.sum().item<int64_t>(), 1 + 1 + 1 + 2);
+}
+
+TEST(Attention, ExplicitAndDefaultPathsMatchReferenceWithPaddingAndGqa) {
+  torch::manual_seed(3);
+  const int64_t b = 2, h = 4, hkv = 2, t = 6, d = 8;
+  torch::Tensor q = torch::randn({b, h, t, d}), k = torch::randn({b, hkv, t, d}), v = torch::randn({b, hkv, t, d});
+  torch::Tensor valid = torch::tensor({1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1}).view({b, t});
+  torch::Tensor ref = RefAttention(q, k, v, valid, /*causal=*/true);
+  torch::Tensor mask = MakeCausalPaddingMask(valid, t, 0);
+  torch::Tensor kr = k.repeat_interleave(h / hkv, 1), vr = v.repeat_interleave(h / hkv, 1);
+  for (bool force_explicit : {true, false}) {
+    torch::Tensor got = ScaledDotProductAttention(q, kr, vr, mask, force_explicit);
+    // Row 1's first two queries are padding: compare real queries only.
+    EXPECT_TRUE(torch::allclose(got[0], ref[0], 1e-5, 1e-5)) << "explicit=" << force_explicit;
+    EXPECT_TRUE(torch::allclose(got[1].narrow(1, 2, 4), ref[1].narrow(1, 2, 4), 1e-5, 1e-5));
+    EXPECT_FALSE(got.isnan().any().item<bool>());
+  }
+}
+
+TEST(VocabParallelCrossEntropy, MatchesTorchCrossEntropyAndGradientAtTp1) {
+  torch::manual_seed(4);
+  torch::Tensor logits = (torch::randn({7, 11}) * 4).requires_grad_(true);
+  torch::Tensor targets = torch::tensor({0, 10, 3, -100, 5, 5, -100});
+  torch::Tensor loss = VocabParallelCrossEntropy(logits, targets, TpGroup{});
+  EXPECT_EQ(loss[3].item<float>(), 0.0f);
+  loss.sum().backward();
+  torch::Tensor ref_logits = logits.detach().clone().requires_grad_(true);
+  torch::Tensor ref = torch::nn::functional::cross_entropy(
+      ref_logits, targets,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+  ref.backward();
+  EXPECT_NEAR(loss.sum().item<float>(), ref.item<float>(), 1e-4);
+  EXPECT_TRUE(torch::allclose(logits.grad(), ref_logits.grad(), 1e-5, 1e-6));
+}
+
+TEST(ModelConfig, PresetsValidateAndLlava7bHasRealShapes) {
+  for (const auto& name : ModelConfig::PresetNames()) EXPECT_NO_THROW(ModelConfig::FromPreset(name).Validate(1));
+  ModelConfig c = ModelConfig::FromPreset("llava-7b");
+  EXPECT_EQ(c.text.hidden_size, 4096);
+  EXPECT_EQ(c.text.num_hidden_layers, 32);
+  EXPECT_EQ(c.text.intermediate_size, 11008);
+  EXPECT_EQ(c.vision.num_patches(), 256);
+  EXPECT_EQ(c.VisionLayersUsed(), 23);
+  EXPECT_NO_THROW(c.Validate(8));
+  EXPECT_THROW(ModelConfig::FromPreset("huge"), ConfigError);
+}
+
+TEST(ModelConfig, JsonRoundTripAndPlainLlamaConfig) {
+  ModelConfig c = testing::TestConfig();
+  ModelConfig back = ModelConfig::FromJson(c.ToJson(), "test");
+  EXPECT_EQ(back.ToJson(), c.ToJson());
+  // A plain HF LlamaConfig: num_key_value_heads defaults to num_attention_heads.
+  auto plain = nlohmann::json::parse(R"({"vocab_size": 100, "hidden_size": 64, "num_attention_heads": 8,
+      "num_hidden_layers": 3, "intermediate_size": 96, "rope_theta": 500000.0, "rms_norm_eps": 1e-6})");
+  ModelConfig p = ModelConfig::FromJson(plain, "config.json");
+  EXPECT_EQ(p.text.num_key_value_heads, 8);
+  EXPECT_EQ(p.text.rope_theta, 500000.0);
+  plain["hidden_size"] = "wide";
+  EXPECT_THROW(ModelConfig::FromJson(plain, "config.json"), ConfigError);
+}
+
+TEST(ModelConfig, HeadsKvHeadsAndVocabMustDivideByTp) {
+  ModelConfig c = testing::TestConfig(/*kv_heads=*/2);
+  EXPECT_NO_THROW(c.Validate(2));
+  try {
+    c.Validate(4);  // 2 KV heads over 4 ranks
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("num_key_value_heads=2"), std::string::npos) << e.what();
+  }
+  c.text.vocab_size = 65;
+  EXPECT_THROW(c.Validate(2), ConfigError);
+  c = testing::TestConfig();
+  c.vision_feature_layer = -7;
+  EXPECT_THROW(c.Validate(1), ConfigError);
+}
+
+TEST(ActivationCheckpointing, GivesEqualLossAndGradients) {
+  ModelConfig c = testing::TestConfig();
+  torch::manual_seed(5);
+  LlamaForCausalLM plain(c.text, TpGroup{}, false);
+  LlamaForCausalLM ckpt(c.text, TpGroup{}, true);
+  {
+    torch::NoGradGuard g;
+    auto src = plain->named_parameters();
+    for (auto& p : ckpt->named_parameters()) p.value().copy_(src[p.key()]);
+  }
+  torch::Tensor ids = torch::randint(0, 60, {2, 9});
+  torch::Tensor mask = torch::ones_like(ids);
+  torch::Tensor pos = torch::arange(9).unsqueeze(0).expand({2, 9});
+  torch::Tensor a = plain->forward(plain->Embed(ids), pos, mask).pow(2).mean();
+  torch::Tensor b = ckpt->forward(ckpt->Embed(ids), pos, mask).pow(2).mean();
+  a.backward();
+  b.backward();
+  EXPECT_NEAR(a.item<float>(), b.item<float>(), 1e-7);
+  auto ref = plain->named_parameters();
+  for (const auto& p : ckpt->named_parameters()) {
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_TRUE(torch::allclose(p.value().grad(), ref[p.key()].grad(), 1e-5, 1e-7)) << p.key();
+  }
+}
+
+}  // namespace
+}  // namespace lcl::trainer

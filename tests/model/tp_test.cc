@@ -1,0 +1,172 @@
+// Tensor parallelism at tp = world size (2 or 4) against tp = 1 computed on every rank from the same weights:
+// logits, loss and every gradient equal within fp32 tolerance (with and without activation checkpointing), the
+// vocabulary-parallel loss against torch's cross entropy, TP-sliced import and merged export, TP generation, and
+// the divisibility errors.
+#include <gtest/gtest.h>
+#include <mpi.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "cluster/errors.h"
+#include "cluster/mpi_communicator.h"
+#include "tests/model/test_configs.h"
+#include "trainer/generate.h"
+#include "trainer/hf_io.h"
+
+namespace lcl::trainer {
+namespace {
+
+using testing::TestConfig;
+
+int WorldSize() {
+  int n = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &n);
+  return n;
+}
+
+// A config whose heads, KV heads, vocabulary and MLP width divide by 4.
+ModelConfig TpConfig(bool checkpointing) {
+  ModelConfig c = TestConfig(/*kv_heads=*/4);
+  c.activation_checkpointing = checkpointing;
+  return c;
+}
+
+// Rank 0 exports `full` to a directory every rank can read; returns its path.
+std::string ShareCheckpoint(MultimodalModelImpl& full, int rank, const std::string& tag) {
+  int pid = ::getpid();
+  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("lcl_tp_" + tag + std::to_string(pid))).string();
+  if (rank == 0) ExportHfCheckpoint(full, dir, /*write=*/true);
+  MPI_Barrier(MPI_COMM_WORLD);
+  return dir;
+}
+
+MultimodalBatch Batch(const ModelConfig& c) {
+  torch::manual_seed(40);  // same batch on every rank
+  const int64_t im = c.image_token_id;
+  torch::Tensor ids = torch::randint(0, 60, {2, 10});
+  ids[0].narrow(0, 2, 4).fill_(im);
+  ids[1].narrow(0, 5, 4).fill_(im);
+  torch::Tensor mask = torch::ones_like(ids);
+  mask[1][0] = 0;
+  torch::Tensor labels = ids.masked_fill(ids.eq(im), -100);
+  return MultimodalBatch{ids, mask, {}, labels, torch::randn({2, 3, 16, 16})};
+}
+
+class TensorParallel : public ::testing::TestWithParam<bool> {};
+
+TEST_P(TensorParallel, LogitsLossAndEveryGradientMatchTp1) {
+  const bool checkpointing = GetParam();
+  cluster::MpiCommunicator tp_comm(MPI_COMM_WORLD, "tp");
+  TpGroup tp{&tp_comm};
+  ModelConfig c = TpConfig(checkpointing);
+  torch::manual_seed(41);
+  MultimodalModel full(TpConfig(false), TpGroup{});
+  {
+    torch::NoGradGuard g;
+    for (auto& p : full->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  }
+  const std::string dir = ShareCheckpoint(*full, tp.rank(), checkpointing ? "ckpt" : "plain");
+  MultimodalModel sharded(c, tp);
+  LoadHfCheckpoint(*sharded, dir);  // each rank reads its slices
+
+  MultimodalBatch batch = Batch(c);
+  MultimodalOutput ref = full->forward(batch);
+  ref.loss.backward();
+  MultimodalOutput out = sharded->forward(batch);
+  out.loss.backward();
+
+  const int64_t v = c.text.vocab_size / tp.size();
+  EXPECT_EQ(out.logits.size(-1), v);  // never the full vocabulary
+  EXPECT_TRUE(torch::allclose(out.logits, ref.logits.narrow(-1, tp.rank() * v, v), 1e-4, 1e-5));
+  EXPECT_NEAR(out.loss.item<float>(), ref.loss.item<float>(), 1e-5);
+  EXPECT_EQ(out.num_tokens, ref.num_tokens);
+  auto ref_params = full->named_parameters();
+  int checked = 0;
+  for (const auto& p : sharded->named_parameters()) {
+    const torch::Tensor& want_full = ref_params[p.key()].grad();
+    if (!p.value().requires_grad()) {
+      EXPECT_FALSE(p.value().grad().defined()) << p.key();
+      continue;
+    }
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    const int dim = TpSplitDim(HfTensorName(p.key()));
+    torch::Tensor want =
+        dim < 0 ? want_full : want_full.narrow(dim, tp.rank() * p.value().size(dim), p.value().size(dim));
+    EXPECT_TRUE(torch::allclose(p.value().grad(), want, 1e-4, 1e-6))
+        << p.key() << " max diff " << (p.value().grad() - want).abs().max().item<float>();
+    ++checked;
+  }
+  EXPECT_GT(checked, 20);
+
+  // Export merges the slices back into exactly the weights that were imported.
+  NamedTensors merged = GatherHfTensors(*sharded);
+  NamedTensors original = GatherHfTensors(*full);
+  ASSERT_EQ(merged.size(), original.size());
+  for (size_t i = 0; i < merged.size(); ++i) {
+    EXPECT_EQ(merged[i].first, original[i].first);
+    EXPECT_TRUE(torch::equal(merged[i].second, original[i].second)) << merged[i].first;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (tp.rank() == 0) std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpointing, TensorParallel, ::testing::Bool());
+
+TEST(TensorParallelLoss, VocabParallelCrossEntropyMatchesFullCrossEntropy) {
+  cluster::MpiCommunicator comm(MPI_COMM_WORLD, "tp");
+  TpGroup tp{&comm};
+  torch::manual_seed(42);
+  const int64_t vocab = 8 * tp.size();
+  torch::Tensor full = torch::randn({9, vocab}) * 5;
+  torch::Tensor targets = torch::randint(0, vocab, {9});
+  targets[4] = -100;
+  const int64_t v = vocab / tp.size();
+  torch::Tensor local = full.narrow(1, tp.rank() * v, v).clone().requires_grad_(true);
+  torch::Tensor loss = VocabParallelCrossEntropy(local, targets, tp);
+  (loss * torch::arange(1, 10).to(torch::kFloat32)).sum().backward();  // non-uniform upstream gradient
+  torch::Tensor ref_in = full.clone().requires_grad_(true);
+  torch::Tensor ref = torch::nn::functional::cross_entropy(
+      ref_in, targets,
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+  (ref * torch::arange(1, 10).to(torch::kFloat32)).sum().backward();
+  EXPECT_TRUE(torch::allclose(loss, ref, 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(local.grad(), ref_in.grad().narrow(1, tp.rank() * v, v), 1e-5, 1e-6));
+}
+
+TEST(TensorParallelGenerate, GreedyTokensMatchTp1) {
+  cluster::MpiCommunicator comm(MPI_COMM_WORLD, "tp");
+  TpGroup tp{&comm};
+  ModelConfig c = TpConfig(false);
+  torch::manual_seed(43);
+  MultimodalModel full(c, TpGroup{});
+  {
+    torch::NoGradGuard g;
+    for (auto& p : full->parameters()) p.add_(torch::randn_like(p) * 0.3);
+  }
+  const std::string dir = ShareCheckpoint(*full, tp.rank(), "gen");
+  MultimodalModel sharded(c, tp);
+  LoadHfCheckpoint(*sharded, dir);
+  MultimodalBatch prompt = Batch(c);
+  prompt.labels = torch::Tensor();
+  GenerateOptions options{/*max_new_tokens=*/6, -1, true};
+  EXPECT_EQ(GreedyGenerate(*sharded, prompt, options), GreedyGenerate(*full, prompt, options));
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (tp.rank() == 0) std::filesystem::remove_all(dir);
+}
+
+TEST(TensorParallelConfig, IndivisibleHeadsOrVocabAreConfigErrors) {
+  cluster::MpiCommunicator comm(MPI_COMM_WORLD, "tp");
+  TpGroup tp{&comm};
+  ModelConfig c = TestConfig(/*kv_heads=*/1);  // 1 KV head cannot be split
+  EXPECT_THROW({ MultimodalModel m(c, tp); }, ConfigError);
+  c = TpConfig(false);
+  c.text.vocab_size = 16 * WorldSize() + 1;
+  c.image_token_id = 3;
+  EXPECT_THROW({ MultimodalModel m(c, tp); }, ConfigError);
+}
+
+}  // namespace
+}  // namespace lcl::trainer
