@@ -70,10 +70,5 @@ TEST(Watchdog, ReportsTheOldestOfSeveralInFlight) {
   dog.End(first);
 }
 
-TEST(Watchdog, NullWatchdogScopeIsANoOp) {
-  Watchdog::Scope scope(nullptr, "world", "Barrier", 0, 0);
-  SUCCEED();
-}
-
 }  // namespace
 }  // namespace lcl::cluster
