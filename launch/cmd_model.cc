@@ -9,6 +9,7 @@
 
 #include "cluster/errors.h"
 #include "cluster/mpi_communicator.h"
+#include "checkpoint/checkpoint_reader.h"
 #include "cluster/process_grid.h"
 #include "launch/cli.h"
 #include "sampler/tokenizer.h"
@@ -28,6 +29,7 @@ struct InitArgs {
 
 struct ExportArgs {
   std::string model;
+  std::string checkpoint;  // a step directory, or a run directory (its newest complete step)
   std::string vision;
   std::string out;
   int tp = 1;
@@ -96,8 +98,51 @@ int RunInit(const InitArgs& args) {
   return 0;
 }
 
+// A training checkpoint -> HF layout on one process: every model tensor is read whole from the shards (whatever
+// TP/DP layout saved them); the optimizer state is left behind. The tokenizer is copied from --model when given.
+int RunExportCheckpoint(const ExportArgs& args) {
+  std::string dir = args.checkpoint;
+  if (!std::filesystem::exists(dir + "/manifest.pb")) dir = checkpoint::ResolveResume(args.checkpoint, "auto");
+  if (dir.empty()) {
+    throw CheckpointError("--checkpoint " + args.checkpoint +
+                          ": neither a committed step directory (with manifest.pb) nor a run directory with one");
+  }
+  checkpoint::CheckpointReader reader(dir);
+  const auto& meta = reader.manifest().metadata();
+  auto it = meta.find("model_config_json");
+  if (it == meta.end()) throw CheckpointError(dir + ": the manifest has no model_config_json; not a `lcl train` checkpoint");
+  trainer::ModelConfig config =
+      trainer::ModelConfig::FromJson(nlohmann::json::parse(it->second), dir + "/manifest.pb model_config_json");
+  trainer::MultimodalModel model(config, trainer::TpGroup{});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters()) {
+      const std::string name = trainer::HfTensorName(item.key());
+      torch::Tensor p = item.value().detach();
+      torch::Tensor full = reader.ReadFull(name);  // throws naming the tensor when it is missing
+      if (full.sizes() != p.sizes()) {
+        throw CheckpointError(dir + ": tensor '" + name + "' has shape " + c10::str(full.sizes()) +
+                              " but the model config gives " + c10::str(p.sizes()));
+      }
+      p.copy_(full);  // converts a bf16 checkpoint to the model's fp32
+    }
+  }
+  trainer::HfExportOptions options;
+  options.dtype = ParseDtype(args.dtype);
+  options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * (1LL << 30));
+  trainer::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
+  if (!args.model.empty() && std::filesystem::exists(args.model + "/tokenizer.model")) {
+    std::filesystem::copy_file(args.model + "/tokenizer.model", args.out + "/tokenizer.model",
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+  std::cout << "exported " << dir << " (step " << reader.manifest().step() << ") to " << args.out << "\n";
+  return 0;
+}
+
 // Every rank loads its TP slice; the TP group of DP rank 0 gathers and global rank 0 writes.
 int RunExport(const ExportArgs& args, Launch& launch) {
+  if (!args.checkpoint.empty()) return RunExportCheckpoint(args);
+  if (args.model.empty()) throw ConfigError("lcl model export-hf: give --model DIR or --checkpoint DIR");
   cluster::MpiSession& mpi = launch.Mpi();
   cluster::ProcessGrid grid(MPI_COMM_WORLD, args.tp);
   cluster::MpiCommunicator tp_comm(grid.tp_comm(), "tp");
@@ -131,7 +176,10 @@ void RegisterModelCommands(CLI::App& model, Launch& launch) {
   auto* exp = model.add_subcommand("export-hf",
                                    "load a model on tp ranks and export it as HF safetensors with the "
                                    "TP shards merged (run under mpirun with world = dp * tp)");
-  exp->add_option("--model", export_args->model, "HF-layout model directory to load")->required();
+  exp->add_option("--model", export_args->model,
+                  "HF-layout model directory to load (with --checkpoint: where to copy tokenizer.model from)");
+  exp->add_option("--checkpoint", export_args->checkpoint,
+                  "a training checkpoint (step directory, or a run directory: its newest) to export instead");
   exp->add_option("--vision", export_args->vision, "separate CLIP vision checkpoint (vision_model.*), if any");
   exp->add_option("--out", export_args->out, "output directory")->required();
   exp->add_option("--tp", export_args->tp, "tensor-parallel size")->capture_default_str();

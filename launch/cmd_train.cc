@@ -1,20 +1,83 @@
 // `lcl train` and `lcl eval`.
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster/exit_codes.h"
+#include "cluster/logging.h"
 #include "launch/cli.h"
+#include "trainer/train_config.h"
+#include "trainer/trainer.h"
 
 namespace lcl::launch {
+namespace {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string resume;
+  std::string run_dir;
+  bool print_config = false;
+  std::string checkpoint;  // eval only
+};
+
+trainer::LoadedConfig Load(const TrainArgs& a) {
+  std::vector<std::string> overrides = a.overrides;
+  if (!a.run_dir.empty()) overrides.push_back("run_dir=" + a.run_dir);
+  return trainer::LoadTrainConfig(a.config, overrides);
+}
+
+}  // namespace
 
 void RegisterTrainCommands(CLI::App& app, Launch& launch) {
+  auto args = std::make_shared<TrainArgs>();
   auto* train = app.add_subcommand("train", "train under mpirun/srun from a .pbtxt config");
-  train->add_option("--config", "training config (protobuf text format)");
-  train->add_option("--set", "override a config field: path.to.field=value (repeatable)");
-  train->add_option("--resume", "auto | PATH");
-  train->add_flag("--print-config", "print the effective config and exit");
-  train->callback([&launch] { launch.action = NotYetBuilt("train", "#5"); });
+  train->add_option("--config", args->config, "training config (protobuf text format; see docs/config.md)")
+      ->required();
+  train->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
+  train->add_option("--resume", args->resume,
+                    "auto (newest complete checkpoint of run_dir, or a fresh start) | a step directory");
+  train->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR");
+  train->add_flag("--print-config", args->print_config, "print the effective config (every field) and exit");
+  train->callback([&launch, args] {
+    launch.action = [&launch, args] {
+      trainer::LoadedConfig loaded = Load(*args);
+      if (args->print_config) {
+        trainer::PlanRun(loaded, 1, 0);  // values checked; the layout is checked at launch
+        std::cout << trainer::ConfigText(loaded.config);
+        return kExitOk;
+      }
+      cluster::MpiSession& mpi = launch.Mpi();
+      cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
+#ifdef LCL_WITH_TRAIN_LOOP
+      return trainer::Train(mpi, loaded, args->resume);
+#else
+      (void)mpi;
+      return NotYetBuilt("train", "#5")();
+#endif
+    };
+  });
 
-  auto* eval = app.add_subcommand("eval", "2-way LCL evaluation at chosen shots");
-  eval->add_option("--config", "evaluation config (protobuf text format)");
-  eval->add_option("--set", "override a config field: path.to.field=value (repeatable)");
-  eval->callback([&launch] { launch.action = NotYetBuilt("eval", "#5"); });
+  auto* eval = app.add_subcommand("eval", "2-way LCL evaluation at chosen shots (greedy generation)");
+  eval->add_option("--config", args->config, "config (protobuf text format): model, data, eval sections")->required();
+  eval->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
+  eval->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR (eval.jsonl goes there)");
+  eval->add_option("--checkpoint", args->checkpoint,
+                   "evaluate a checkpoint's model: auto (newest of run_dir) | a step directory; default: model.path");
+  eval->callback([&launch, args] {
+    launch.action = [&launch, args] {
+      trainer::LoadedConfig loaded = Load(*args);
+      cluster::MpiSession& mpi = launch.Mpi();
+      cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
+#ifdef LCL_WITH_TRAIN_LOOP
+      return trainer::Evaluate(mpi, loaded, args->checkpoint);
+#else
+      (void)mpi;
+      return NotYetBuilt("eval", "#5")();
+#endif
+    };
+  });
 }
 
 }  // namespace lcl::launch

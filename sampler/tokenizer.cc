@@ -92,7 +92,7 @@ void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size,
   }
   const std::string prefix = model_path.substr(0, model_path.size() - 6);
   // One thread and no input shuffling or sampling: the same corpus gives the same model file.
-  std::string args = "--model_type=unigram --vocab_size=" + std::to_string(vocab_size) +
+  std::string args = "--model_type=bpe --vocab_size=" + std::to_string(vocab_size) +
                      " --model_prefix=" + prefix +
                      " --byte_fallback=true --num_threads=1 --hard_vocab_limit=false"
                      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 --character_coverage=1.0"

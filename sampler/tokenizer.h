@@ -12,7 +12,7 @@
 
 namespace lcl::sampler {
 
-// Trains a SentencePiece model in-process (unigram, byte fallback on, one thread, so the model file
+// Trains a SentencePiece model in-process (BPE as LLaMA's, byte fallback on, one thread, so the model file
 // is the same on every run) and writes it to model_path. ids: unk 0, bos 1, eos 2, pad 3 (LLaMA's
 // layout plus pad). Throws lcl::DataError on an empty corpus or a SentencePiece failure;
 // NotBuiltError without SentencePiece.

@@ -1,0 +1,157 @@
+// The training config: text-format parsing with line-numbered errors, --set overrides, value checks and the
+// batch arithmetic of the run plan.
+#include "trainer/train_config.h"
+
+#include <google/protobuf/text_format.h>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "cluster/errors.h"
+
+namespace lcl::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string WriteTemp(const std::string& name, const std::string& text) {
+  const fs::path dir = fs::temp_directory_path() / ("lcl_config_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string path = (dir / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The message of the ConfigError `fn` throws ("" if it does not throw one).
+template <class F>
+std::string ErrorOf(F fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const char* kGood = R"(run_dir: "runs/x"
+model { path: "m" }
+data {
+  root: "d"
+  shot: 4
+}
+batch { micro_batch: 2 global_batch: 8 }
+optimizer { lr: 1e-3 }
+eval { shots: [0, 2] }
+)";
+
+TEST(TrainConfig, ParsesTheShippedTinyConfig) {
+  const char* source = std::getenv("LCL_SOURCE_DIR");  // set by ctest
+  ASSERT_NE(source, nullptr) << "run under ctest (LCL_SOURCE_DIR names the source tree)";
+  LoadedConfig c = LoadTrainConfig(std::string(source) + "/launch/configs/tiny.pbtxt", {});
+  EXPECT_EQ(c.config.model().path(), "runs/data/tiny-model");
+  EXPECT_GT(c.config.schedule().total_steps(), 0);
+  RunPlan plan = PlanRun(c, 2, 48);
+  EXPECT_EQ(plan.dp, 2);
+  EXPECT_EQ(plan.global_batch, plan.micro_batch * plan.grad_accum * plan.dp);
+}
+
+TEST(TrainConfig, ReadsFieldsAndRecordsTheirLines) {
+  LoadedConfig c = LoadTrainConfig(WriteTemp("good.pbtxt", kGood), {});
+  EXPECT_EQ(c.config.data().shot(), 4);
+  EXPECT_DOUBLE_EQ(c.config.optimizer().lr(), 1e-3);
+  EXPECT_EQ(c.config.eval().shots_size(), 2);
+  EXPECT_NE(c.Where("data.shot").find("good.pbtxt:5"), std::string::npos) << c.Where("data.shot");
+  EXPECT_NE(c.Where("optimizer.beta1").find("default"), std::string::npos);
+}
+
+TEST(TrainConfig, UnknownFieldNamesTheFileLineAndField) {
+  const std::string path = WriteTemp("unknown.pbtxt", "run_dir: \"x\"\noptimizer {\n  lrr: 3\n}\n");
+  const std::string err = ErrorOf([&] { LoadTrainConfig(path, {}); });
+  EXPECT_NE(err.find("unknown.pbtxt:3"), std::string::npos) << err;
+  EXPECT_NE(err.find("lrr"), std::string::npos) << err;
+}
+
+TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
+  const std::string path = WriteTemp("bad.pbtxt", std::string(kGood) + "optimizer { warmup_ratio: 2 }\n");
+  LoadedConfig c = LoadTrainConfig(path, {});
+  const std::string err = ErrorOf([&] { PlanRun(c, 1, 10); });
+  EXPECT_NE(err.find("bad.pbtxt:10"), std::string::npos) << err;
+  EXPECT_NE(err.find("optimizer.warmup_ratio"), std::string::npos) << err;
+  // A type error is caught by the parser, with the line.
+  const std::string typed = WriteTemp("typed.pbtxt", "run_dir: \"x\"\ndata { shot: \"four\" }\n");
+  EXPECT_NE(ErrorOf([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
+}
+
+TEST(TrainConfig, MissingFileIsAClearError) {
+  const std::string err = ErrorOf([] { LoadTrainConfig("/nonexistent/x.pbtxt", {}); });
+  EXPECT_NE(err.find("/nonexistent/x.pbtxt"), std::string::npos) << err;
+  EXPECT_NE(err.find("--config"), std::string::npos) << err;
+}
+
+TEST(TrainConfig, OverridesSetScalarsListsAndRecordTheirOrigin) {
+  LoadedConfig c = LoadTrainConfig(WriteTemp("o.pbtxt", kGood),
+                                   {"optimizer.lr=3e-4", "parallel.zero1=false", "run_dir=elsewhere",
+                                    "eval.shots=1,2,4", "schedule.total_steps=7"});
+  EXPECT_DOUBLE_EQ(c.config.optimizer().lr(), 3e-4);
+  EXPECT_FALSE(c.config.parallel().zero1());
+  EXPECT_EQ(c.config.run_dir(), "elsewhere");
+  ASSERT_EQ(c.config.eval().shots_size(), 3);  // replaced, not appended
+  EXPECT_EQ(c.config.eval().shots(2), 4);
+  EXPECT_EQ(c.config.schedule().total_steps(), 7);
+  EXPECT_EQ(c.Where("optimizer.lr"), "--set optimizer.lr=3e-4");
+}
+
+TEST(TrainConfig, BadOverridesSayWhatIsWrong) {
+  LoadedConfig c;
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer.lrr=1", &c); }).find("fields there: lr,"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer.lr=fast", &c); }).find("'fast' is not a double"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer=1", &c); }).find("is a section"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("seed", &c); }).find("path.to.field=value"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("seed=-3", &c); }).find("not a uint64"), std::string::npos);
+  EXPECT_NE(ErrorOf([&] { ApplyOverride("parallel.zero1=maybe", &c); }).find("not a bool"), std::string::npos);
+}
+
+TEST(RunPlan, DerivesAccumulationFromTheGlobalBatch) {
+  LoadedConfig c = LoadTrainConfig(WriteTemp("p.pbtxt", kGood), {});
+  RunPlan p = PlanRun(c, 2, 100);  // micro 2 x dp 2 -> accum 2 for 8
+  EXPECT_EQ(p.grad_accum, 2);
+  EXPECT_EQ(p.global_batch, 8);
+  EXPECT_EQ(p.total_steps, 13);  // ceil(1 epoch x 100 episodes / 8)
+  ApplyOverride("parallel.tp=2", &c);
+  p = PlanRun(c, 4, 100);
+  EXPECT_EQ(p.dp, 2);
+  EXPECT_EQ(p.grad_accum, 2);
+}
+
+TEST(RunPlan, RejectsLayoutsThatCannotFormTheBatch) {
+  LoadedConfig c = LoadTrainConfig(WriteTemp("l.pbtxt", kGood), {});
+  std::string err = ErrorOf([&] { PlanRun(c, 3, 10); });  // 2 x 3 = 6 does not divide 8
+  EXPECT_NE(err.find("batch.global_batch"), std::string::npos) << err;
+  EXPECT_NE(err.find("multiple of 6"), std::string::npos) << err;
+  ApplyOverride("parallel.tp=2", &c);
+  err = ErrorOf([&] { PlanRun(c, 3, 10); });
+  EXPECT_NE(err.find("does not divide the world size 3"), std::string::npos) << err;
+  ApplyOverride("parallel.tp=1", &c);
+  ApplyOverride("batch.grad_accum=3", &c);
+  err = ErrorOf([&] { PlanRun(c, 2, 10); });
+  EXPECT_NE(err.find("set only one of them"), std::string::npos) << err;
+}
+
+TEST(TrainConfig, PrintedConfigShowsEveryDefaultAndParsesBack) {
+  LoadedConfig c = LoadTrainConfig(WriteTemp("r.pbtxt", kGood), {});
+  const std::string text = ConfigText(c.config);
+  EXPECT_NE(text.find("beta2: 0.999"), std::string::npos) << text;
+  EXPECT_NE(text.find("zero1: true"), std::string::npos) << text;
+  TrainConfig back;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &back));
+  EXPECT_EQ(back.data().shot(), 4);
+  EXPECT_DOUBLE_EQ(back.optimizer().beta2(), 0.999);
+}
+
+}  // namespace
+}  // namespace lcl::trainer

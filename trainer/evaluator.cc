@@ -1,0 +1,164 @@
+// 2-way evaluation by greedy generation; see evaluator.h.
+#include "trainer/evaluator.h"
+
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+
+#include "cluster/errors.h"
+#include "sampler/pipeline.h"
+#include "sampler/prompt.h"
+#include "sampler/templates.h"
+#include "trainer/generate.h"
+
+namespace lcl::trainer {
+namespace {
+
+std::string Lower(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+// The prompt part of row i of a micro-batch: every token before the last answer (the last labelled run).
+std::vector<int64_t> PromptOfRow(const sampler::MicroBatch& mb, int64_t i) {
+  const int64_t t = mb.input_ids.size(1);
+  const int64_t* ids = mb.input_ids.data_ptr<int64_t>() + i * t;
+  const int64_t* labels = mb.labels.data_ptr<int64_t>() + i * t;
+  const int64_t* mask = mb.attention_mask.data_ptr<int64_t>() + i * t;
+  int64_t len = 0;
+  while (len < t && mask[len] != 0) ++len;
+  int64_t end = len;  // walk back over padding-free tail: the last labelled run starts the answer
+  while (end > 0 && labels[end - 1] == sampler::kIgnoreIndex) --end;
+  while (end > 0 && labels[end - 1] != sampler::kIgnoreIndex) --end;
+  // HF shift: labels[j] is the token at j, predicted from position j - 1; the answer starts at `end`.
+  return std::vector<int64_t>(ids, ids + end);
+}
+
+}  // namespace
+
+bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative) {
+  const std::string a = Lower(answer);
+  return a.find(Lower(positive)) != std::string::npos && a.find(Lower(negative)) == std::string::npos;
+}
+
+Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded)
+    : ctx_(ctx), model_(model), config_(loaded.config) {
+  test_pairs_ = config_.eval().test_pairs().empty() ? config_.data().root() + "/test_pairs.jsonl"
+                                                    : config_.eval().test_pairs();
+  classes_ = sampler::ReadTestPairs(test_pairs_);
+  if (classes_.size() < 2) {
+    throw DataError(test_pairs_ + ": " + std::to_string(classes_.size()) +
+                    " test classes; 2-way evaluation needs paired classes (an even number, at least 2)");
+  }
+  sampler::ImageSpec spec;
+  spec.size = model_.config.vision.image_size;
+  loader_ = std::make_unique<sampler::ImageLoader>(config_.data().root(), spec, config_.data().max_bad_fraction());
+  if (!config_.data().templates().empty()) templates_ = sampler::LoadTemplates(config_.data().templates());
+}
+
+Evaluator::~Evaluator() = default;
+
+std::vector<EvalRow> Evaluator::Run(const std::vector<int>& shots) {
+  std::vector<EvalRow> rows;
+  for (int s : shots) rows.push_back(RunShot(s));
+  return rows;
+}
+
+EvalRow Evaluator::RunShot(int shot) {
+  const sampler::EvalLabels labels =
+      config_.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
+  sampler::EvalEpisodes episodes(classes_, shot, config_.eval().seed(), labels, templates_);
+  sampler::PromptConfig prompt;
+  prompt.image_tokens = model_.config.vision.num_patches();
+  prompt.max_length = config_.data().max_length();
+  sampler::EpisodePipeline pipeline(episodes, classes_, *model_.tokenizer, prompt, *loader_);
+
+  // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...
+  const uint64_t total = episodes.size();
+  const uint64_t n = config_.eval().max_episodes() > 0
+                         ? std::min<uint64_t>(total, static_cast<uint64_t>(config_.eval().max_episodes()))
+                         : total;
+  std::vector<uint64_t> mine;
+  for (uint64_t k = static_cast<uint64_t>(ctx_.grid().dp_rank()); k < n; k += ctx_.grid().dp()) {
+    mine.push_back(k * total / n);
+  }
+  EvalRow row;
+  row.shots = shot;
+  torch::NoGradGuard no_grad;
+  GenerateOptions gen;
+  gen.max_new_tokens = config_.eval().max_new_tokens();
+  gen.eos_token_id = model_.tokenizer->eos_id();
+  const size_t batch = static_cast<size_t>(config_.eval().batch());
+  for (size_t b = 0; b < mine.size(); b += batch) {
+    std::vector<sampler::EpisodeKey> keys;
+    for (size_t i = b; i < std::min(mine.size(), b + batch); ++i) keys.push_back({0, mine[i]});
+    sampler::MicroBatch mb = pipeline.Build(keys);
+    // Left-pad the prompts so that every row's next token is at the same position.
+    std::vector<std::vector<int64_t>> prompts;
+    size_t longest = 0;
+    for (int64_t i = 0; i < static_cast<int64_t>(keys.size()); ++i) {
+      prompts.push_back(PromptOfRow(mb, i));
+      longest = std::max(longest, prompts.back().size());
+    }
+    const int64_t rows = static_cast<int64_t>(keys.size());
+    torch::Tensor ids = torch::full({rows, int64_t(longest)}, model_.tokenizer->pad_id(), torch::kInt64);
+    torch::Tensor mask = torch::zeros({rows, int64_t(longest)}, torch::kInt64);
+    for (int64_t i = 0; i < rows; ++i) {
+      const auto& p = prompts[size_t(i)];
+      const int64_t pad = int64_t(longest - p.size());
+      ids[i].narrow(0, pad, int64_t(p.size())).copy_(torch::tensor(p, torch::kInt64));
+      mask[i].narrow(0, pad, int64_t(p.size())).fill_(1);
+    }
+    MultimodalBatch in;
+    in.input_ids = ids.to(model_.device);
+    in.attention_mask = mask.to(model_.device);
+    in.images = mb.images.to(model_.device, model_.dtype);
+    std::vector<std::vector<int64_t>> out = GreedyGenerate(*model_.model, in, gen);
+    for (int64_t i = 0; i < rows; ++i) {
+      std::vector<int> toks;
+      for (int64_t tkn : out[size_t(i)]) {
+        if (tkn != gen.eos_token_id) toks.push_back(static_cast<int>(tkn));
+      }
+      const std::string answer = model_.tokenizer->Decode(toks);
+      const sampler::Episode e = episodes.Build(keys[size_t(i)].index);
+      const bool ok = AnswerIsCorrect(answer, e.positive_label, e.negative_label);
+      const bool named = ok || AnswerIsCorrect(answer, e.negative_label, e.positive_label);
+      row.correct += ok;
+      row.unanswered += !named;
+      row.n += 1;
+      if (row.example_answer.empty()) {
+        row.example_answer = "'" + answer + "' (positive '" + e.positive_label + "', negative '" +
+                             e.negative_label + "')";
+      }
+    }
+  }
+  // TP ranks evaluated the same episodes: count each DP rank's result once (from its tp_rank 0).
+  const bool counts = ctx_.grid().tp_rank() == 0;
+  torch::Tensor totals = torch::tensor({counts ? row.correct : 0, counts ? row.n : 0, counts ? row.unanswered : 0},
+                                       torch::kInt64)
+                             .to(ctx_.device());
+  ctx_.world().AllReduce(totals, cluster::ReduceOp::kSum);
+  totals = totals.cpu();
+  row.correct = totals[0].item<int64_t>();
+  row.n = totals[1].item<int64_t>();
+  row.unanswered = totals[2].item<int64_t>();
+  return row;
+}
+
+void PrintEvalTable(const std::vector<EvalRow>& rows, const std::string& title, std::ostream& out) {
+  out << title << "\n";
+  out << "| shots | accuracy | correct / n | named neither |\n| ---: | ---: | ---: | ---: |\n";
+  for (const EvalRow& r : rows) {
+    char line[160];
+    std::snprintf(line, sizeof(line), "| %d | %.3f | %lld / %lld | %lld |\n", r.shots, r.accuracy(),
+                  static_cast<long long>(r.correct), static_cast<long long>(r.n),
+                  static_cast<long long>(r.unanswered));
+    out << line;
+  }
+  out.flush();
+}
+
+}  // namespace lcl::trainer

@@ -1,0 +1,358 @@
+// Text-format parsing with line-numbered errors, --set overrides through reflection, and the value checks.
+#include "trainer/train_config.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "cluster/errors.h"
+
+namespace lcl::trainer {
+namespace {
+
+namespace pb = google::protobuf;
+
+// Collects the parser's first error as "file:line:column: message" (lines and columns are 0-based in protobuf).
+class FirstErrorCollector : public pb::io::ErrorCollector {
+ public:
+  explicit FirstErrorCollector(std::string file) : file_(std::move(file)) {}
+  void AddError(int line, pb::io::ColumnNumber column, const std::string& message) override {
+    if (first_.empty()) {
+      first_ = file_ + ":" + std::to_string(line + 1) + ":" + std::to_string(column + 1) + ": " + message;
+    }
+  }
+  void AddWarning(int, pb::io::ColumnNumber, const std::string&) override {}
+  const std::string& first() const { return first_; }
+
+ private:
+  std::string file_;
+  std::string first_;
+};
+
+// Records "path.to.field" -> "file:line" for every field present in the parsed file.
+void RecordOrigins(const pb::Message& msg, const pb::TextFormat::ParseInfoTree& tree, const std::string& prefix,
+                   const std::string& file, std::map<std::string, std::string>* origin) {
+  std::vector<const pb::FieldDescriptor*> fields;
+  msg.GetReflection()->ListFields(msg, &fields);
+  for (const pb::FieldDescriptor* f : fields) {
+    const std::string path = prefix.empty() ? f->name() : prefix + "." + f->name();
+    pb::TextFormat::ParseLocation loc = tree.GetLocation(f, f->is_repeated() ? 0 : -1);
+    if (loc.line >= 0) (*origin)[path] = file + ":" + std::to_string(loc.line + 1);
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
+      const pb::TextFormat::ParseInfoTree* nested = tree.GetTreeForNested(f, -1);
+      if (nested != nullptr) {
+        RecordOrigins(msg.GetReflection()->GetMessage(msg, f), *nested, path, file, origin);
+      }
+    }
+  }
+}
+
+std::string FieldNames(const pb::Descriptor* d) {
+  std::string names;
+  for (int i = 0; i < d->field_count(); ++i) names += (i ? ", " : "") + d->field(i)->name();
+  return names;
+}
+
+// Sets one scalar (or appends one element of a repeated field) from text; false if the text is not a value of
+// the field's type.
+bool SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, const std::string& text) {
+  const pb::Reflection* r = msg->GetReflection();
+  const bool rep = f->is_repeated();
+  try {
+    size_t used = 0;
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT32: {
+        int v = std::stoi(text, &used);
+        if (used != text.size()) return false;
+        rep ? r->AddInt32(msg, f, v) : r->SetInt32(msg, f, v);
+        return true;
+      }
+      case pb::FieldDescriptor::CPPTYPE_INT64: {
+        long long v = std::stoll(text, &used);
+        if (used != text.size()) return false;
+        rep ? r->AddInt64(msg, f, v) : r->SetInt64(msg, f, v);
+        return true;
+      }
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+      case pb::FieldDescriptor::CPPTYPE_UINT64: {
+        if (!text.empty() && text[0] == '-') return false;
+        unsigned long long v = std::stoull(text, &used);
+        if (used != text.size()) return false;
+        if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_UINT32) {
+          rep ? r->AddUInt32(msg, f, v) : r->SetUInt32(msg, f, v);
+        } else {
+          rep ? r->AddUInt64(msg, f, v) : r->SetUInt64(msg, f, v);
+        }
+        return true;
+      }
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+        double v = std::stod(text, &used);
+        if (used != text.size()) return false;
+        if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_FLOAT) {
+          rep ? r->AddFloat(msg, f, v) : r->SetFloat(msg, f, v);
+        } else {
+          rep ? r->AddDouble(msg, f, v) : r->SetDouble(msg, f, v);
+        }
+        return true;
+      }
+      case pb::FieldDescriptor::CPPTYPE_BOOL: {
+        bool v;
+        if (text == "true" || text == "1") {
+          v = true;
+        } else if (text == "false" || text == "0") {
+          v = false;
+        } else {
+          return false;
+        }
+        rep ? r->AddBool(msg, f, v) : r->SetBool(msg, f, v);
+        return true;
+      }
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        rep ? r->AddString(msg, f, text) : r->SetString(msg, f, text);
+        return true;
+      default:
+        return false;
+    }
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+std::string TypeName(const pb::FieldDescriptor* f) {
+  return f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE ? "message " + f->message_type()->name()
+                                                                 : f->cpp_type_name();
+}
+
+// Marks every unset scalar as set to its default, so the printed config shows every value the run uses.
+void MaterializeDefaults(pb::Message* msg) {
+  const pb::Reflection* r = msg->GetReflection();
+  const pb::Descriptor* d = msg->GetDescriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->is_repeated()) continue;
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE: MaterializeDefaults(r->MutableMessage(msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(msg, f, r->GetInt32(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(msg, f, r->GetInt64(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(msg, f, r->GetUInt32(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(msg, f, r->GetUInt64(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(msg, f, r->GetDouble(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(msg, f, r->GetFloat(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(msg, f, r->GetBool(*msg, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_STRING: r->SetString(msg, f, r->GetString(*msg, f)); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+
+std::string LoadedConfig::Where(const std::string& field_path) const {
+  auto it = origin.find(field_path);
+  if (it != origin.end()) return it->second;
+  return (path.empty() ? std::string("defaults") : path) + " (" + field_path + " not set: default)";
+}
+
+void ApplyOverride(const std::string& assignment, LoadedConfig* loaded) {
+  const std::string where = "--set " + assignment;
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw ConfigError(where + ": expected path.to.field=value (e.g. --set optimizer.lr=3e-4)");
+  }
+  const std::string path = assignment.substr(0, eq);
+  const std::string value = assignment.substr(eq + 1);
+  pb::Message* msg = &loaded->config;
+  std::string walked;
+  std::stringstream parts(path);
+  std::string part;
+  std::vector<std::string> names;
+  while (std::getline(parts, part, '.')) names.push_back(part);
+  for (size_t i = 0; i < names.size(); ++i) {
+    const pb::Descriptor* d = msg->GetDescriptor();
+    const pb::FieldDescriptor* f = d->FindFieldByName(names[i]);
+    const std::string scope = walked.empty() ? std::string("the top level") : "'" + walked + "'";
+    if (f == nullptr) {
+      throw ConfigError(where + ": no field '" + names[i] + "' in " + scope + "; fields there: " + FieldNames(d));
+    }
+    walked += (walked.empty() ? "" : ".") + names[i];
+    const bool last = i + 1 == names.size();
+    if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (last) throw ConfigError(where + ": '" + walked + "' is a section; set one of its fields: " +
+                                  FieldNames(f->message_type()));
+      msg = msg->GetReflection()->MutableMessage(msg, f);
+      continue;
+    }
+    if (!last) throw ConfigError(where + ": '" + walked + "' is a " + TypeName(f) + ", not a section");
+    if (f->is_repeated()) {
+      msg->GetReflection()->ClearField(msg, f);
+      std::stringstream items(value);
+      std::string item;
+      while (std::getline(items, item, ',')) {
+        if (!SetScalar(msg, f, item)) {
+          throw ConfigError(where + ": '" + item + "' is not a " + TypeName(f) + " (a comma-separated list)");
+        }
+      }
+    } else if (!SetScalar(msg, f, value)) {
+      throw ConfigError(where + ": '" + value + "' is not a " + TypeName(f) + " value for " + walked);
+    }
+  }
+  loaded->origin[path] = where;
+}
+
+LoadedConfig LoadTrainConfig(const std::string& path, const std::vector<std::string>& overrides) {
+  LoadedConfig loaded;
+  loaded.path = path;
+  if (!path.empty()) {
+    std::ifstream in(path);
+    if (!in) {
+      throw ConfigError("config file '" + path + "' cannot be read (" + std::strerror(errno) +
+                        "); give an existing .pbtxt with --config (examples: launch/configs/)");
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    FirstErrorCollector errors(path);
+    pb::TextFormat::ParseInfoTree tree;
+    pb::TextFormat::Parser parser;
+    parser.RecordErrorsTo(&errors);
+    parser.WriteLocationsTo(&tree);
+    if (!parser.ParseFromString(text.str(), &loaded.config)) {
+      throw ConfigError(errors.first() + " (the schema with every field is trainer/config.proto; docs/config.md)");
+    }
+    RecordOrigins(loaded.config, tree, "", path, &loaded.origin);
+  }
+  for (const std::string& o : overrides) ApplyOverride(o, &loaded);
+  return loaded;
+}
+
+RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_per_epoch) {
+  const TrainConfig& c = loaded.config;
+  auto fail = [&](const std::string& field, const std::string& problem) {
+    throw ConfigError(loaded.Where(field) + ": " + field + " " + problem);
+  };
+  auto positive = [&](const std::string& field, double v) {
+    if (!(v > 0) || !std::isfinite(v)) fail(field, "= " + std::to_string(v) + " must be > 0");
+  };
+  auto non_negative = [&](const std::string& field, double v) {
+    if (!(v >= 0) || !std::isfinite(v)) fail(field, "= " + std::to_string(v) + " must be >= 0");
+  };
+  auto one_of = [&](const std::string& field, const std::string& v, const std::vector<std::string>& choices) {
+    for (const std::string& ok : choices) {
+      if (v == ok) return;
+    }
+    std::string list;
+    for (const std::string& ok : choices) list += (list.empty() ? "" : " | ") + ok;
+    fail(field, "= '" + v + "' is not one of " + list);
+  };
+
+  if (c.run_dir().empty()) fail("run_dir", "is empty; give an output directory");
+  if (c.model().path().empty()) {
+    fail("model.path", "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
+                       "`lcl model init --preset tiny --out DIR`)");
+  }
+  if (c.data().root().empty()) fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
+  one_of("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
+  positive("data.shot", c.data().shot());
+  positive("data.max_length", c.data().max_length());
+  positive("data.workers", c.data().workers());
+  positive("data.prefetch", c.data().prefetch());
+  if (!(c.data().max_bad_fraction() >= 0 && c.data().max_bad_fraction() <= 1)) {
+    fail("data.max_bad_fraction", "= " + std::to_string(c.data().max_bad_fraction()) + " must be in [0, 1]");
+  }
+  one_of("parallel.device", c.parallel().device(), {"auto", "cpu", "cuda"});
+  positive("parallel.bucket_mb", c.parallel().bucket_mb());
+  positive("parallel.collective_timeout_s", c.parallel().collective_timeout_s());
+  non_negative("parallel.threads", c.parallel().threads());
+  one_of("precision", c.precision(), {"auto", "fp32", "bf16"});
+  positive("optimizer.lr", c.optimizer().lr());
+  non_negative("optimizer.min_lr", c.optimizer().min_lr());
+  if (c.optimizer().min_lr() > c.optimizer().lr()) {
+    fail("optimizer.min_lr", "= " + std::to_string(c.optimizer().min_lr()) + " is above optimizer.lr");
+  }
+  for (const char* b : {"optimizer.beta1", "optimizer.beta2"}) {
+    double v = std::string(b) == "optimizer.beta1" ? c.optimizer().beta1() : c.optimizer().beta2();
+    if (!(v >= 0 && v < 1)) fail(b, "= " + std::to_string(v) + " must be in [0, 1)");
+  }
+  positive("optimizer.eps", c.optimizer().eps());
+  non_negative("optimizer.weight_decay", c.optimizer().weight_decay());
+  if (!(c.optimizer().warmup_ratio() >= 0 && c.optimizer().warmup_ratio() <= 1)) {
+    fail("optimizer.warmup_ratio", "= " + std::to_string(c.optimizer().warmup_ratio()) + " must be in [0, 1]");
+  }
+  non_negative("optimizer.clip_norm", c.optimizer().clip_norm());
+  positive("logging.every_steps", c.logging().every_steps());
+  non_negative("eval.every_steps", c.eval().every_steps());
+  non_negative("eval.max_episodes", c.eval().max_episodes());
+  positive("eval.max_new_tokens", c.eval().max_new_tokens());
+  positive("eval.batch", c.eval().batch());
+  one_of("eval.labels", c.eval().labels(), {"made_up", "class_names"});
+  for (int s : c.eval().shots()) {
+    if (s < 0) fail("eval.shots", "contains " + std::to_string(s) + "; shots must be >= 0");
+  }
+  non_negative("checkpoint.every_steps", c.checkpoint().every_steps());
+  non_negative("checkpoint.keep_last", c.checkpoint().keep_last());
+  non_negative("checkpoint.keep_every", c.checkpoint().keep_every());
+
+  RunPlan plan;
+  plan.world_size = world_size;
+  plan.tp = c.parallel().tp();
+  if (plan.tp < 1) fail("parallel.tp", "= " + std::to_string(plan.tp) + " must be >= 1");
+  if (world_size % plan.tp != 0) {
+    fail("parallel.tp", "= " + std::to_string(plan.tp) + " does not divide the world size " +
+                            std::to_string(world_size) + "; launch a multiple of tp ranks or change parallel.tp");
+  }
+  plan.dp = world_size / plan.tp;
+  plan.micro_batch = c.batch().micro_batch();
+  if (plan.micro_batch < 1) fail("batch.micro_batch", "= " + std::to_string(plan.micro_batch) + " must be >= 1");
+  const int per_accum = plan.micro_batch * plan.dp;  // episodes one accumulation step takes over all DP ranks
+  const int ga = c.batch().grad_accum();
+  const int gb = c.batch().global_batch();
+  if (ga < 0) fail("batch.grad_accum", "= " + std::to_string(ga) + " must be >= 0 (0 = derived)");
+  if (gb < 0) fail("batch.global_batch", "= " + std::to_string(gb) + " must be >= 0 (0 = derived)");
+  if (gb > 0) {
+    if (gb % per_accum != 0) {
+      fail("batch.global_batch", "= " + std::to_string(gb) + " cannot be formed from micro_batch " +
+                                     std::to_string(plan.micro_batch) + " x dp " + std::to_string(plan.dp) +
+                                     " (= " + std::to_string(per_accum) + " episodes per micro-step); use a " +
+                                     "multiple of " + std::to_string(per_accum));
+    }
+    plan.grad_accum = gb / per_accum;
+    if (ga > 0 && ga != plan.grad_accum) {
+      fail("batch.grad_accum", "= " + std::to_string(ga) + " disagrees with global_batch " + std::to_string(gb) +
+                                   " / (micro_batch " + std::to_string(plan.micro_batch) + " x dp " +
+                                   std::to_string(plan.dp) + ") = " + std::to_string(plan.grad_accum) +
+                                   "; set only one of them");
+    }
+  } else {
+    plan.grad_accum = ga > 0 ? ga : 1;
+  }
+  plan.global_batch = plan.grad_accum * per_accum;
+  plan.episodes_per_epoch = episodes_per_epoch;
+  plan.total_steps = c.schedule().total_steps();
+  if (plan.total_steps < 0) fail("schedule.total_steps", "must be >= 0");
+  if (plan.total_steps == 0) {
+    positive("schedule.epochs", c.schedule().epochs());
+    if (episodes_per_epoch > 0) {
+      plan.total_steps = static_cast<int64_t>(
+          std::ceil(c.schedule().epochs() * static_cast<double>(episodes_per_epoch) / plan.global_batch));
+    }
+  }
+  return plan;
+}
+
+std::string ConfigText(const TrainConfig& config) {
+  TrainConfig full = config;
+  MaterializeDefaults(&full);
+  std::string out;
+  pb::TextFormat::Printer printer;
+  printer.PrintToString(full, &out);
+  return out;
+}
+
+}  // namespace lcl::trainer

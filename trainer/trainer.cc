@@ -1,0 +1,426 @@
+// The training loop and the evaluation entry point; see trainer.h for the step's order.
+#include "trainer/trainer.h"
+
+#include <glog/logging.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <limits>
+#include <optional>
+
+#include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/checkpointer.h"
+#include "cluster/cluster_context.h"
+#include "cluster/errors.h"
+#include "cluster/exit_codes.h"
+#include "cluster/logging.h"
+#include "cluster/signals.h"
+#include "sampler/pairs_file.h"
+#include "sampler/pipeline.h"
+#include "sampler/prefetcher.h"
+#include "sampler/templates.h"
+#include "trainer/evaluator.h"
+#include "trainer/lr_schedule.h"
+#include "trainer/metrics.h"
+#include "trainer/optimizer.h"
+#include "trainer/run_setup.h"
+
+namespace lcl::trainer {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+// Rank 0 creates the run directory and proves it can write there; every rank learns the verdict, so a bad
+// run_dir is one clear error on every rank before anything is built.
+void PrepareRunDir(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
+  const std::string dir = loaded.config.run_dir();
+  std::string error;
+  if (ctx.grid().rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(dir + "/logs", ec);
+    const std::string probe = dir + "/.write_probe";
+    std::ofstream out(probe);
+    if (ec || !out || !(out << "ok") || !out.flush()) {
+      error = loaded.Where("run_dir") + ": run_dir '" + dir + "' is not writable (" +
+              (ec ? ec.message() : std::string(std::strerror(errno))) +
+              "); choose a directory you can write (--set run_dir=...)";
+    }
+    out.close();
+    fs::remove(probe, ec);
+  }
+  std::string verdict = ctx.control().BroadcastBytes(error);
+  if (!verdict.empty()) throw ConfigError(verdict);
+}
+
+// Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100).
+int64_t LabelledTokens(const sampler::MicroBatch& mb) {
+  return mb.labels.slice(1, 1).ne(sampler::kIgnoreIndex).sum().item<int64_t>();
+}
+
+// A tiny all-reduce of host numbers over a communicator that may want device tensors.
+std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, std::vector<double> values) {
+  torch::Tensor t = torch::tensor(values, torch::kFloat64).to(device);
+  comm.AllReduce(t, cluster::ReduceOp::kSum);
+  t = t.cpu();
+  for (size_t i = 0; i < values.size(); ++i) values[i] = t[int64_t(i)].item<double>();
+  return values;
+}
+
+struct Data {
+  std::unique_ptr<sampler::PairsTable> table;
+  std::unique_ptr<sampler::TrainEpisodes> episodes;
+  std::unique_ptr<sampler::ImageLoader> loader;
+  std::unique_ptr<sampler::EpisodePipeline> pipeline;
+};
+
+Data BuildData(const TrainConfig& c, const RunModel& m) {
+  Data d;
+  const std::string pairs =
+      c.data().train_pairs().empty() ? c.data().root() + "/train_pairs.jsonl" : c.data().train_pairs();
+  d.table = std::make_unique<sampler::PairsTable>(sampler::PairsTable::Read(pairs));
+  sampler::EpisodeConfig ec;
+  ec.policy = sampler::ParsePolicy(c.data().policy());
+  ec.shot = c.data().shot();
+  ec.seed = c.seed();
+  if (!c.data().templates().empty()) ec.templates = sampler::LoadTemplates(c.data().templates());
+  d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, ec);
+  sampler::ImageSpec spec;
+  spec.size = m.config.vision.image_size;
+  d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), spec, c.data().max_bad_fraction());
+  sampler::PromptConfig prompt;
+  prompt.image_tokens = m.config.vision.num_patches();
+  prompt.max_length = c.data().max_length();
+  d.pipeline = std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, prompt, *d.loader);
+  return d;
+}
+
+cluster::ClusterOptions ClusterOptionsOf(const TrainConfig& c) {
+  cluster::ClusterOptions o;
+  o.tp = c.parallel().tp();
+  o.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(c.parallel().collective_timeout_s() * 1e3));
+  o.use_cuda = c.parallel().device() != "cpu";
+  return o;
+}
+
+std::vector<int> EvalShots(const TrainConfig& c) {
+  std::vector<int> shots(c.eval().shots().begin(), c.eval().shots().end());
+  if (shots.empty()) shots.push_back(c.data().shot());
+  return shots;
+}
+
+// The run's training state as checkpoint shards + metadata.
+checkpoint::CheckpointState SnapshotState(RunModel& m, DistributedOptimizer& opt, cluster::ClusterContext& ctx,
+                                          const sampler::SamplerState& sampler, int64_t step,
+                                          const std::string& config_text) {
+  checkpoint::CheckpointState s;
+  s.shards = ModelShards(*m.model, ctx.grid());
+  for (checkpoint::LocalShard& shard : opt.StateShards()) s.shards.push_back(std::move(shard));
+  s.sampler.set_epoch(static_cast<int64_t>(sampler.epoch));
+  s.sampler.set_next_index(static_cast<int64_t>(sampler.next_index));
+  s.optimizer_step = opt.step();
+  s.metrics_step = step;
+  s.config = config_text;
+  s.metadata["model_config_json"] = m.config.ToJson().dump(2);
+  s.rng_cpu = CpuRngState();
+  return s;
+}
+
+class TrainLoop {
+ public:
+  TrainLoop(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::string& resume)
+      : mpi_(mpi), loaded_(loaded), c_(loaded.config) {
+    // Check what needs no MPI group first: a bad config is one clear error before any communicator exists.
+    PlanRun(loaded_, mpi.size(), 0);
+    ctx_ = std::make_unique<cluster::ClusterContext>(mpi, ClusterOptionsOf(c_));
+    PrepareRunDir(*ctx_, loaded_);
+    cluster::InitLogging("lcl", mpi.rank(), mpi.size(), c_.run_dir() + "/logs");
+    torch::set_num_threads(RankThreads(c_, mpi));
+    torch::manual_seed(c_.seed());
+
+    model_ = BuildRunModel(*ctx_, loaded_);
+    data_ = BuildData(c_, model_);
+    plan_ = PlanRun(loaded_, mpi.size(), data_.episodes->EpisodesPerEpoch());
+    if (plan_.total_steps < 1) throw ConfigError(loaded_.Where("schedule.total_steps") + ": no step to train");
+
+    OptimizerOptions oo;
+    oo.beta1 = c_.optimizer().beta1();
+    oo.beta2 = c_.optimizer().beta2();
+    oo.eps = c_.optimizer().eps();
+    oo.weight_decay = c_.optimizer().weight_decay();
+    oo.clip_norm = c_.optimizer().clip_norm();
+    oo.zero1 = c_.parallel().zero1();
+    oo.bucket_bytes = static_cast<int64_t>(c_.parallel().bucket_mb() * (1 << 20));
+    oo.overlap = c_.parallel().overlap_grad_sync();
+    optimizer_ = std::make_unique<DistributedOptimizer>(
+        TrainableParams(*model_.model, ctx_->grid(), c_.optimizer().projector_only()), &ctx_->dp(), &ctx_->tp(), oo);
+    config_text_ = ConfigText(c_);
+
+    checkpoint::CheckpointOptions co;
+    co.run_dir = c_.run_dir();
+    co.keep_last = c_.checkpoint().keep_last();
+    co.keep_every = c_.checkpoint().keep_every();
+    co.async = c_.checkpoint().async();
+    co.fail_on_error = c_.checkpoint().fail_on_error();
+    co.grid.set_world(ctx_->grid().shape().world);
+    co.grid.set_tp(ctx_->grid().shape().tp);
+    co.grid.set_dp(ctx_->grid().shape().dp);
+    if (ctx_->grid().rank() == 0) checkpoint::Checkpointer::CleanStaleTmp(c_.run_dir());
+    ckpt_ = std::make_unique<checkpoint::Checkpointer>(ctx_->grid().world_comm(), co, &ctx_->watchdog());
+    Restore(resume);
+    if (ctx_->grid().rank() == 0) {
+      MetricsOptions mo;
+      mo.tensorboard = c_.logging().tensorboard();
+      metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::Open(c_.run_dir(), step_, mo));
+    }
+    LOG(INFO) << "train: world " << plan_.world_size << " = dp " << plan_.dp << " x tp " << plan_.tp << ", "
+              << (model_.device.is_cuda() ? "cuda" : "cpu") << " " << (model_.dtype == torch::kBFloat16 ? "bf16" : "fp32")
+              << ", global batch " << plan_.global_batch << " = micro " << plan_.micro_batch << " x accum "
+              << plan_.grad_accum << " x dp " << plan_.dp << ", " << plan_.total_steps << " steps ("
+              << plan_.episodes_per_epoch << " episodes per epoch), start at step " << step_;
+  }
+
+  int Run() {
+    cluster::SignalWatcher& signals = signals_;
+    const uint64_t per_epoch = plan_.episodes_per_epoch;
+    const sampler::SamplerState start = sampler_;
+    sampler::Prefetcher<sampler::MicroBatch> prefetch(
+        [&](uint64_t k) {
+          const uint64_t micro = c_.data().fixed_batch() ? k % uint64_t(plan_.grad_accum) : k;
+          return data_.pipeline->Build(sampler::MicroBatchKeys(start, plan_.global_batch, plan_.micro_batch,
+                                                               ctx_->grid().dp_rank(), plan_.dp, per_epoch, micro));
+        },
+        c_.data().workers(), c_.data().prefetch() * plan_.grad_accum);
+    const int64_t first_step = step_;
+    ProgressOptions po;
+    po.plain_every = c_.logging().every_steps();
+    ProgressLine progress(plan_.total_steps, po);
+    while (step_ < plan_.total_steps) {
+      const StepReport r = TrainStep(prefetch);
+      ++step_;
+      sampler_ = sampler::Advance(sampler_, plan_.global_batch, per_epoch);
+      if (metrics_) {
+        const StepMetrics m = MetricsOf(r);
+        if (step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1) {
+          metrics_->WriteStep(m);
+        }
+        if (c_.logging().progress()) progress.Update(m);
+      }
+      // The boundary: a signal seen by any rank is known by all at the same step.
+      const int signal = static_cast<int>(ctx_->control().Max(signals.Pending()));
+      const bool last = step_ == plan_.total_steps;
+      const bool periodic = c_.checkpoint().every_steps() > 0 && step_ % c_.checkpoint().every_steps() == 0;
+      if (signal != 0 || periodic || (last && c_.checkpoint().at_end())) Save();
+      if (signal != 0) {
+        progress.Finish();
+        checkpoint::SaveResult saved = ckpt_->Wait();
+        LOG(WARNING) << "signal " << signal << " received: checkpoint at step " << step_
+                     << (saved.committed ? " committed" : " NOT committed (" + saved.reason + ")")
+                     << "; exiting with " << kExitPreempted << " so the job script can requeue";
+        if (!saved.committed) return kExitError;
+        return kExitPreempted;
+      }
+      if (c_.eval().every_steps() > 0 && step_ % c_.eval().every_steps() == 0 && !last) RunEval();
+    }
+    progress.Finish();
+    ckpt_->Wait();
+    if (c_.eval().at_end()) RunEval();
+    return kExitOk;
+  }
+
+ private:
+  struct StepReport {
+    double loss = 0, lr = 0, grad_norm = 0, tokens_per_sec = 0, images_per_sec = 0, step_ms = 0;
+    double data_wait_ms = 0, forward_ms = 0, backward_ms = 0, sync_wait_ms = 0, optimizer_ms = 0;
+  };
+
+  StepReport TrainStep(sampler::Prefetcher<sampler::MicroBatch>& prefetch) {
+    StepReport r;
+    const auto t0 = Clock::now();
+    std::vector<sampler::MicroBatch> micro;
+    int64_t labelled = 0, tokens = 0, images = 0;
+    for (int m = 0; m < plan_.grad_accum; ++m) {
+      micro.push_back(prefetch.Next());
+      labelled += LabelledTokens(micro.back());
+      tokens += micro.back().attention_mask.sum().item<int64_t>();
+      images += micro.back().images.size(0);
+    }
+    r.data_wait_ms = MsSince(t0);
+    // The loss is the mean over every labelled token of the global batch: count them over DP first.
+    const std::vector<double> counts =
+        SumOver(ctx_->dp(), model_.device, {double(labelled), double(tokens), double(images)});
+    const double global_tokens = std::max(1.0, counts[0]);
+    optimizer_->ZeroGrad();
+    double loss_sum = 0;
+    for (int m = 0; m < plan_.grad_accum; ++m) {
+      const sampler::MicroBatch& mb = micro[size_t(m)];
+      MultimodalBatch batch;
+      batch.input_ids = mb.input_ids.to(model_.device);
+      batch.labels = mb.labels.to(model_.device);
+      batch.attention_mask = mb.attention_mask.to(model_.device);
+      batch.images = mb.images.to(model_.device, model_.dtype);
+      auto tf = Clock::now();
+      MultimodalOutput out = model_.model->forward(batch);
+      torch::Tensor loss = out.loss_sum.to(torch::kFloat32) / global_tokens;
+      r.forward_ms += MsSince(tf);
+      optimizer_->PrepareBackward(m == plan_.grad_accum - 1);
+      auto tb = Clock::now();
+      loss.backward();
+      r.backward_ms += MsSince(tb);
+      loss_sum += out.loss_sum.item<double>();
+    }
+    r.lr = LrAt(step_, plan_.total_steps, c_.optimizer().lr(), c_.optimizer().min_lr(), c_.optimizer().warmup_ratio());
+    StepStats stats = optimizer_->Step(r.lr);
+    r.grad_norm = stats.grad_norm;
+    r.sync_wait_ms = stats.sync_wait_ms;
+    r.optimizer_ms = stats.optimizer_ms;
+    // Every TP rank holds the same loss_sum; sum over DP only.
+    r.loss = SumOver(ctx_->dp(), model_.device, {loss_sum})[0] / global_tokens;
+    r.step_ms = MsSince(t0);
+    r.tokens_per_sec = counts[1] / (r.step_ms / 1e3);  // every input token (text and image), all DP ranks
+    r.images_per_sec = counts[2] / (r.step_ms / 1e3);
+    if (!std::isfinite(r.loss)) {
+      throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) +
+                  "; lower optimizer.lr or check the data (the last committed checkpoint is intact)");
+    }
+    return r;
+  }
+
+  StepMetrics MetricsOf(const StepReport& r) const {
+    StepMetrics m;
+    m.step = step_;
+    m.loss = r.loss;
+    m.lr = r.lr;
+    m.grad_norm = r.grad_norm;
+    m.tokens_per_sec = r.tokens_per_sec;
+    m.images_per_sec = r.images_per_sec;
+    m.step_time_ms = r.step_ms;
+    m.bad_images = static_cast<int64_t>(data_.loader->bad());
+    m.extra["data_wait_ms"] = r.data_wait_ms;
+    m.extra["forward_ms"] = r.forward_ms;
+    m.extra["backward_ms"] = r.backward_ms;
+    m.extra["sync_wait_ms"] = r.sync_wait_ms;
+    m.extra["optimizer_ms"] = r.optimizer_ms;
+    m.extra["epoch"] = static_cast<double>(sampler_.epoch);
+    if (const char* restarts = std::getenv("SLURM_RESTART_COUNT")) m.extra["restart_count"] = std::atof(restarts);
+    return m;
+  }
+
+  void Save() {
+    ckpt_->Save(step_, SnapshotState(model_, *optimizer_, *ctx_, sampler_, step_, config_text_));
+  }
+
+  void Restore(const std::string& resume) {
+    std::string dir;
+    if (resume.empty()) {
+      if (!checkpoint::ListCheckpoints(c_.run_dir()).empty()) {
+        throw ConfigError("run_dir '" + c_.run_dir() +
+                          "' already holds checkpoints; pass --resume auto to continue that run, or choose another "
+                          "run_dir (--set run_dir=...)");
+      }
+      return;
+    }
+    dir = checkpoint::ResolveResume(c_.run_dir(), resume);
+    if (dir.empty()) {
+      LOG(INFO) << "resume auto: no complete checkpoint in " << c_.run_dir() << "; starting fresh";
+      return;
+    }
+    checkpoint::CheckpointReader reader(dir);
+    reader.VerifyCollective(ctx_->control());
+    LoadModelShards(*model_.model, ctx_->grid(), reader);
+    const checkpoint::Manifest& man = reader.manifest();
+    optimizer_->LoadState(reader, man.optimizer_step());
+    step_ = man.step();
+    sampler_.epoch = static_cast<uint64_t>(man.sampler().epoch());
+    sampler_.next_index = static_cast<uint64_t>(man.sampler().next_index());
+    for (const auto& rng : man.rng()) {
+      if (rng.rank() == ctx_->grid().rank()) SetCpuRngState(rng.cpu());
+    }
+    LOG(INFO) << "resumed from " << dir << ": step " << step_ << ", episode (" << sampler_.epoch << ", "
+              << sampler_.next_index << "), saved on grid " << man.grid().DebugString();
+  }
+
+  void RunEval() {
+    if (!evaluator_) evaluator_ = std::make_unique<Evaluator>(*ctx_, model_, loaded_);
+    std::vector<EvalRow> rows = evaluator_->Run(EvalShots(c_));
+    if (ctx_->grid().rank() == 0) {
+      for (const EvalRow& row : rows) {
+        metrics_->WriteEval(step_, row.shots, row.accuracy(), row.n,
+                            {{"correct", double(row.correct)}, {"named_neither", double(row.unanswered)}});
+        LOG(INFO) << "eval step " << step_ << " shots " << row.shots << ": accuracy " << row.accuracy() << " ("
+                  << row.correct << "/" << row.n << "), e.g. " << row.example_answer;
+      }
+      PrintEvalTable(rows, "eval at step " + std::to_string(step_) + " (" + evaluator_->test_pairs() + ")",
+                     std::cout);
+    }
+  }
+
+  // First member: SIGTERM/SIGUSR1 during set-up are recorded (not fatal) and acted on at the first boundary.
+  cluster::SignalWatcher signals_;
+  cluster::MpiSession& mpi_;
+  const LoadedConfig& loaded_;
+  const TrainConfig& c_;
+  std::unique_ptr<cluster::ClusterContext> ctx_;
+  RunModel model_;
+  Data data_;
+  RunPlan plan_;
+  std::unique_ptr<DistributedOptimizer> optimizer_;
+  std::unique_ptr<checkpoint::Checkpointer> ckpt_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::unique_ptr<Evaluator> evaluator_;
+  std::string config_text_;
+  int64_t step_ = 0;
+  sampler::SamplerState sampler_;
+};
+
+}  // namespace
+
+int Train(cluster::MpiSession& mpi, const LoadedConfig& config, const std::string& resume) {
+  TrainLoop loop(mpi, config, resume);
+  return loop.Run();
+}
+
+int Evaluate(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::string& checkpoint) {
+  const TrainConfig& c = loaded.config;
+  PlanRun(loaded, mpi.size(), 0);
+  cluster::ClusterContext ctx(mpi, ClusterOptionsOf(c));
+  PrepareRunDir(ctx, loaded);
+  torch::set_num_threads(RankThreads(c, mpi));
+  RunModel model = BuildRunModel(ctx, loaded);
+  int64_t step = 0;
+  if (!checkpoint.empty()) {
+    const std::string dir = checkpoint::ResolveResume(c.run_dir(), checkpoint);
+    if (dir.empty()) throw CheckpointError("no complete checkpoint in " + c.run_dir() + "/checkpoints to evaluate");
+    checkpoint::CheckpointReader reader(dir);
+    reader.VerifyCollective(ctx.control());
+    LoadModelShards(*model.model, ctx.grid(), reader);
+    step = reader.manifest().step();
+  }
+  Evaluator evaluator(ctx, model, loaded);
+  std::vector<EvalRow> rows = evaluator.Run(EvalShots(c));
+  if (ctx.grid().rank() == 0) {
+    MetricsOptions mo;  // append: keep every earlier line of eval.jsonl and metrics.jsonl
+    mo.resume_step = std::numeric_limits<int64_t>::max();
+    mo.tensorboard = false;
+    MetricsWriter metrics(c.run_dir(), mo);
+    for (const EvalRow& row : rows) {
+      metrics.WriteEval(step, row.shots, row.accuracy(), row.n,
+                        {{"correct", double(row.correct)}, {"named_neither", double(row.unanswered)}});
+    }
+    PrintEvalTable(rows,
+                   "eval of " + (checkpoint.empty() ? c.model().path() : checkpoint) + " (" + evaluator.test_pairs() +
+                       ", labels " + c.eval().labels() + ")",
+                   std::cout);
+  }
+  return kExitOk;
+}
+
+}  // namespace lcl::trainer
