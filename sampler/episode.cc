@@ -18,6 +18,7 @@ constexpr uint64_t kOrderStream = 1;    // class order of an epoch
 constexpr uint64_t kEpisodeStream = 2;  // the episode's own draws
 constexpr uint64_t kWordStream = 3;     // the made-up word
 constexpr uint64_t kEvalStream = 4;
+constexpr uint64_t kMadeUpNegativeStream = 5;  // whether the neighbour side gets a made-up word
 
 // `count` images from `pool` without replacement while the pool lasts (then it cycles, reshuffled),
 // skipping `exclude` so the neighbour's listed image is not drawn twice.
@@ -126,6 +127,15 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   e.positive_label = MadeUpWord(config_.seed, epoch, index);
   e.negative_label = neg_class.class_name;
   e.query_positive = rng.Below(2) == 0;
+  if (config_.made_up_negative > 0) {  // its own stream: the default recipe's draws stay as they were
+    CounterRng side({config_.seed, epoch, index, kMadeUpNegativeStream});
+    if (side.Uniform() < config_.made_up_negative) {
+      uint64_t salt = 0;
+      do {
+        e.negative_label = MadeUpWord(config_.seed ^ 0x6e6567ULL, epoch, index * 64 + salt++);  // "neg"
+      } while (e.negative_label == e.positive_label);
+    }
+  }
 
   // One extra image on the query's side; the negative side starts with the neighbour's listed
   // image.

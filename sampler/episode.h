@@ -27,6 +27,11 @@ struct EpisodeConfig {
   int shot = 16;  // example images per side (the paper: 16); random_shot draws 1..shot
   uint64_t seed = 0;
   std::vector<std::string> templates;  // final-question templates; empty = DefaultTemplates()
+  // Fraction of training episodes whose neighbour side is also labelled with a made-up word instead of its
+  // class name (drawn per episode, a pure function of the key). 0 = the paper's recipe. With one real name per
+  // episode, "the made-up word is the label that is not a class name" answers every episode without linking
+  // labels to images; both-made-up episodes can only be answered by linking.
+  double made_up_negative = 0.0;
 };
 
 struct ImageRef {

@@ -266,6 +266,9 @@ RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_pe
   if (!(c.data().max_bad_fraction() >= 0 && c.data().max_bad_fraction() <= 1)) {
     fail("data.max_bad_fraction", "= " + std::to_string(c.data().max_bad_fraction()) + " must be in [0, 1]");
   }
+  if (!(c.data().made_up_negative() >= 0 && c.data().made_up_negative() <= 1)) {
+    fail("data.made_up_negative", "= " + std::to_string(c.data().made_up_negative()) + " must be in [0, 1]");
+  }
   one_of("parallel.device", c.parallel().device(), {"auto", "cpu", "cuda"});
   positive("parallel.bucket_mb", c.parallel().bucket_mb());
   positive("parallel.collective_timeout_s", c.parallel().collective_timeout_s());

@@ -91,6 +91,7 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   ec.policy = sampler::ParsePolicy(c.data().policy());
   ec.shot = c.data().shot();
   ec.seed = c.seed();
+  ec.made_up_negative = c.data().made_up_negative();
   if (!c.data().templates().empty()) ec.templates = sampler::LoadTemplates(c.data().templates());
   d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, ec);
   sampler::ImageSpec spec;
