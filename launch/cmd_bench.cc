@@ -2,11 +2,14 @@
 #include <iostream>
 #include <sstream>
 
+#include "cluster/errors.h"
 #include "cluster/logging.h"
 #include "launch/cli.h"
 #include "sampler/data_bench.h"
 #include "tests/bench/ckpt_bench.h"
 #include "tests/bench/comm_bench.h"
+#include "tests/bench/model_bench.h"
+#include "tests/bench/train_bench.h"
 
 namespace lcl::launch {
 
@@ -82,20 +85,115 @@ void RegisterBenchData(CLI::App& bench, Launch& launch) {
   });
 }
 
+void RegisterBenchModel(CLI::App& bench, Launch& launch) {
+  auto* cmd =
+      bench.add_subcommand("model",
+                           "forward+backward time per token and peak memory (with and without "
+                           "activation checkpointing) vs the same model in plain LibTorch ops");
+  struct Args {
+    std::string presets = "tiny,small";
+    bench::ModelBenchOptions opt;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--presets", args->presets, "comma-separated model presets")
+      ->capture_default_str();
+  cmd->add_option("--batch", args->opt.batch, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--seq-len", args->opt.seq_len, "tokens per sequence")->capture_default_str();
+  cmd->add_option("--images", args->opt.images, "images per sequence")->capture_default_str();
+  cmd->add_option("--warmup", args->opt.warmup, "untimed steps per variant")->capture_default_str();
+  cmd->add_option("--iters", args->opt.iters, "timed steps per round")->capture_default_str();
+  cmd->add_option("--rounds", args->opt.rounds, "alternating rounds; the best of each counts")
+      ->capture_default_str();
+  cmd->add_option("--threads", args->opt.threads,
+                  "intra-op threads per rank (0: cores / ranks on the node)")
+      ->capture_default_str();
+  cmd->add_flag("--json", args->opt.json, "one JSON object per measurement");
+  cmd->callback([&launch, args] {
+    launch.action = [&launch, args]() -> int {
+      auto& mpi = launch.Mpi();
+      cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
+      args->opt.presets.clear();
+      std::stringstream ss(args->presets);
+      for (std::string p; std::getline(ss, p, ',');) args->opt.presets.push_back(p);
+      bench::RunModelBench(args->opt, MPI_COMM_WORLD, std::cout);
+      return 0;
+    };
+  });
+}
+
+void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
+  auto* cmd = bench.add_subcommand(
+      "train",
+      "tokens/s, step-time breakdown and peak RSS of `lcl train` at 1 and 2 ranks vs PyTorch DDP "
+      "(gloo) on the "
+      "same model and shapes; run it as a plain process: it launches mpirun itself");
+  struct Args {
+    std::string presets = "tiny,small", ranks = "1,2";
+    bool no_memory = false;
+    bench::TrainBenchOptions opt;
+  };
+  auto args = std::make_shared<Args>();
+  auto& o = args->opt;
+  cmd->add_option("--presets", args->presets, "comma-separated model presets")
+      ->capture_default_str();
+  cmd->add_option("--ranks", args->ranks, "comma-separated rank counts (dp; tp = 1)")
+      ->capture_default_str();
+  cmd->add_option("--steps", o.steps, "measured steps per run")->capture_default_str();
+  cmd->add_option("--warmup", o.warmup, "steps before the measured ones")->capture_default_str();
+  cmd->add_option("--micro-batch", o.micro_batch, "episodes per rank per step")
+      ->capture_default_str();
+  cmd->add_option("--shot", o.shot, "example images per side of an episode")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "intra-op threads per rank (both sides)")
+      ->capture_default_str();
+  cmd->add_flag("--no-memory", args->no_memory, "skip the ZeRO-1 off run (peak RSS on vs off)");
+  cmd->add_option("--work-dir", o.work_dir,
+                  "data, models, run dirs and logs (default /tmp/lcl_bench_train)");
+  cmd->add_option("--mpirun", o.mpirun,
+                  "launcher command line (default $LCL_MPIRUN, else mpirun with the "
+                  "tests' flags)");
+  cmd->add_option("--python", o.python,
+                  "Python with torch for the reference ($LCL_PYTHON overrides the "
+                  "default)")
+      ->capture_default_str();
+  cmd->add_option(
+      "--reference-script", o.reference_script,
+      "train_reference.py (default: tests/bench/ in the source tree, or $LCL_SOURCE_DIR)");
+  cmd->add_option("--lcl", o.lcl, "lcl binary to train with (default: this one)");
+  cmd->add_flag("--json", o.json, "one JSON object per measurement");
+  cmd->callback([&launch, args] {
+    launch.action = [&launch, args]() -> int {
+      cluster::InitLogging((*launch.argv)[0], 0, 1, "");
+      auto split = [](const std::string& s) {
+        std::vector<std::string> out;
+        std::stringstream ss(s);
+        for (std::string w; std::getline(ss, w, ',');) {
+          if (!w.empty()) out.push_back(w);
+        }
+        return out;
+      };
+      args->opt.presets = split(args->presets);
+      args->opt.ranks.clear();
+      for (const std::string& r : split(args->ranks)) {
+        try {
+          args->opt.ranks.push_back(std::stoi(r));
+        } catch (const std::exception&) {
+          throw ConfigError("bench train: --ranks: '" + r + "' is not a number");
+        }
+      }
+      args->opt.memory = !args->no_memory;
+      return bench::RunTrainBench(args->opt, std::cout);
+    };
+  });
+}
+
 }  // namespace
 
 void RegisterBenchCommands(CLI::App& bench, Launch& launch) {
   RegisterBenchComm(bench, launch);
   RegisterBenchCkpt(bench, launch);
   RegisterBenchData(bench, launch);
-  const std::pair<const char*, const char*> later[] = {
-      {"model", "#3"}, {"train", "#5"}};
-  for (const auto& [name, issue] : later) {
-    auto* sub = bench.add_subcommand(name, std::string("bench ") + name);
-    sub->allow_extras();
-    std::string n = name, i = issue;
-    sub->callback([&launch, n, i] { launch.action = NotYetBuilt("bench " + n, i); });
-  }
+  RegisterBenchModel(bench, launch);
+  RegisterBenchTrain(bench, launch);
 }
 
 }  // namespace lcl::launch

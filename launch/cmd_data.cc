@@ -16,6 +16,8 @@
 #include "sampler/synth.h"
 #include "sampler/templates.h"
 #include "sampler/tokenizer.h"
+#include "trainer/class_features.h"
+#include "trainer/safetensors.h"
 
 namespace lcl::launch {
 namespace {
@@ -222,6 +224,9 @@ sampler::FeatureMatrix SelectRows(const sampler::FeatureMatrix& m, const std::ve
 struct NeighborsArgs {
   std::string root, image_features, text_features, index, out, image_tensor = "image_features",
                                                                text_tensor = "text_features";
+  // --model: image features from the model's frozen tower (optionally saved for reuse).
+  std::string model, save_features;
+  trainer::ClassFeatureOptions tower;
   std::vector<double> weights = {0.5, 0.8, 0.5};
   int neighbors = 36, samples = 36;
   uint64_t seed = 0;
@@ -229,6 +234,11 @@ struct NeighborsArgs {
 
 // `lcl data neighbors`: index -> features -> similarity -> interval draws -> pairs file.
 int RunNeighbors(const NeighborsArgs* args) {
+  if (args->image_features.empty() == args->model.empty()) {
+    throw ConfigError(
+        "lcl data neighbors: give exactly one of --image-features (a safetensors file) or --model "
+        "(a model directory whose vision tower computes them)");
+  }
   sampler::ImageNetIndex index = sampler::IndexImageNetRoot(args->root, {});
   std::vector<int> ids;
   if (!args->index.empty()) {
@@ -242,8 +252,17 @@ int RunNeighbors(const NeighborsArgs* args) {
   }
   std::vector<sampler::ClassImages> classes;
   for (int id : ids) classes.push_back(index.classes.at(size_t(id - 1)));
-  sampler::FeatureMatrix image =
-      SelectRows(sampler::ReadFeatureMatrix(args->image_features, args->image_tensor), ids);
+  sampler::FeatureMatrix image;
+  if (!args->model.empty()) {
+    torch::Tensor f =
+        trainer::ComputeClassImageFeatures(args->model, index.root, classes, args->tower);
+    if (!args->save_features.empty()) {
+      trainer::WriteSafetensors(args->save_features, {{args->image_tensor, f}});
+    }
+    image = trainer::ToFeatureMatrix(f);
+  } else {
+    image = SelectRows(sampler::ReadFeatureMatrix(args->image_features, args->image_tensor), ids);
+  }
   sampler::FeatureMatrix text;
   if (!args->text_features.empty()) {
     text = SelectRows(sampler::ReadFeatureMatrix(args->text_features, args->text_tensor), ids);
@@ -255,6 +274,10 @@ int RunNeighbors(const NeighborsArgs* args) {
   std::cout << "wrote " << classes.size() << " classes with "
             << std::min<size_t>(args->neighbors, ids.size() - 1) << " neighbours each to "
             << args->out
+            << (args->model.empty()
+                    ? ""
+                    : " (image features from " + args->model + "'s vision tower, up to " +
+                          std::to_string(args->tower.images_per_class) + " images per class)")
             << (args->text_features.empty() ? " (image-image similarity only: no text features)"
                                             : "")
             << "\n";
@@ -264,12 +287,22 @@ int RunNeighbors(const NeighborsArgs* args) {
 void RegisterNeighbors(CLI::App& data, Launch& launch) {
   using Args = NeighborsArgs;
   auto* cmd = data.add_subcommand(
-      "neighbors", "build a train pairs table from per-class image (and text) features");
+      "neighbors",
+      "build a train pairs table from per-class image (and text) features, given or computed by "
+      "a model's vision tower");
   auto args = std::make_shared<Args>();
   cmd->add_option("--root", args->root, "ImageNet root (class order = synset mapping)")->required();
   cmd->add_option("--image-features", args->image_features,
-                  "safetensors with [classes, dim] mean image features")
-      ->required();
+                  "safetensors with [classes, dim] mean image features (or --model)");
+  cmd->add_option("--model", args->model,
+                  "model directory: compute the image features with its frozen vision tower "
+                  "(patch mean of the projector's layer; mean of L2-normalised images per class)");
+  cmd->add_option("--images-per-class", args->tower.images_per_class,
+                  "with --model: images averaged per class (spread over its sorted files)")
+      ->capture_default_str();
+  cmd->add_option("--save-features", args->save_features,
+                  "with --model: also write the [classes, dim] features here (safetensors, "
+                  "tensor named by --image-tensor) for later --image-features runs");
   cmd->add_option("--text-features", args->text_features,
                   "safetensors with [classes, dim] class text features");
   cmd->add_option("--image-tensor", args->image_tensor, "tensor name")->capture_default_str();

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `lcl data neighbors --model`: per-class image features from a tiny model's frozen (random) CLIP tower over a
+# synthetic tree, then the neighbour table. Checks that the output parses, that the saved features reproduce the
+# same table through --image-features, and that classes of the same synth family (same shape and colour, other
+# stripe angle) are nearer each other than chance. Needs LCL_BIN and python3.
+set -euo pipefail
+: "${LCL_BIN:?set LCL_BIN to the lcl binary}"
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+"$LCL_BIN" data synth --out "$T/s" --classes 16 --images-per-class 6 --size 80x64 --family-size 4 --seed 3 \
+  > /dev/null
+"$LCL_BIN" model init --preset tiny --out "$T/m" > /dev/null 2>&1 || fail "model init failed"
+
+"$LCL_BIN" data neighbors --root "$T/s" --model "$T/m" --images-per-class 5 --neighbors 3 --samples 2 \
+  --save-features "$T/f.safetensors" --out "$T/tower.jsonl" > "$T/out.txt"
+grep -q "vision tower" "$T/out.txt" || fail "summary does not name the tower: $(cat "$T/out.txt")"
+
+# The saved features give the same table through the existing --image-features path.
+"$LCL_BIN" data neighbors --root "$T/s" --image-features "$T/f.safetensors" --neighbors 3 --samples 2 \
+  --out "$T/file.jsonl" > /dev/null
+cmp -s "$T/tower.jsonl" "$T/file.jsonl" || fail "--save-features then --image-features gives another table"
+
+# Exactly one feature source.
+if "$LCL_BIN" data neighbors --root "$T/s" --out "$T/x.jsonl" 2> "$T/err.txt"; then fail "no features accepted"; fi
+grep -q "exactly one of --image-features" "$T/err.txt" || fail "unclear error: $(cat "$T/err.txt")"
+
+python3 - "$T/tower.jsonl" "$T/f.safetensors" "$T/s/class_split.json" <<'PY'
+import json, math, struct, sys
+pairs = [json.loads(l) for l in open(sys.argv[1])]
+assert len(pairs) == 16, len(pairs)
+assert all(len(p["neighbors"]) == 3 and len(p["samples"]) == 2 for p in pairs)
+family = {}
+for f, ids in enumerate(json.load(open(sys.argv[3]))["families"]):
+    for i in ids:
+        family[int(i)] = f
+
+# Features: [16, 64] F32, finite, not all equal.
+raw = open(sys.argv[2], "rb").read()
+(n,) = struct.unpack("<Q", raw[:8])
+info = json.loads(raw[8:8 + n])["image_features"]
+assert info["dtype"] == "F32" and info["shape"] == [16, 64], info
+rows, cols = info["shape"]
+vals = struct.unpack(f"<{rows * cols}f", raw[8 + n + info["data_offsets"][0]:8 + n + info["data_offsets"][1]])
+feat = [vals[r * cols:(r + 1) * cols] for r in range(rows)]
+assert all(math.isfinite(v) for v in vals)
+unit = [[v / math.sqrt(sum(x * x for x in f)) for v in f] for f in feat]
+sim = [[sum(a * b for a, b in zip(u, w)) for w in unit] for u in unit]
+
+# Nearest other class by cosine (what the first interval is drawn from): same family, against 3/15 by chance.
+same_nn = sum(family[max((j for j in range(16) if j != i), key=lambda j: sim[i][j]) + 1] == family[i + 1]
+              for i in range(16))
+# First drawn neighbour (uniform over the 5 nearest of 15): chance is again 3/15 = 0.2.
+same_first = sum(family[int(p["neighbors"][0][0])] == family[int(p["class_id"])] for p in pairs)
+print(f"nearest class in the same family: {same_nn}/16; first drawn neighbour in the same family: "
+      f"{same_first}/16 (chance 3.2/16)")
+assert same_nn >= 12, f"tower features do not separate synth families: {same_nn}/16"
+assert same_first >= 7, f"first neighbours not in the same family more often than chance: {same_first}/16"
+PY
+echo "neighbors_tower_test: OK"

@@ -1,0 +1,126 @@
+// Per-class image features from the frozen CLIP tower (see class_features.h).
+#include "trainer/class_features.h"
+
+#include <algorithm>
+#include <exception>
+#include <thread>
+
+#include "cluster/errors.h"
+#include "sampler/image_io.h"
+#include "trainer/safetensors.h"
+
+namespace lcl::trainer {
+namespace {
+
+// Where the tower's tensors live in a LLaVA checkpoint; a bare CLIP checkpoint has them without the
+// prefix.
+const char kLlavaTowerPrefix[] = "model.vision_tower.vision_tower.";
+
+// Up to `n` of `paths`, spread evenly over the (sorted) list, so that a class's first files do not
+// decide.
+std::vector<std::string> Spread(const std::vector<std::string>& paths, int n) {
+  const size_t take = std::min(paths.size(), static_cast<size_t>(std::max(n, 0)));
+  std::vector<std::string> out;
+  for (size_t k = 0; k < take; ++k) out.push_back(paths[k * paths.size() / take]);
+  return out;
+}
+
+// Decodes `paths` into [n, 3, S, S] on `workers` threads (each image is independent; the loader is
+// thread-safe).
+torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::string>& paths,
+                        int class_pos, const std::vector<std::string>& pool, int workers) {
+  std::vector<torch::Tensor> images(paths.size());
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(workers, 1)));
+  auto work = [&](int w) {
+    try {
+      for (size_t i = static_cast<size_t>(w); i < paths.size(); i += errors.size()) {
+        images[i] = loader.Load(sampler::ImageRef{paths[i], class_pos}, pool);
+      }
+    } catch (...) {
+      errors[static_cast<size_t>(w)] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t w = 1; w < errors.size(); ++w) threads.emplace_back(work, static_cast<int>(w));
+  work(0);
+  for (auto& t : threads) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  return torch::stack(images);
+}
+
+}  // namespace
+
+ClipVisionModel LoadVisionTower(const std::string& model_dir, ModelConfig* config) {
+  *config = ModelConfig::FromJsonFile(model_dir + "/config.json");
+  config->Validate(/*tp=*/1);
+  ClipVisionModel tower(config->vision, config->VisionLayersUsed());
+  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::Open(model_dir);
+  torch::NoGradGuard no_grad;
+  for (auto& item : tower->named_parameters()) {
+    const std::string llava = kLlavaTowerPrefix + item.key();
+    const std::string& name = ckpt.Has(llava) ? llava : item.key();
+    if (!ckpt.Has(name)) {
+      throw CheckpointError(
+          ckpt.origin() + ": missing vision tower tensor '" + llava + "' (or '" + item.key() +
+          "'); `lcl data neighbors --model` needs a checkpoint that holds the tower");
+    }
+    torch::Tensor t = ckpt.File(name).Read(name);
+    if (t.sizes() != item.value().sizes()) {
+      throw CheckpointError(ckpt.File(name).path() + ": tensor '" + name + "' has shape " +
+                            c10::str(t.sizes()) + " but config.json's tower needs " +
+                            c10::str(item.value().sizes()));
+    }
+    item.value().copy_(t.to(torch::kFloat32));
+  }
+  tower->eval();
+  return tower;
+}
+
+torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std::string& root,
+                                        const std::vector<sampler::ClassImages>& classes,
+                                        const ClassFeatureOptions& options) {
+  ModelConfig config;
+  ClipVisionModel tower = LoadVisionTower(model_dir, &config);
+  sampler::ImageSpec spec;
+  spec.size = config.vision.image_size;
+  sampler::ImageLoader loader(root, spec);
+  const int batch = std::max(options.batch, 1);
+  torch::Tensor out =
+      torch::zeros({static_cast<int64_t>(classes.size()), config.vision.hidden_size});
+  torch::NoGradGuard no_grad;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    const sampler::ClassImages& cls = classes[c];
+    const std::vector<std::string>& pool = cls.train.empty() ? cls.val : cls.train;
+    if (pool.empty()) {
+      throw DataError(root + ": class " + cls.synset.wnid + " (" + cls.synset.name +
+                      ") has no images to compute its feature from");
+    }
+    std::vector<std::string> chosen = Spread(pool, options.images_per_class);
+    torch::Tensor sum = torch::zeros({config.vision.hidden_size});
+    for (size_t start = 0; start < chosen.size(); start += static_cast<size_t>(batch)) {
+      std::vector<std::string> part(
+          chosen.begin() + static_cast<std::ptrdiff_t>(start),
+          chosen.begin() + static_cast<std::ptrdiff_t>(
+                               std::min(chosen.size(), start + static_cast<size_t>(batch))));
+      torch::Tensor pixels = LoadBatch(loader, part, static_cast<int>(c), pool, options.workers);
+      torch::Tensor pooled = tower(pixels).mean(1);  // [n, Cv]: mean over patches
+      sum += torch::nn::functional::normalize(pooled,
+                                              torch::nn::functional::NormalizeFuncOptions().dim(1))
+                 .sum(0);  // each image weighs the same
+    }
+    out[static_cast<int64_t>(c)] = sum / static_cast<double>(chosen.size());
+  }
+  return out;
+}
+
+sampler::FeatureMatrix ToFeatureMatrix(const torch::Tensor& features) {
+  torch::Tensor f = features.to(torch::kFloat32).contiguous();
+  TORCH_CHECK(f.dim() == 2, "features must be [classes, dim], got ", f.sizes());
+  sampler::FeatureMatrix m{f.size(0), f.size(1), {}};
+  m.data.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+  return m;
+}
+
+}  // namespace lcl::trainer
