@@ -6,6 +6,7 @@
 
 #include "cluster/exit_codes.h"
 #include "cluster/logging.h"
+#include "cluster/signals.h"
 #include "launch/cli.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"
@@ -42,6 +43,9 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
   train->add_flag("--print-config", args->print_config, "print the effective config (every field) and exit");
   train->callback([&launch, args] {
     launch.action = [&launch, args] {
+      // Before MPI and the model: a SIGUSR1/SIGTERM forwarded by a job script during set-up is recorded (the
+      // training loop acts on it at its first step boundary) instead of killing the rank without a checkpoint.
+      cluster::SignalWatcher early_signals;
       trainer::LoadedConfig loaded = Load(*args);
       if (args->print_config) {
         trainer::PlanRun(loaded, 1, 0);  // values checked; the layout is checked at launch

@@ -3,6 +3,7 @@
 
 #include <glog/logging.h>
 #include <torch/torch.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -64,6 +65,13 @@ void PrepareRunDir(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
 // Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100).
 int64_t LabelledTokens(const sampler::MicroBatch& mb) {
   return mb.labels.slice(1, 1).ne(sampler::kIgnoreIndex).sum().item<int64_t>();
+}
+
+// This process's peak resident set size in KiB (Linux reports ru_maxrss in KiB).
+int64_t PeakRssKib() {
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss);
 }
 
 // A tiny all-reduce of host numbers over a communicator that may want device tensors.
@@ -208,9 +216,14 @@ class TrainLoop {
       const StepReport r = TrainStep(prefetch);
       ++step_;
       sampler_ = sampler::Advance(sampler_, plan_.global_batch, per_epoch);
+      const bool logged =
+          step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1;
+      // The largest rank's peak RSS; a collective, so every rank takes part on every logged step.
+      const int64_t max_rss_kib = logged ? ctx_->control().Max(PeakRssKib()) : 0;
       if (metrics_) {
-        const StepMetrics m = MetricsOf(r);
-        if (step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1) {
+        StepMetrics m = MetricsOf(r);
+        if (logged) {
+          m.extra["max_rss_mb"] = static_cast<double>(max_rss_kib) / 1024.0;
           metrics_->WriteStep(m);
         }
         if (c_.logging().progress()) progress.Update(m);
@@ -408,6 +421,7 @@ int Evaluate(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::st
   Evaluator evaluator(ctx, model, loaded);
   std::vector<EvalRow> rows = evaluator.Run(EvalShots(c));
   if (ctx.grid().rank() == 0) {
+    for (const EvalRow& row : rows) LOG(INFO) << "eval shots " << row.shots << ": e.g. " << row.example_answer;
     MetricsOptions mo;  // append: keep every earlier line of eval.jsonl and metrics.jsonl
     mo.resume_step = std::numeric_limits<int64_t>::max();
     mo.tensorboard = false;
