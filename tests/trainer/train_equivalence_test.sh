@@ -4,17 +4,9 @@
 #   TP=1 x DP=1 with matching accumulation; ZeRO-1 on == off; overlapped == non-overlapped gradient sync;
 #   the frozen tower is byte-identical after training; a fixed batch is overfitted.
 #   train_equivalence_test.sh      (LCL_BIN, LCL_MPIRUN from ctest)
-set -u
-lcl=${LCL_BIN:?set LCL_BIN to the lcl binary}
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
 here=$(cd "$(dirname "$0")" && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-
-"$lcl" data synth --out "$work/synth" --classes 16 --images-per-class 8 --size 64x64 >/dev/null || fail "synth"
-cut -d' ' -f2- "$work/synth/LOC_synset_mapping.txt" | sed 's/,.*//' >"$work/names.txt"
-"$lcl" model init --preset tiny --out "$work/model" --class-names "$work/names.txt" >/dev/null || fail "model init"
+# shellcheck source=fixture.sh
+source "$here/fixture.sh"
 cat >"$work/base.pbtxt" <<EOF
 model { path: "$work/model" }
 data { root: "$work/synth" shot: 2 workers: 1 }
