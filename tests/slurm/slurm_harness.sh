@@ -89,7 +89,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$dir/munge/munge.socket
+# cred_expire: how long slurmd refuses a revoked job credential, and so how long a requeued job waits before it
+# may start again (default 120 s). Starting it sooner fails with "Job credential revoked".
+AuthInfo=socket=$dir/munge/munge.socket,cred_expire=10
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool/slurmd-%n
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -198,4 +200,15 @@ slurm_wait_job() {
   done
   harness_log "job $jid still '$state' after $secs s, waiting for $want"
   return 1
+}
+
+# slurm_job_report JOBID: what Slurm knows about a job that did not end as expected (for the test's log).
+slurm_job_report() {
+  echo "----- scontrol show job $1" >&2
+  scontrol show job "$1" >&2 2>&1
+  local f
+  for f in "$SLURM_HARNESS_DIR"/log/slurmctld.log "$SLURM_HARNESS_DIR"/log/slurmd.log; do
+    echo "----- lines of $f about job $1" >&2
+    grep -E "(JobId|job|Job)[ =]?$1\b|StepId=$1\." "$f" | tail -n 30 >&2
+  done
 }

@@ -83,7 +83,7 @@ run_requeue_job() {
     done
     scancel --signal=USR1 --batch "$jid"
   fi
-  # scontrol requeue makes the job pending again with Restarts=1 (and a ~2 min begin-time delay; skipped here).
+  # scontrol requeue makes the job pending again with Restarts=1.
   local restarts=0
   for ((i = 0; i < 300; i++)); do
     restarts=$(slurm_job_field "$jid" Restarts)
@@ -94,8 +94,10 @@ run_requeue_job() {
   t_pending=$(date +%s)
   check "$name: the job was requeued (Restarts=1, PENDING)" test "${restarts:-0}" -ge 1
   echo "     $name: requeued $((t_pending - t0)) s after submission"
-  scontrol update JobId="$jid" StartTime=now TimeLimit=5 >/dev/null
-  slurm_wait_job "$jid" COMPLETED 90
+  # The requeued start begins once the job's credential has expired (cred_expire=10 in the harness's slurm.conf);
+  # forcing it sooner (StartTime=now) makes slurmd refuse it ("Job credential revoked").
+  scontrol update JobId="$jid" TimeLimit=5 >/dev/null
+  slurm_wait_job "$jid" COMPLETED 90 || slurm_job_report "$jid"
   check "$name: the requeued start completed" test "$(slurm_job_field "$jid" JobState)" = COMPLETED
   local log=logs/$name-$jid.out
   check "$name: the batch shell trapped USR1" grep -q "got SIGUSR1" "$log"
