@@ -1,5 +1,6 @@
 // `lcl data ...`: synthetic ImageNet trees, ImageNet indexing, and rendered episodes for
 // inspection.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -17,7 +18,9 @@
 #include "sampler/templates.h"
 #include "sampler/tokenizer.h"
 #include "trainer/class_features.h"
+#include "trainer/model_config.h"
 #include "trainer/safetensors.h"
+#include "trainer/train_config.h"
 
 namespace lcl::launch {
 namespace {
@@ -138,17 +141,63 @@ nlohmann::json EpisodeJson(const sampler::Episode& e, const sampler::PromptConfi
   return j;
 }
 
+// `lcl data episodes --config`: the options a training config determines, for every option not given on the
+// command line (so the rendered episodes are the ones `lcl train` or `lcl eval` builds from that config).
+template <typename Args>
+void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
+  const trainer::LoadedConfig loaded = trainer::LoadTrainConfig(a->train_config, a->overrides);
+  const trainer::TrainConfig& c = loaded.config;
+  auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
+  const std::string& root = c.data().root();
+  if (!given("--pairs") && !given("--test-pairs")) {
+    if (a->eval) {
+      a->test_pairs = c.eval().test_pairs().empty() ? root + "/test_pairs.jsonl" : c.eval().test_pairs();
+    } else {
+      a->pairs = c.data().train_pairs().empty() ? root + "/train_pairs.jsonl" : c.data().train_pairs();
+    }
+  }
+  if (!given("--templates")) a->templates = c.data().templates();
+  if (!given("--tokenizer")) {
+    a->tokenizer = c.model().tokenizer().empty() ? c.model().path() + "/tokenizer.model" : c.model().tokenizer();
+  }
+  if (!given("--policy")) a->policy = c.data().policy();
+  if (!given("--shot")) {
+    a->config.shot = c.data().shot();
+    if (a->eval && c.eval().shots_size() > 0) {
+      a->config.shot = *std::max_element(c.eval().shots().begin(), c.eval().shots().end());
+    }
+  }
+  if (!given("--seed")) a->config.seed = a->eval ? c.eval().seed() : c.seed();
+  a->config.made_up_negative = c.data().made_up_negative();
+  if (!given("--image-tokens")) {
+    a->prompt.image_tokens =
+        trainer::ModelConfig::FromJsonFile(c.model().path() + "/config.json").vision.num_patches();
+  }
+  if (!given("--max-length")) a->prompt.max_length = c.data().max_length();
+  if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();
+  if (!given("--made-up-eval-labels")) a->made_up_eval_labels = c.eval().labels() == "made_up";
+}
+
 void RegisterEpisodes(CLI::App& data, Launch& launch) {
   auto* cmd = data.add_subcommand(
       "episodes", "print rendered episodes as JSON lines (text, images, token counts)");
   struct Args {
-    std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight";
+    std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight", layout = "official";
     sampler::EpisodeConfig config;
     sampler::PromptConfig prompt;
     uint64_t epoch = 0, start = 0, count = 4;
     bool made_up_eval_labels = false;
+    std::string train_config;  // --config: a training config fills every option not given
+    std::vector<std::string> overrides;
+    bool eval = false;
   };
   auto args = std::make_shared<Args>();
+  cmd->add_option("--config", args->train_config,
+                  "training config (.pbtxt): its data, model and eval fields fill every option not given "
+                  "(the episodes `lcl train` sees, or with --eval those `lcl eval` sees)");
+  cmd->add_option("--set", args->overrides, "with --config: override a field, a.b=c (repeatable)");
+  cmd->add_flag("--eval", args->eval,
+                "with --config: evaluation episodes (eval.test_pairs, eval.labels, the largest eval shot)");
   cmd->add_option("--pairs", args->pairs,
                   "train pairs jsonl (official train900_pairs.jsonl format)");
   cmd->add_option("--test-pairs", args->test_pairs,
@@ -166,16 +215,24 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
       ->capture_default_str();
   cmd->add_option("--max-length", args->prompt.max_length, "maximum tokens per episode")
       ->capture_default_str();
+  cmd->add_option("--prompt-layout", args->layout, "official | compact (see data.prompt_layout)")
+      ->capture_default_str();
   cmd->add_flag("--made-up-eval-labels", args->made_up_eval_labels,
                 "eval episodes use made-up words as labels");
-  cmd->callback([&launch, args] {
-    launch.action = [args]() -> int {
+  cmd->callback([&launch, args, cmd] {
+    launch.action = [args, cmd]() -> int {
+      if (!args->train_config.empty()) {
+        FillEpisodeArgsFromConfig(*cmd, args.get());
+      } else if (args->eval || !args->overrides.empty()) {
+        throw ConfigError("lcl data episodes: --eval and --set need --config");
+      }
       if (args->pairs.empty() == args->test_pairs.empty()) {
         throw ConfigError(
             "lcl data episodes: give exactly one of --pairs (training) or --test-pairs "
             "(evaluation)");
       }
       args->config.policy = sampler::ParsePolicy(args->policy);
+      args->prompt.layout = sampler::ParsePromptLayout(args->layout);
       if (!args->templates.empty())
         args->config.templates = sampler::LoadTemplates(args->templates);
       std::unique_ptr<sampler::Tokenizer> tok;

@@ -47,10 +47,12 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
   out.input_ids.push_back(tok.bos_id());
   out.labels.push_back(kIgnoreIndex);
   out.text_tokens = 1;
-  std::vector<Turn> turns = RenderTurns(e);
+  const bool official = config.layout == PromptLayout::kOfficial;
+  std::vector<Turn> turns = RenderTurns(e, config.layout);
   for (size_t i = 0; i < turns.size(); ++i) {
-    std::string user =
-        (i == 0 ? config.system + " " : std::string()) + "USER: " + turns[i].user + " ASSISTANT:";
+    std::string user = official ? (i == 0 ? config.system + " " : std::string()) + "USER: " + turns[i].user +
+                                      " ASSISTANT:"
+                                : turns[i].user;
     AppendUserText(user, tok, config.image_tokens, out);
     // The answer and its eos are the only labelled positions: the model learns to answer and to
     // stop.
@@ -67,8 +69,19 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
 
 }  // namespace
 
-std::vector<Turn> RenderTurns(const Episode& e) {
+PromptLayout ParsePromptLayout(const std::string& name) {
+  if (name == "official") return PromptLayout::kOfficial;
+  if (name == "compact") return PromptLayout::kCompact;
+  throw ConfigError("unknown prompt layout '" + name + "': use official or compact");
+}
+
+std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout) {
   std::vector<Turn> turns;
+  if (layout == PromptLayout::kCompact) {
+    for (const ExampleTurn& t : e.examples) turns.push_back({kImageMarker, t.label});
+    turns.push_back({kImageMarker, e.query_label});
+    return turns;
+  }
   for (const ExampleTurn& t : e.examples) {
     turns.push_back({"[BEGIN EXAMPLE] What is in the image <image>?", ExampleAnswer(t.label)});
   }
@@ -77,6 +90,11 @@ std::vector<Turn> RenderTurns(const Episode& e) {
 }
 
 std::string RenderText(const Episode& e, const PromptConfig& config) {
+  if (config.layout == PromptLayout::kCompact) {
+    std::string text;
+    for (const Turn& t : RenderTurns(e, config.layout)) text += t.user + " " + t.assistant + "</s>";
+    return text;
+  }
   std::string text = config.system + " ";
   for (const Turn& t : RenderTurns(e))
     text += "USER: " + t.user + " ASSISTANT: " + t.assistant + "</s>";

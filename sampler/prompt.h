@@ -20,6 +20,13 @@ namespace lcl::sampler {
 inline constexpr int kIgnoreIndex =
     -100;  // label of a position the loss skips (PyTorch's convention)
 
+enum class PromptLayout {
+  kOfficial,  // the paper's conversation: system line, USER/ASSISTANT turns, "there is "label" in the image."
+  kCompact,   // "<image> label</s>" per example, then the query image and its label: no boilerplate
+};
+// "official" | "compact"; anything else is a ConfigError naming the value.
+PromptLayout ParsePromptLayout(const std::string& name);
+
 struct PromptConfig {
   std::string system =
       "A chat between a curious human and an artificial intelligence assistant. The assistant "
@@ -29,6 +36,7 @@ struct PromptConfig {
   int max_length = 2048;     // tokens, image blocks included
   bool reduce_shots = true;  // when too long: drop example pairs down to min_shot; else reject
   int min_shot = 1;
+  PromptLayout layout = PromptLayout::kOfficial;
 };
 
 // One user/assistant exchange; `user` may hold "<image>".
@@ -38,7 +46,7 @@ struct Turn {
 };
 
 // The episode as turns: 2*shot example turns, then the final question and its answer.
-std::vector<Turn> RenderTurns(const Episode& episode);
+std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kOfficial);
 // The whole conversation as text (with "<image>" markers and "</s>" after answers), for inspection.
 std::string RenderText(const Episode& episode, const PromptConfig& config);
 

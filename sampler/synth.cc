@@ -51,21 +51,24 @@ void DrawShape(cv::Mat& mask, int shape, cv::Point2d c, double r, double rot) {
   cv::fillConvexPoly(mask, pts, 255, cv::LINE_AA);
 }
 
-// One image: noisy tinted background, the family's shape in its colour, dark stripes at the
-// member's angle.
+// One image: a pale, nearly uniform background, the family's shape (large, near the centre) in the
+// family's hue at the member's shade, dark stripes at the member's angle. Family members differ in both
+// shade and stripes: a frozen random tower barely sees stripe angle alone (nearest-support 2-way accuracy
+// within a family 0.53 with stripes only, 0.96 with shades; docs/data.md).
 cv::Mat DrawImage(const SynthClass& cls, const SynthOptions& o, int k) {
   CounterRng rng(
       {o.seed, static_cast<uint64_t>(cls.id), static_cast<uint64_t>(k), 0x696d67ULL});  // "img"
   const int w = o.width, h = o.height;
   cv::Mat img(h, w, CV_8UC3,
-              HsvToBgr(360 * rng.Uniform(), 0.15 * rng.Uniform(), 0.75 + 0.2 * rng.Uniform()));
+              HsvToBgr(360 * rng.Uniform(), 0.05 * rng.Uniform(), 0.85 + 0.1 * rng.Uniform()));
   const double side = std::min(w, h);
-  const double r = side * (0.28 + 0.1 * rng.Uniform());
-  cv::Point2d c(w / 2.0 + (rng.Uniform() - 0.5) * (w - 2 * r) * 0.8,
-                h / 2.0 + (rng.Uniform() - 0.5) * (h - 2 * r) * 0.8);
+  const double r = side * (0.38 + 0.03 * rng.Uniform());
+  cv::Point2d c(w / 2.0 + (rng.Uniform() - 0.5) * (w - 2 * r) * 0.15,
+                h / 2.0 + (rng.Uniform() - 0.5) * (h - 2 * r) * 0.15);
   cv::Mat mask = cv::Mat::zeros(h, w, CV_8U);
   DrawShape(mask, cls.shape, c, r, (rng.Uniform() - 0.5) * 0.3);
-  const cv::Scalar base = HsvToBgr(cls.hue + (rng.Uniform() - 0.5) * 10, 0.75, 0.9);
+  const cv::Scalar base =
+      HsvToBgr(cls.hue + (rng.Uniform() - 0.5) * 10, 0.35 + 0.6 * cls.shade, 1.0 - 0.5 * cls.shade);
   const cv::Scalar dark = base * 0.35;
   const double angle = (cls.stripe_deg + (rng.Uniform() - 0.5) * 8) * M_PI / 180;
   const double period = std::max(4.0, r / 2.5);  // about five stripes across the shape

@@ -1,6 +1,7 @@
 // `lcl data synth`: a small ImageNet-format dataset of real JPEGs whose classes come in families of
-// genuinely similar classes (same shape and colour, different stripe orientation), so hard-negative
-// neighbours mean something and a tiny model can still learn it.
+// genuinely similar classes (same shape and hue; members differ in shade and stripe orientation), so
+// hard-negative neighbours mean something and a tiny model with a frozen random tower can still tell them
+// apart (docs/data.md has the measurement).
 //
 //   lcl::sampler::SynthOptions o;
 //   o.out = "/tmp/synth"; o.classes = 16; o.images_per_class = 20;
@@ -37,7 +38,8 @@ struct SynthClass {
   int member = 0;         // position in the family
   int shape = 0;          // 0 circle, 1 square, 2 triangle, 3 diamond: shared by the family
   double hue = 0;         // degrees, shared by the family
-  double stripe_deg = 0;  // the member's feature
+  double stripe_deg = 0;  // the member's stripe orientation
+  double shade = 0;       // the member's shade in [0, 1]: 0 light and pale, 1 dark and saturated
   bool test = false;
 };
 

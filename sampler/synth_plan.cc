@@ -71,6 +71,7 @@ std::vector<SynthClass> PlanSynthClasses(const SynthOptions& o) {
     c.shape = c.family % 4;
     c.hue = family_hue[c.family];
     c.stripe_deg = 180.0 * c.member / members;
+    c.shade = members > 1 ? double(c.member) / (members - 1) : 0.0;
     c.test = test.count(c.family) > 0;
     char wnid[16];
     std::snprintf(wnid, sizeof(wnid), "n9%07d", c.id);

@@ -259,6 +259,7 @@ RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_pe
   }
   if (c.data().root().empty()) fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
   one_of("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
+  one_of("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
   positive("data.shot", c.data().shot());
   positive("data.max_length", c.data().max_length());
   positive("data.workers", c.data().workers());

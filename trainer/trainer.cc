@@ -108,6 +108,7 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   sampler::PromptConfig prompt;
   prompt.image_tokens = m.config.vision.num_patches();
   prompt.max_length = c.data().max_length();
+  prompt.layout = sampler::ParsePromptLayout(c.data().prompt_layout());
   d.pipeline = std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, prompt, *d.loader);
   return d;
 }

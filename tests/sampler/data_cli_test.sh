@@ -33,6 +33,36 @@ import json, sys
 for l in sys.stdin:
     e = json.loads(l); assert e["policy"] == "2way_eval" and e["query"]["positive"], e'
 
+# --config: the episodes `lcl train` builds from a training config (and with --eval those `lcl eval` builds): the
+# config's tokenizer, shot, seed and the model's patch count; a flag given explicitly still wins.
+cut -d' ' -f2- "$T/s/LOC_synset_mapping.txt" | sed 's/,.*//' > "$T/names.txt"
+"$LCL_BIN" model init --preset tiny --out "$T/m" --class-names "$T/names.txt" > /dev/null
+cat > "$T/c.pbtxt" <<EOF
+seed: 9
+model { path: "$T/m" }
+data { root: "$T/s" shot: 2 max_length: 512 }
+eval { shots: [1, 3] labels: "made_up" }
+EOF
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --count 3 > "$T/ep3.jsonl"
+"$LCL_BIN" data episodes --pairs "$T/s/train_pairs.jsonl" --count 3 --shot 2 --seed 9 --max-length 512 \
+  --tokenizer "$T/m/tokenizer.model" --image-tokens 4 > "$T/ep4.jsonl"
+cmp -s "$T/ep3.jsonl" "$T/ep4.jsonl" || fail "--config episodes differ from the same options given as flags"
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --set data.shot=1 --count 1 | grep -q '"shot":1,' ||
+  fail "--set data.shot=1 did not reach the episodes"
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --shot 3 --count 1 | grep -q '"shot":3,' ||
+  fail "an explicit --shot did not win over the config"
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --eval --count 2 | python3 -c '
+import json, sys
+names = {l.strip() for l in open(sys.argv[1])}
+for l in sys.stdin:
+    e = json.loads(l)
+    assert e["policy"] == "2way_eval" and e["shot"] == 3, e  # the largest eval shot
+    assert e["positive_label"] not in names, e["positive_label"]  # eval.labels: made_up
+    assert e["tokens"]["image"] == 7 * (4 + 2), e["tokens"]  # 4 patches + start/end markers per image
+' "$T/names.txt"
+if "$LCL_BIN" data episodes --eval --count 1 2> "$T/err.txt"; then fail "--eval without --config accepted"; fi
+grep -q -- "--eval and --set need --config" "$T/err.txt" || fail "unclear error: $(cat "$T/err.txt")"
+
 # A malformed line must fail with the file and line named.
 head -n 2 "$T/s/train_pairs.jsonl" > "$T/bad.jsonl"
 echo '{"class_id": "99", "class_name": oops}' >> "$T/bad.jsonl"

@@ -147,6 +147,46 @@ TEST_F(PromptTest, DecodedUnmaskedTokensAreExactlyTheAnswers) {
   }
 }
 
+TEST_F(PromptTest, CompactLayoutIsImageThenLabelWithOnlyTheLabelsLabelled) {
+  const Tokenizer& tok = *tok_;
+  PromptConfig config;
+  config.layout = ParsePromptLayout("compact");
+  config.image_tokens = 4;
+  config.max_length = 100000;
+  EXPECT_THROW(ParsePromptLayout("verbose"), ConfigError);
+  Episode e = TrainEpisodes(RealTable(), EpisodeConfig{}).Build(0, 3);
+  std::string text = RenderText(e, config);
+  EXPECT_EQ(text.rfind("<image> " + e.examples[0].label + "</s><image> ", 0), 0u);
+  const std::string tail = "<image> " + e.query_label + "</s>";
+  EXPECT_EQ(text.substr(text.size() - tail.size()), tail);
+  EXPECT_EQ(text.find("USER"), std::string::npos);
+
+  TokenizedPrompt p = TokenizeEpisode(e, tok, config);
+  // bos, then per turn: start + 4 patches + end, the label's tokens and eos (the only labelled positions).
+  size_t k = 1, turn = 0;
+  ASSERT_EQ(p.input_ids[0], tok.bos_id());
+  for (const Turn& t : RenderTurns(e, config.layout)) {
+    ASSERT_EQ(p.input_ids[k], tok.im_start_id()) << "turn " << turn;
+    ASSERT_EQ(p.input_ids[k + 5], tok.im_end_id());
+    for (size_t j = k; j <= k + 5; ++j) ASSERT_EQ(p.labels[j], kIgnoreIndex);
+    k += 6;
+    std::vector<int> answer = tok.Encode(t.assistant);
+    answer.push_back(tok.eos_id());
+    for (int id : answer) {
+      ASSERT_EQ(p.input_ids[k], id);
+      ASSERT_EQ(p.labels[k], id);
+      ++k;
+    }
+    ++turn;
+  }
+  EXPECT_EQ(k, p.input_ids.size());
+  EXPECT_EQ(turn, e.examples.size() + 1);
+  // Far shorter than the official layout of the same episode.
+  PromptConfig official = config;
+  official.layout = PromptLayout::kOfficial;
+  EXPECT_LT(p.input_ids.size() * 2, TokenizeEpisode(e, tok, official).input_ids.size());
+}
+
 TEST_F(PromptTest, OverLongEpisodesDropWholeExamplePairsOrAreRejectedWithCounts) {
   const Tokenizer& tok = *tok_;
   PromptConfig config;  // 256 image tokens: 33 images are 8514 tokens, far over 2048

@@ -81,6 +81,11 @@ TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
   const std::string err = ErrorOf([&] { PlanRun(c, 1, 10); });
   EXPECT_NE(err.find("bad.pbtxt:10"), std::string::npos) << err;
   EXPECT_NE(err.find("logging.every_steps"), std::string::npos) << err;
+  // A value outside a field's choices names the field and the choices.
+  LoadedConfig layout = LoadTrainConfig(WriteTemp("layout.pbtxt", kGood), {"data.prompt_layout=verbose"});
+  const std::string choice = ErrorOf([&] { PlanRun(layout, 1, 10); });
+  EXPECT_NE(choice.find("data.prompt_layout"), std::string::npos) << choice;
+  EXPECT_NE(choice.find("compact"), std::string::npos) << choice;
   // A type error is caught by the parser, with the line.
   const std::string typed = WriteTemp("typed.pbtxt", "run_dir: \"x\"\ndata { shot: \"four\" }\n");
   EXPECT_NE(ErrorOf([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
