@@ -108,50 +108,59 @@ ShardFile::ShardFile(const std::string& path) : path_(path) {
   }
   map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
   fd_ = fd;
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    throw CheckpointError(Errno("cannot mmap shard", path));
-  }
-  const uint8_t* bytes = static_cast<const uint8_t*>(map_);
-  uint64_t hlen = 0;
-  for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-  if (hlen > size_ - 8) {
-    throw CheckpointError("shard " + path + " is truncated or corrupt: header of " + std::to_string(hlen) +
-                          " bytes in a " + std::to_string(size_) + "-byte file");
-  }
-  nlohmann::json header;
+  // A constructor that throws runs no destructor: give the mapping and the descriptor back before rethrowing.
   try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + hlen);
-  } catch (const std::exception& e) {
-    throw CheckpointError("shard " + path + " has a corrupt header: " + e.what());
-  }
-  data_ = bytes + 8 + hlen;
-  data_start_ = 8 + hlen;
-  const uint64_t data_size = size_ - 8 - hlen;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    const std::string where = "shard " + path + ", tensor '" + it.key() + "'";
-    try {
-      Entry e;
-      e.dtype = DtypeFromName(it->at("dtype").get<std::string>(), where);
-      e.shape = it->at("shape").get<std::vector<int64_t>>();
-      auto off = it->at("data_offsets").get<std::vector<uint64_t>>();
-      if (off.size() != 2 || off[0] > off[1]) throw CheckpointError(where + ": bad data_offsets");
-      e.begin = off[0];
-      e.end = off[1];
-      int64_t numel = 1;
-      for (int64_t d : e.shape) numel *= d;
-      if (e.end - e.begin != static_cast<uint64_t>(numel) * c10::elementSize(e.dtype)) {
-        throw CheckpointError(where + ": byte range does not match its shape and dtype");
-      }
-      if (e.end > data_size) {
-        throw CheckpointError(where + ": data ends at byte " + std::to_string(e.end) + " but the file holds " +
-                              std::to_string(data_size) + " data bytes (truncated)");
-      }
-      entries_[it.key()] = e;
-    } catch (const nlohmann::json::exception& ex) {
-      throw CheckpointError(where + ": malformed header entry: " + ex.what());
+    if (map_ == MAP_FAILED) {
+      map_ = nullptr;
+      throw CheckpointError(Errno("cannot mmap shard", path));
     }
+    const uint8_t* bytes = static_cast<const uint8_t*>(map_);
+    uint64_t hlen = 0;
+    for (int i = 0; i < 8; ++i) hlen |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+    if (hlen > size_ - 8) {
+      throw CheckpointError("shard " + path + " is truncated or corrupt: header of " + std::to_string(hlen) +
+                            " bytes in a " + std::to_string(size_) + "-byte file");
+    }
+    nlohmann::json header;
+    try {
+      header = nlohmann::json::parse(bytes + 8, bytes + 8 + hlen);
+    } catch (const std::exception& e) {
+      throw CheckpointError("shard " + path + " has a corrupt header: " + e.what());
+    }
+    data_ = bytes + 8 + hlen;
+    data_start_ = 8 + hlen;
+    const uint64_t data_size = size_ - 8 - hlen;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+      if (it.key() == "__metadata__") continue;
+      const std::string where = "shard " + path + ", tensor '" + it.key() + "'";
+      try {
+        Entry e;
+        e.dtype = DtypeFromName(it->at("dtype").get<std::string>(), where);
+        e.shape = it->at("shape").get<std::vector<int64_t>>();
+        auto off = it->at("data_offsets").get<std::vector<uint64_t>>();
+        if (off.size() != 2 || off[0] > off[1]) throw CheckpointError(where + ": bad data_offsets");
+        e.begin = off[0];
+        e.end = off[1];
+        int64_t numel = 1;
+        for (int64_t d : e.shape) numel *= d;
+        if (e.end - e.begin != static_cast<uint64_t>(numel) * c10::elementSize(e.dtype)) {
+          throw CheckpointError(where + ": byte range does not match its shape and dtype");
+        }
+        if (e.end > data_size) {
+          throw CheckpointError(where + ": data ends at byte " + std::to_string(e.end) + " but the file holds " +
+                                std::to_string(data_size) + " data bytes (truncated)");
+        }
+        entries_[it.key()] = e;
+      } catch (const nlohmann::json::exception& ex) {
+        throw CheckpointError(where + ": malformed header entry: " + ex.what());
+      }
+    }
+  } catch (...) {
+    if (map_ != nullptr && map_ != MAP_FAILED) ::munmap(map_, size_);
+    map_ = nullptr;
+    ::close(fd_);
+    fd_ = -1;
+    throw;
   }
 }
 

@@ -71,6 +71,37 @@ void RegisterSynth(CLI::App& data, Launch& launch) {
   });
 }
 
+// A split file: {"train": [ids], "test": [ids]} with 1-based class ids, each class in exactly one list.
+sampler::ClassSplit ReadClassSplit(const std::string& path, size_t num_classes) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError("class split '" + path + "' cannot be read; give the class_split.json of the tree");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw DataError(path + ": not JSON (" + e.what() + ")");
+  }
+  sampler::ClassSplit split;
+  std::vector<int> seen(num_classes + 1, 0);
+  for (const char* side : {"train", "test"}) {
+    if (!j.contains(side) || !j[side].is_array()) {
+      throw DataError(path + ": needs a \"" + side + "\" list of class ids");
+    }
+    std::vector<int>& ids = std::string(side) == "train" ? split.train_ids : split.test_ids;
+    for (const auto& v : j[side]) {
+      const int id = v.is_number_integer() ? v.get<int>() : std::stoi(v.get<std::string>());
+      if (id < 1 || size_t(id) > num_classes) {
+        throw DataError(path + ": class id " + std::to_string(id) + " in \"" + side + "\" is outside 1.." +
+                        std::to_string(num_classes) + " (the root's synset mapping)");
+      }
+      if (seen[size_t(id)]++) throw DataError(path + ": class id " + std::to_string(id) + " is listed twice");
+      ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+  }
+  return split;
+}
+
 void RegisterIndex(CLI::App& data, Launch& launch) {
   auto* cmd = data.add_subcommand(
       "index", "index an ImageNet root: classes, image counts, train/test class split");
@@ -79,6 +110,7 @@ void RegisterIndex(CLI::App& data, Launch& launch) {
     sampler::IndexOptions opt;
     int test_classes = -1;  // -1: a tenth of the classes (the paper's 100 of 1000)
     uint64_t seed = 0;
+    std::string split;  // a given split ({"train": [ids], "test": [ids]}, e.g. data synth's class_split.json)
   };
   auto args = std::make_shared<Args>();
   cmd->add_option("--root", args->root, "ImageNet root with train/<wnid>/ (and val/)")->required();
@@ -90,12 +122,17 @@ void RegisterIndex(CLI::App& data, Launch& launch) {
   cmd->add_option("--test-classes", args->test_classes,
                   "classes held out for testing (default: a tenth, 100 of 1000)");
   cmd->add_option("--seed", args->seed, "seed of the class split")->capture_default_str();
+  cmd->add_option("--split", args->split,
+                  "use this split instead of a seeded one: JSON with \"train\" and \"test\" class-id lists "
+                  "(e.g. the class_split.json `lcl data synth` writes)");
   cmd->callback([&launch, args] {
     launch.action = [args]() -> int {
       sampler::ImageNetIndex index = sampler::IndexImageNetRoot(args->root, args->opt);
       const size_t test =
           args->test_classes < 0 ? index.classes.size() / 10 : size_t(args->test_classes);
-      sampler::ClassSplit split = sampler::SplitClasses(index.classes.size(), test, args->seed);
+      sampler::ClassSplit split = args->split.empty()
+                                      ? sampler::SplitClasses(index.classes.size(), test, args->seed)
+                                      : ReadClassSplit(args->split, index.classes.size());
       if (!args->out.empty()) sampler::WriteIndexJson(index, split, args->out);
       std::cout << nlohmann::json({{"root", index.root},
                                    {"classes", index.classes.size()},
@@ -169,6 +206,7 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
   }
   if (!given("--seed")) a->config.seed = a->eval ? c.eval().seed() : c.seed();
   a->config.made_up_negative = c.data().made_up_negative();
+  a->config.made_up_max_letters = c.data().made_up_max_letters();
   if (!given("--image-tokens")) {
     a->prompt.image_tokens =
         trainer::ModelConfig::FromJsonFile(c.model().path() + "/config.json").vision.num_patches();
@@ -254,7 +292,7 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
       sampler::EvalEpisodes eval(classes, args->config.shot, args->config.seed,
                                  args->made_up_eval_labels ? sampler::EvalLabels::kMadeUpWords
                                                            : sampler::EvalLabels::kClassNames,
-                                 args->config.templates);
+                                 args->config.templates, args->config.made_up_max_letters);
       for (uint64_t i = args->start; i < std::min<uint64_t>(eval.size(), args->start + args->count);
            ++i) {
         std::cout << EpisodeJson(eval.Build(i), args->prompt, tok.get()).dump() << "\n";

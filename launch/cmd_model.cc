@@ -25,6 +25,7 @@ struct InitArgs {
   std::string class_names;  // optional: one class name per line, added to the tokenizer corpus
   uint64_t seed = 1234;
   std::string dtype = "f32";
+  int patch_size = 0;  // 0: the preset's
 };
 
 struct ExportArgs {
@@ -76,6 +77,10 @@ void WriteTokenizer(const InitArgs& args, trainer::ModelConfig* config) {
 
 int RunInit(const InitArgs& args) {
   trainer::ModelConfig config = trainer::ModelConfig::FromPreset(args.preset);
+  if (args.patch_size > 0) {
+    config.vision.patch_size = args.patch_size;
+    config.Validate(/*tp=*/1);  // image_size must be a multiple of it
+  }
   std::filesystem::create_directories(args.out);
   if (args.preset != "llava-7b") {
     try {
@@ -168,6 +173,8 @@ void RegisterModelCommands(CLI::App& model, Launch& launch) {
   init->add_option("--out", init_args->out, "output directory")->required();
   init->add_option("--seed", init_args->seed, "random seed")->capture_default_str();
   init->add_option("--dtype", init_args->dtype, "f32 | bf16 | f16 (stored dtype)")->capture_default_str();
+  init->add_option("--patch-size", init_args->patch_size,
+                   "vision tower patch size (default: the preset's; image tokens = (image_size / patch)^2)");
   init->add_option("--class-names", init_args->class_names,
                    "file with one class name per line (tokenizer corpus)");
   init->callback([&launch, init_args] { launch.action = [init_args] { return RunInit(*init_args); }; });

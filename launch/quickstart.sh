@@ -21,8 +21,16 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy
 overrides=()
 if [ -n "${LCL_QUICKSTART_STEPS:-}" ]; then overrides+=(--set "schedule.total_steps=$LCL_QUICKSTART_STEPS"); fi
 
-echo "quickstart: $("$lcl" --version | head -1)"
+version=$("$lcl" --version | head -1)
+echo "quickstart: $version"
 start=$(date +%s)
+# Data and model made by another lcl version may differ from what this one makes: start them again.
+if [ -f "$data/made-by.txt" ] && [ "$(cat "$data/made-by.txt")" != "$version" ]; then
+  echo "quickstart: $data was made by '$(cat "$data/made-by.txt")'; making it again"
+  rm -rf "$data"
+fi
+mkdir -p "$data"
+echo "$version" > "$data/made-by.txt"
 if [ ! -f "$data/synth/test_pairs.jsonl" ]; then
   echo "quickstart: synthetic ImageNet-format tree (families of similar classes; some families held out)"
   "$lcl" data synth --out "$data/synth" --classes 64 --images-per-class 40 --size 96x96
@@ -31,6 +39,12 @@ if [ ! -f "$data/tiny-model/model.safetensors" ]; then
   echo "quickstart: tiny model (random decoder, frozen tower, tokenizer trained on the class names)"
   cut -d' ' -f2- "$data/synth/LOC_synset_mapping.txt" | sed 's/,.*//' > "$data/class_names.txt"
   "$lcl" model init --preset tiny --out "$data/tiny-model" --class-names "$data/class_names.txt"
+fi
+if [ ! -f "$data/train_pairs.jsonl" ]; then
+  echo "quickstart: neighbour table of the training classes from the frozen tower's image features"
+  "$lcl" data index --root "$data/synth" --split "$data/synth/class_split.json" --out "$data/index.json"
+  "$lcl" data neighbors --root "$data/synth" --model "$data/tiny-model" --index "$data/index.json" \
+    --out "$data/train_pairs.jsonl"
 fi
 
 rm -rf "$run"

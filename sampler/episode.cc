@@ -67,9 +67,10 @@ const char* PolicyName(Policy policy) {
   return policy == Policy::k2WayWeight ? "2way_weight" : "2way_random_shot";
 }
 
-std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index) {
+std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index, int max_letters) {
+  if (max_letters < 1) throw ConfigError("made-up words need at least 1 letter, got a maximum of " + std::to_string(max_letters));
   CounterRng rng({seed, epoch, index, kWordStream});
-  size_t length = 1 + rng.Below(10);
+  size_t length = 1 + rng.Below(uint64_t(max_letters));
   std::string word(length, 'a');
   for (char& c : word) c = static_cast<char>('a' + rng.Below(26));
   return word;
@@ -124,7 +125,7 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   size_t j = rng.Weighted(NeighborWeights(pos_class.neighbors.size()));
   e.negative_class = table_.NeighborIndex(e.positive_class, j);
   const ClassPairs& neg_class = table_.classes()[e.negative_class];
-  e.positive_label = MadeUpWord(config_.seed, epoch, index);
+  e.positive_label = MadeUpWord(config_.seed, epoch, index, config_.made_up_max_letters);
   e.negative_label = neg_class.class_name;
   e.query_positive = rng.Below(2) == 0;
   if (config_.made_up_negative > 0) {  // its own stream: the default recipe's draws stay as they were
@@ -132,7 +133,8 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
     if (side.Uniform() < config_.made_up_negative) {
       uint64_t salt = 0;
       do {
-        e.negative_label = MadeUpWord(config_.seed ^ 0x6e6567ULL, epoch, index * 64 + salt++);  // "neg"
+        e.negative_label = MadeUpWord(config_.seed ^ 0x6e6567ULL, epoch, index * 64 + salt++,  // "neg"
+                                      config_.made_up_max_letters);
       } while (e.negative_label == e.positive_label);
     }
   }
@@ -152,12 +154,13 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
 }
 
 EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed,
-                           EvalLabels labels, std::vector<std::string> templates)
+                           EvalLabels labels, std::vector<std::string> templates, int made_up_max_letters)
     : classes_(classes),
       shot_(shot),
       seed_(seed),
       labels_(labels),
-      templates_(std::move(templates)) {
+      templates_(std::move(templates)),
+      made_up_max_letters_(made_up_max_letters) {
   if (shot < 0) throw ConfigError("eval shot=" + std::to_string(shot) + " must be >= 0");
   if (classes.size() % 2 != 0) {
     throw DataError("eval needs an even number of test classes (2k and 2k+1 are partners), found " +
@@ -188,9 +191,9 @@ Episode EvalEpisodes::Build(uint64_t index) const {
     e.positive_label = pos.class_name;
     e.negative_label = neg.class_name;
   } else {
-    e.positive_label = MadeUpWord(seed_, 0, index);
+    e.positive_label = MadeUpWord(seed_, 0, index, made_up_max_letters_);
     do {  // two made-up words that differ, or the episode would be unanswerable
-      e.negative_label = MadeUpWord(seed_, 1, rng.NextU64());
+      e.negative_label = MadeUpWord(seed_, 1, rng.NextU64(), made_up_max_letters_);
     } while (e.negative_label == e.positive_label);
   }
   e.query_positive = true;

@@ -32,6 +32,8 @@ struct EpisodeConfig {
   // episode, "the made-up word is the label that is not a class name" answers every episode without linking
   // labels to images; both-made-up episodes can only be answered by linking.
   double made_up_negative = 0.0;
+  // Longest made-up word (the paper: 10). Small models trained from scratch learn to copy short words far sooner.
+  int made_up_max_letters = 10;
 };
 
 struct ImageRef {
@@ -62,8 +64,8 @@ struct Episode {
   std::string question;  // the final-question template, with "<image>"
 };
 
-// A made-up concept name: 1 to 10 lowercase letters, length and letters uniform.
-std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index);
+// A made-up concept name: 1 to max_letters (the paper: 10) lowercase letters, length and letters uniform.
+std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index, int max_letters = 10);
 
 // Neighbour draw for a list of n neighbours: index j with weight n - j (nearest most likely).
 std::vector<double> NeighborWeights(size_t n);
@@ -95,7 +97,7 @@ enum class EvalLabels { kClassNames, kMadeUpWords };
 class EvalEpisodes {
  public:
   EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed, EvalLabels labels,
-               std::vector<std::string> templates = {});
+               std::vector<std::string> templates = {}, int made_up_max_letters = 10);
   uint64_t size() const { return starts_.empty() ? 0 : starts_.back(); }
   Episode Build(uint64_t index) const;
 
@@ -105,6 +107,7 @@ class EvalEpisodes {
   uint64_t seed_;
   EvalLabels labels_;
   std::vector<std::string> templates_;
+  int made_up_max_letters_;
   std::vector<uint64_t> starts_;  // starts_[c+1] = first episode index after class c
 };
 

@@ -70,7 +70,8 @@ std::vector<EvalRow> Evaluator::Run(const std::vector<int>& shots) {
 EvalRow Evaluator::RunShot(int shot) {
   const sampler::EvalLabels labels =
       config_.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
-  sampler::EvalEpisodes episodes(classes_, shot, config_.eval().seed(), labels, templates_);
+  sampler::EvalEpisodes episodes(classes_, shot, config_.eval().seed(), labels, templates_,
+                                 config_.data().made_up_max_letters());
   sampler::PromptConfig prompt;
   prompt.image_tokens = model_.config.vision.num_patches();
   prompt.max_length = config_.data().max_length();

@@ -261,6 +261,7 @@ RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_pe
   one_of("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
   one_of("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
   positive("data.shot", c.data().shot());
+  positive("data.made_up_max_letters", c.data().made_up_max_letters());
   positive("data.max_length", c.data().max_length());
   positive("data.workers", c.data().workers());
   positive("data.prefetch", c.data().prefetch());

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -100,6 +101,7 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   ec.shot = c.data().shot();
   ec.seed = c.seed();
   ec.made_up_negative = c.data().made_up_negative();
+  ec.made_up_max_letters = c.data().made_up_max_letters();
   if (!c.data().templates().empty()) ec.templates = sampler::LoadTemplates(c.data().templates());
   d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, ec);
   sampler::ImageSpec spec;
@@ -183,6 +185,12 @@ class TrainLoop {
     co.grid.set_world(ctx_->grid().shape().world);
     co.grid.set_tp(ctx_->grid().shape().tp);
     co.grid.set_dp(ctx_->grid().shape().dp);
+    // Fault-test hook (tests/checkpoint/train_kill_test.sh): widen each commit-protocol window so a kill -9 can
+    // land inside it. Not a config field: no run should ever want slower saves.
+    if (const char* delay = std::getenv("LCL_TEST_CKPT_PHASE_DELAY_MS")) {
+      co.phase_delay = std::chrono::milliseconds(std::atoi(delay));
+      LOG(WARNING) << "LCL_TEST_CKPT_PHASE_DELAY_MS=" << delay << ": checkpoint saves pause between phases";
+    }
     if (ctx_->grid().rank() == 0) checkpoint::Checkpointer::CleanStaleTmp(c_.run_dir());
     ckpt_ = std::make_unique<checkpoint::Checkpointer>(ctx_->grid().world_comm(), co, &ctx_->watchdog());
     Restore(resume);

@@ -77,6 +77,14 @@ TEST(ShardFile, TruncatedOrCorruptFilesAreClearErrorsNamingTheFile) {
 
   msg = ErrorOf([&] { ShardFile f((dir / "missing.safetensors").string()); });
   EXPECT_NE(msg.find("missing.safetensors"), std::string::npos) << msg;
+
+  // A rejected file gives its descriptor back (a constructor that throws runs no destructor): a resume that
+  // probes many bad shards must not run out of descriptors.
+  { std::ofstream(path, std::ios::binary | std::ios::trunc) << std::string("\x10\0\0\0\0\0\0\0{not json}xxxxxx", 24); }
+  auto open_fds = [] { return std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator()); };
+  const auto before = open_fds();
+  for (int i = 0; i < 50; ++i) ErrorOf([&] { ShardFile f(path); });
+  EXPECT_EQ(open_fds(), before);
   fs::remove_all(dir);
 }
 

@@ -15,6 +15,17 @@ done
 
 "$LCL_BIN" data index --root "$T/s" --out "$T/index.json" > "$T/index.txt"
 grep -q '"classes":8' "$T/index.txt" || fail "index summary: $(cat "$T/index.txt")"
+# --split: the synth tree's own split (held-out families), not a seeded one.
+"$LCL_BIN" data index --root "$T/s" --split "$T/s/class_split.json" --out "$T/index_split.json" > /dev/null
+python3 - "$T/index_split.json" "$T/s/class_split.json" <<'PY'
+import json, sys
+index, split = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert sorted(index["split"]["train"]) == sorted(split["train"]), (index["split"], split)
+assert sorted(index["split"]["test"]) == sorted(split["test"]), (index["split"], split)
+PY
+echo '{"train": [1, 2], "test": [2]}' > "$T/twice.json"
+if "$LCL_BIN" data index --root "$T/s" --split "$T/twice.json" 2> "$T/err.txt"; then fail "a class in both lists accepted"; fi
+grep -q "class id 2 is listed twice" "$T/err.txt" || fail "unclear error: $(cat "$T/err.txt")"
 
 "$LCL_BIN" data episodes --pairs "$T/s/train_pairs.jsonl" --count 3 --shot 2 --seed 9 > "$T/ep1.jsonl"
 "$LCL_BIN" data episodes --pairs "$T/s/train_pairs.jsonl" --count 3 --shot 2 --seed 9 > "$T/ep2.jsonl"
