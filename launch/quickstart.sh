@@ -24,9 +24,11 @@ if [ -n "${LCL_QUICKSTART_STEPS:-}" ]; then overrides+=(--set "schedule.total_st
 version=$("$lcl" --version | head -1)
 echo "quickstart: $version"
 start=$(date +%s)
-# Data and model made by another lcl version may differ from what this one makes: start them again.
-if [ -f "$data/made-by.txt" ] && [ "$(cat "$data/made-by.txt")" != "$version" ]; then
-  echo "quickstart: $data was made by '$(cat "$data/made-by.txt")'; making it again"
+# Data and model made by another lcl version (or by one that recorded none) may differ from what this one makes:
+# start them again.
+made_by=$(cat "$data/made-by.txt" 2>/dev/null || echo "an unrecorded version")
+if [ -d "$data" ] && [ "$made_by" != "$version" ]; then
+  echo "quickstart: $data was made by $made_by; making it again"
   rm -rf "$data"
 fi
 mkdir -p "$data"

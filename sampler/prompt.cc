@@ -16,7 +16,7 @@ std::string FinalAnswer(const std::string& label) {
 
 // Appends text with each "<image>" expanded to image-start + patches + image-end; all unlabelled.
 // Returns the number of image blocks appended.
-int AppendUserText(const std::string& text, const Tokenizer& tok, int image_tokens,
+int AppendUserText(const std::string& text, const Tokenizer& tok, int image_tokens, bool markers,
                    TokenizedPrompt& out) {
   const std::string marker = kImageMarker;
   int blocks = 0;
@@ -31,9 +31,9 @@ int AppendUserText(const std::string& text, const Tokenizer& tok, int image_toke
       out.text_tokens += static_cast<int>(ids.size());
     }
     if (at == std::string::npos) break;
-    out.input_ids.push_back(tok.im_start_id());
+    if (markers) out.input_ids.push_back(tok.im_start_id());
     out.input_ids.insert(out.input_ids.end(), image_tokens, tok.im_patch_id());
-    out.input_ids.push_back(tok.im_end_id());
+    if (markers) out.input_ids.push_back(tok.im_end_id());
     ++blocks;
     start = at + marker.size();
   }
@@ -53,7 +53,7 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
     std::string user = official ? (i == 0 ? config.system + " " : std::string()) + "USER: " + turns[i].user +
                                       " ASSISTANT:"
                                 : turns[i].user;
-    AppendUserText(user, tok, config.image_tokens, out);
+    AppendUserText(user, tok, config.image_tokens, config.image_markers, out);
     // The answer and its eos are the only labelled positions: the model learns to answer and to
     // stop.
     std::vector<int> answer = tok.Encode(turns[i].assistant);
@@ -130,7 +130,7 @@ TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok,
     throw DataError("episode (epoch " + std::to_string(e.epoch) + ", index " +
                     std::to_string(e.index) + ") needs " + std::to_string(p.input_ids.size()) +
                     " tokens at shot " + std::to_string(e.shot) + " (" + std::to_string(images) +
-                    " images x " + std::to_string(config.image_tokens + 2) + " + " +
+                    " images x " + std::to_string(config.image_tokens + (config.image_markers ? 2 : 0)) + " + " +
                     std::to_string(p.text_tokens) + " text) but max_length is " +
                     std::to_string(config.max_length) +
                     (config.reduce_shots ? " even at min_shot " + std::to_string(config.min_shot)

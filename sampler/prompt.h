@@ -37,6 +37,9 @@ struct PromptConfig {
   bool reduce_shots = true;  // when too long: drop example pairs down to min_shot; else reject
   int min_shot = 1;
   PromptLayout layout = PromptLayout::kOfficial;
+  // Image-start and image-end around each image's patches (LLaVA's mm_use_im_start_end); false: patches only
+  // (LLaVA-1.5's layout).
+  bool image_markers = true;
 };
 
 // One user/assistant exchange; `user` may hold "<image>".

@@ -76,6 +76,7 @@ EvalRow Evaluator::RunShot(int shot) {
   prompt.image_tokens = model_.config.vision.num_patches();
   prompt.max_length = config_.data().max_length();
   prompt.layout = sampler::ParsePromptLayout(config_.data().prompt_layout());
+  prompt.image_markers = config_.data().image_markers();
   sampler::EpisodePipeline pipeline(episodes, classes_, *model_.tokenizer, prompt, *loader_);
 
   // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...

@@ -111,6 +111,7 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   prompt.image_tokens = m.config.vision.num_patches();
   prompt.max_length = c.data().max_length();
   prompt.layout = sampler::ParsePromptLayout(c.data().prompt_layout());
+  prompt.image_markers = c.data().image_markers();
   d.pipeline = std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, prompt, *d.loader);
   return d;
 }

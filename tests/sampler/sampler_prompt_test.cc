@@ -181,6 +181,16 @@ TEST_F(PromptTest, CompactLayoutIsImageThenLabelWithOnlyTheLabelsLabelled) {
   }
   EXPECT_EQ(k, p.input_ids.size());
   EXPECT_EQ(turn, e.examples.size() + 1);
+  // Without image markers (LLaVA-1.5's layout) an image block is its patch tokens alone.
+  PromptConfig bare = config;
+  bare.image_markers = false;
+  TokenizedPrompt b = TokenizeEpisode(e, tok, bare);
+  EXPECT_EQ(b.input_ids.size() + 2 * (e.examples.size() + 1), p.input_ids.size());
+  for (int id : b.input_ids) {
+    ASSERT_NE(id, tok.im_start_id());
+    ASSERT_NE(id, tok.im_end_id());
+  }
+  EXPECT_EQ(b.input_ids[1], tok.im_patch_id());
   // Far shorter than the official layout of the same episode.
   PromptConfig official = config;
   official.layout = PromptLayout::kOfficial;
