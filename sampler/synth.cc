@@ -54,7 +54,7 @@ void DrawShape(cv::Mat& mask, int shape, cv::Point2d c, double r, double rot) {
 // One image: a pale, nearly uniform background, the family's shape (large, near the centre) in the
 // family's hue at the member's shade, dark stripes at the member's angle. Family members differ in both
 // shade and stripes: a frozen random tower barely sees stripe angle alone (nearest-support 2-way accuracy
-// within a family 0.53 with stripes only, 0.96 with shades; docs/data.md).
+// within a family 0.56 with stripes only, 0.85 with shades; docs/data.md).
 cv::Mat DrawImage(const SynthClass& cls, const SynthOptions& o, int k) {
   CounterRng rng(
       {o.seed, static_cast<uint64_t>(cls.id), static_cast<uint64_t>(k), 0x696d67ULL});  // "img"
