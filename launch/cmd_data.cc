@@ -89,7 +89,14 @@ sampler::ClassSplit ReadClassSplit(const std::string& path, size_t num_classes) 
     }
     std::vector<int>& ids = std::string(side) == "train" ? split.train_ids : split.test_ids;
     for (const auto& v : j[side]) {
-      const int id = v.is_number_integer() ? v.get<int>() : std::stoi(v.get<std::string>());
+      // Integers, or digit strings as the official files write ids.
+      const std::string text = v.is_number_integer() ? std::to_string(v.get<int64_t>())
+                               : v.is_string()       ? v.get<std::string>()
+                                                     : v.dump();
+      if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) {
+        throw DataError(path + ": \"" + side + "\" holds " + text + ", not a class id (a positive integer)");
+      }
+      const int id = std::stoi(text);
       if (id < 1 || size_t(id) > num_classes) {
         throw DataError(path + ": class id " + std::to_string(id) + " in \"" + side + "\" is outside 1.." +
                         std::to_string(num_classes) + " (the root's synset mapping)");

@@ -68,7 +68,9 @@ const char* PolicyName(Policy policy) {
 }
 
 std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index, int max_letters) {
-  if (max_letters < 1) throw ConfigError("made-up words need at least 1 letter, got a maximum of " + std::to_string(max_letters));
+  if (max_letters < 1) {
+    throw ConfigError("made-up words need at least 1 letter, got a maximum of " + std::to_string(max_letters));
+  }
   CounterRng rng({seed, epoch, index, kWordStream});
   size_t length = 1 + rng.Below(uint64_t(max_letters));
   std::string word(length, 'a');

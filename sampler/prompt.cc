@@ -14,7 +14,14 @@ std::string FinalAnswer(const std::string& label) {
   return "there is \"" + label + "\" in the image.";
 }
 
-// Appends text with each "<image>" expanded to image-start + patches + image-end; all unlabelled.
+// The user side of turn i as the layout renders it (the answer follows it after a space).
+std::string UserText(const Turn& turn, size_t i, const PromptConfig& config) {
+  if (config.layout == PromptLayout::kCompact) return turn.user;
+  return (i == 0 ? config.system + " " : std::string()) + "USER: " + turn.user + " ASSISTANT:";
+}
+
+// Appends text with each "<image>" expanded to its patches (between image-start and image-end when
+// `markers`); all unlabelled.
 // Returns the number of image blocks appended.
 int AppendUserText(const std::string& text, const Tokenizer& tok, int image_tokens, bool markers,
                    TokenizedPrompt& out) {
@@ -47,13 +54,9 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
   out.input_ids.push_back(tok.bos_id());
   out.labels.push_back(kIgnoreIndex);
   out.text_tokens = 1;
-  const bool official = config.layout == PromptLayout::kOfficial;
   std::vector<Turn> turns = RenderTurns(e, config.layout);
   for (size_t i = 0; i < turns.size(); ++i) {
-    std::string user = official ? (i == 0 ? config.system + " " : std::string()) + "USER: " + turns[i].user +
-                                      " ASSISTANT:"
-                                : turns[i].user;
-    AppendUserText(user, tok, config.image_tokens, config.image_markers, out);
+    AppendUserText(UserText(turns[i], i, config), tok, config.image_tokens, config.image_markers, out);
     // The answer and its eos are the only labelled positions: the model learns to answer and to
     // stop.
     std::vector<int> answer = tok.Encode(turns[i].assistant);
@@ -90,14 +93,11 @@ std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout) {
 }
 
 std::string RenderText(const Episode& e, const PromptConfig& config) {
-  if (config.layout == PromptLayout::kCompact) {
-    std::string text;
-    for (const Turn& t : RenderTurns(e, config.layout)) text += t.user + " " + t.assistant + "</s>";
-    return text;
+  std::string text;
+  std::vector<Turn> turns = RenderTurns(e, config.layout);
+  for (size_t i = 0; i < turns.size(); ++i) {
+    text += UserText(turns[i], i, config) + " " + turns[i].assistant + "</s>";
   }
-  std::string text = config.system + " ";
-  for (const Turn& t : RenderTurns(e))
-    text += "USER: " + t.user + " ASSISTANT: " + t.assistant + "</s>";
   return text;
 }
 

@@ -72,12 +72,8 @@ EvalRow Evaluator::RunShot(int shot) {
       config_.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
   sampler::EvalEpisodes episodes(classes_, shot, config_.eval().seed(), labels, templates_,
                                  config_.data().made_up_max_letters());
-  sampler::PromptConfig prompt;
-  prompt.image_tokens = model_.config.vision.num_patches();
-  prompt.max_length = config_.data().max_length();
-  prompt.layout = sampler::ParsePromptLayout(config_.data().prompt_layout());
-  prompt.image_markers = config_.data().image_markers();
-  sampler::EpisodePipeline pipeline(episodes, classes_, *model_.tokenizer, prompt, *loader_);
+  sampler::EpisodePipeline pipeline(episodes, classes_, *model_.tokenizer, PromptConfigOf(config_, model_.config),
+                                    *loader_);
 
   // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...
   const uint64_t total = episodes.size();

@@ -41,6 +41,15 @@ int RankThreads(const TrainConfig& config, const cluster::MpiSession& mpi) {
   return std::max(1, cores / std::max(1, mpi.local_size()));
 }
 
+sampler::PromptConfig PromptConfigOf(const TrainConfig& config, const ModelConfig& model) {
+  sampler::PromptConfig prompt;
+  prompt.image_tokens = model.vision.num_patches();
+  prompt.max_length = config.data().max_length();
+  prompt.layout = sampler::ParsePromptLayout(config.data().prompt_layout());
+  prompt.image_markers = config.data().image_markers();
+  return prompt;
+}
+
 RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
   const TrainConfig& c = loaded.config;
   RunModel m;

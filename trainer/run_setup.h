@@ -16,6 +16,7 @@
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpointer.h"
 #include "cluster/cluster_context.h"
+#include "sampler/prompt.h"
 #include "sampler/tokenizer.h"
 #include "trainer/multimodal_model.h"
 #include "trainer/optimizer.h"
@@ -30,6 +31,10 @@ struct RunModel {
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;  // parameters and activations (bf16 on GPU with fp32 masters)
 };
+
+// How episodes become tokens for this config and model (training and evaluation alike): patch tokens per image,
+// the length limit, the layout and the image markers.
+sampler::PromptConfig PromptConfigOf(const TrainConfig& config, const ModelConfig& model);
 
 // Intra-op threads per rank: the config's, or the node's cores shared by the ranks on this node.
 int RankThreads(const TrainConfig& config, const cluster::MpiSession& mpi);

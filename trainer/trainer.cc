@@ -107,12 +107,8 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   sampler::ImageSpec spec;
   spec.size = m.config.vision.image_size;
   d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), spec, c.data().max_bad_fraction());
-  sampler::PromptConfig prompt;
-  prompt.image_tokens = m.config.vision.num_patches();
-  prompt.max_length = c.data().max_length();
-  prompt.layout = sampler::ParsePromptLayout(c.data().prompt_layout());
-  prompt.image_markers = c.data().image_markers();
-  d.pipeline = std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, prompt, *d.loader);
+  d.pipeline =
+      std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, PromptConfigOf(c, m.config), *d.loader);
   return d;
 }
 

@@ -14,8 +14,8 @@ Exits 1 when --min-family is given and within-family accuracy is below it.
 """
 import argparse
 import json
+import os
 import random
-import struct
 import sys
 
 import numpy as np
@@ -23,24 +23,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from safetensors_io import read_tensors  # noqa: E402
+
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 PREFIX = "model.vision_tower.vision_tower.vision_model."
 
 
 def load_tower(model_dir):
-    with open(f"{model_dir}/model.safetensors", "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        weights = {}
-        for name, info in header.items():
-            if not name.startswith(PREFIX):
-                continue
-            assert info["dtype"] == "F32", f"{name}: {info['dtype']} (the probe reads F32 towers)"
-            begin, end = info["data_offsets"]
-            f.seek(8 + n + begin)
-            weights[name[len(PREFIX):]] = torch.from_numpy(
-                np.frombuffer(f.read(end - begin), dtype=np.float32).copy()).reshape(info["shape"])
+    tensors = read_tensors(f"{model_dir}/model.safetensors", keep=lambda name: name.startswith(PREFIX))
+    weights = {}
+    for name, t in tensors.items():
+        assert t.dtype == "F32", f"{name}: {t.dtype} (the probe reads F32 towers)"
+        weights[name[len(PREFIX):]] = torch.from_numpy(np.frombuffer(t.data, dtype=np.float32).copy()).reshape(t.shape)
     config = json.load(open(f"{model_dir}/config.json"))
     return weights, config["vision_config"], config.get("mm_vision_select_layer", -2)
 

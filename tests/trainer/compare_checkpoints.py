@@ -5,27 +5,17 @@
 
 Reads the safetensors shard files directly (no torch needed) and compares every tensor's bytes by name.
 """
-import json
 import os
-import struct
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from safetensors_io import read_tensors, shard_files  # noqa: E402
 
 
 def tensors(step_dir):
-    out = {}
-    for name in sorted(os.listdir(step_dir)):
-        if not name.endswith(".safetensors"):
-            continue
-        with open(os.path.join(step_dir, name), "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
-            for key, meta in header.items():
-                if key == "__metadata__":
-                    continue
-                begin, end = meta["data_offsets"]
-                f.seek(8 + n + begin)
-                out[(name, key)] = f.read(end - begin)
-    return out
+    """Every tensor's bytes, keyed by (shard file, name): the same layout must put each tensor in the same file."""
+    return {(os.path.basename(path), name): t.data for path in shard_files(step_dir)
+            for name, t in read_tensors(path).items()}
 
 
 def main():

@@ -7,36 +7,19 @@ Reads safetensors files directly (8-byte header length, JSON header, raw bytes) 
 safetensors package. The newest committed checkpoint's shard files hold every model tensor under its Hugging Face
 name; each vision tensor's bytes must equal the model file's, and at least one decoder tensor must differ.
 """
-import json
 import os
-import struct
 import sys
 
-
-def tensors(path):
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(n))
-        base = 8 + n
-        out = {}
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            begin, end = meta["data_offsets"]
-            f.seek(base + begin)
-            out[name] = (tuple(meta["shape"]), f.read(end - begin))
-        return out
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from safetensors_io import read_dir, read_tensors  # noqa: E402
 
 
 def main():
-    model = tensors(sys.argv[1])
+    model = read_tensors(sys.argv[1])
     steps = sorted(d for d in os.listdir(sys.argv[2]) if d.startswith("step_") and not d.endswith(".tmp"))
     assert steps, "no committed checkpoint"
     step_dir = os.path.join(sys.argv[2], steps[-1])
-    saved = {}
-    for name in os.listdir(step_dir):
-        if name.endswith(".safetensors"):
-            saved.update(tensors(os.path.join(step_dir, name)))
+    saved = read_dir(step_dir)
     vision = [n for n in model if "vision" in n]
     assert vision, "the model file has no vision tensors"
     for n in vision:

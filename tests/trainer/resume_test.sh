@@ -75,23 +75,15 @@ echo "PASS: preempted at step $step and resumed: losses and every final tensor b
 "$lcl" model export-hf --checkpoint "$work/ref" --model "$work/model" --out "$work/hf" >"$work/export.log" 2>&1 ||
   fail "export-hf --checkpoint failed: $(tail -3 "$work/export.log")"
 [ -f "$work/hf/config.json" ] && [ -f "$work/hf/tokenizer.model" ] || fail "export-hf left no config.json/tokenizer.model"
-python3 - "$work/hf/model.safetensors" "$work/ref/checkpoints/step_00000008" <<'PY' || fail "exported tensors differ"
-import json, os, struct, sys
-def read(path):
-    out = {}
-    with open(path, "rb") as f:
-        (n,) = struct.unpack("<Q", f.read(8)); header = json.loads(f.read(n))
-        for k, m in header.items():
-            if k == "__metadata__": continue
-            f.seek(8 + n + m["data_offsets"][0]); out[k] = f.read(m["data_offsets"][1] - m["data_offsets"][0])
-    return out
-exported = read(sys.argv[1])
-saved = {}
-for name in os.listdir(sys.argv[2]):
-    if name.endswith(".safetensors"): saved.update(read(os.path.join(sys.argv[2], name)))
+python3 - "$here/.." "$work/hf/model.safetensors" "$work/ref/checkpoints/step_00000008" <<'PY' ||
+import sys
+sys.path.insert(0, sys.argv[1])
+from safetensors_io import read_dir, read_tensors
+exported, saved = read_tensors(sys.argv[2]), read_dir(sys.argv[3])
 assert exported and all(saved.get(k) == v for k, v in exported.items()), "an exported tensor differs"
 print(f"  {len(exported)} exported tensors equal the checkpoint's")
 PY
+  fail "exported tensors differ"
 echo "PASS: lcl model export-hf --checkpoint writes the trained model (config, tokenizer, every tensor)"
 
 # --- 2. resharding: save on tp=2 x dp=2, resume on other layouts ---
