@@ -2,6 +2,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cluster/exit_codes.h"
@@ -21,11 +22,21 @@ struct TrainArgs {
   std::string run_dir;
   bool print_config = false;
   std::string checkpoint;  // eval only
+  // eval only: shorthands for eval.format + its file, and eval.image_root
+  std::string test_pairs, isekai, index, image_root;
 };
 
 trainer::LoadedConfig Load(const TrainArgs& a) {
   std::vector<std::string> overrides = a.overrides;
   if (!a.run_dir.empty()) overrides.push_back("run_dir=" + a.run_dir);
+  for (const auto& [format, file] : {std::pair<std::string, std::string>{"test_pairs", a.test_pairs},
+                                     {"isekai", a.isekai},
+                                     {"index", a.index}}) {
+    if (file.empty()) continue;
+    overrides.push_back("eval.format=" + format);
+    overrides.push_back("eval." + format + "=" + file);
+  }
+  if (!a.image_root.empty()) overrides.push_back("eval.image_root=" + a.image_root);
   return trainer::LoadTrainConfig(a.config, overrides);
 }
 
@@ -69,6 +80,17 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
   eval->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR (eval.jsonl goes there)");
   eval->add_option("--checkpoint", args->checkpoint,
                    "evaluate a checkpoint's model: auto (newest of run_dir) | a step directory; default: model.path");
+  auto* test_pairs = eval->add_option("--test-pairs", args->test_pairs,
+                                      "shorthand for --set eval.format=test_pairs --set eval.test_pairs=FILE");
+  auto* isekai = eval->add_option("--isekai", args->isekai,
+                                  "shorthand for --set eval.format=isekai --set eval.isekai=FILE (ISEKAI-style jsonl)");
+  auto* index = eval->add_option("--index", args->index,
+                                 "shorthand for --set eval.format=index --set eval.index=FILE (`lcl data index` "
+                                 "JSON: evaluate its held-out classes)");
+  test_pairs->excludes(isekai)->excludes(index);
+  isekai->excludes(index);
+  eval->add_option("--image-root", args->image_root,
+                   "shorthand for --set eval.image_root=DIR (base of the isekai file's or the index's image paths)");
   eval->callback([&launch, args] {
     launch.action = [&launch, args] {
       trainer::LoadedConfig loaded = Load(*args);

@@ -166,13 +166,17 @@ ImageLoader::ImageLoader(std::string root, ImageSpec spec, double max_bad_fracti
       max_bad_fraction_(max_bad_fraction),
       min_window_(min_window) {}
 
+std::string ImageLoader::FullPath(const std::string& path) const {
+  return !path.empty() && path[0] == '/' ? path : root_ + "/" + path;
+}
+
 torch::Tensor ImageLoader::Load(const ImageRef& ref, const std::vector<std::string>& pool) {
   constexpr int kMaxAttempts = 8;
   std::string path = ref.path;
   for (int attempt = 0; attempt <= kMaxAttempts; ++attempt) {
     ++loaded_;
     try {
-      return LoadImage(root_ + "/" + path, spec_);
+      return LoadImage(FullPath(path), spec_);
     } catch (const DataError& e) {
       RecordBad(e.what());
     }
@@ -182,7 +186,7 @@ torch::Tensor ImageLoader::Load(const ImageRef& ref, const std::vector<std::stri
         {StableHash(ref.path), static_cast<uint64_t>(attempt), 0x7265706cULL});  // "repl"
     path = pool[rng.Below(pool.size())];
   }
-  throw DataError(root_ + "/" + ref.path + ": bad, and " + std::to_string(kMaxAttempts) +
+  throw DataError(FullPath(ref.path) + ": bad, and " + std::to_string(kMaxAttempts) +
                   " replacements from its class failed too; see the messages above");
 }
 

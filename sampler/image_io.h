@@ -46,7 +46,7 @@ class ImageLoader {
   ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction = 0.01,
               uint64_t min_window = 100);
 
-  // Loads `ref`; when it is bad, loads a replacement drawn from `pool` (the class's images) by a
+  // Loads `ref` (its path relative to the root, or absolute); when it is bad, loads a replacement drawn from `pool` (the class's images) by a
   // hash of the bad path and the attempt number, so every run and every DP layout picks the same
   // one.
   torch::Tensor Load(const ImageRef& ref, const std::vector<std::string>& pool);
@@ -58,6 +58,7 @@ class ImageLoader {
   std::vector<std::string> recent_errors() const;
 
  private:
+  std::string FullPath(const std::string& path) const;  // an absolute path as is, else under the root
   void RecordBad(const std::string& message);
 
   std::string root_;

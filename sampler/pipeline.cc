@@ -25,6 +25,15 @@ EpisodePipeline::EpisodePipeline(const EvalEpisodes& episodes,
       prompt_(std::move(prompt)),
       loader_(loader) {}
 
+EpisodePipeline::EpisodePipeline(std::function<Episode(const EpisodeKey&)> episode_of,
+                                 std::function<std::vector<std::string>(int)> pool_of,
+                                 const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader)
+    : episode_of_(std::move(episode_of)),
+      pool_of_(std::move(pool_of)),
+      tokenizer_(tokenizer),
+      prompt_(std::move(prompt)),
+      loader_(loader) {}
+
 MicroBatch EpisodePipeline::Build(const std::vector<EpisodeKey>& keys) const {
   MicroBatch mb;
   mb.keys = keys;

@@ -42,6 +42,12 @@ class EpisodePipeline {
   EpisodePipeline(const EvalEpisodes& episodes, const std::vector<TestClass>& classes,
                   const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader);
 
+  // Any other episode source (e.g. ISEKAI files): `episode_of` builds an episode, `pool_of` gives the images
+  // a bad image of ImageRef::class_pos is replaced from. Both must stay valid while the pipeline lives.
+  EpisodePipeline(std::function<Episode(const EpisodeKey&)> episode_of,
+                  std::function<std::vector<std::string>(int)> pool_of, const Tokenizer& tokenizer,
+                  PromptConfig prompt, ImageLoader& loader);
+
   MicroBatch Build(const std::vector<EpisodeKey>& keys) const;
 
  private:

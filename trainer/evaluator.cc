@@ -7,8 +7,10 @@
 #include <cctype>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include "cluster/errors.h"
+#include "sampler/held_out_pairs.h"
 #include "sampler/pipeline.h"
 #include "sampler/prompt.h"
 #include "sampler/templates.h"
@@ -46,16 +48,32 @@ bool AnswerIsCorrect(const std::string& answer, const std::string& positive, con
 
 Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded)
     : ctx_(ctx), model_(model), config_(loaded.config) {
-  test_pairs_ = config_.eval().test_pairs().empty() ? config_.data().root() + "/test_pairs.jsonl"
-                                                    : config_.eval().test_pairs();
-  classes_ = sampler::ReadTestPairs(test_pairs_);
-  if (classes_.size() < 2) {
-    throw DataError(test_pairs_ + ": " + std::to_string(classes_.size()) +
+  const EvalSection& ev = config_.eval();
+  std::string image_root = config_.data().root();
+  if (ev.format() == "isekai") {
+    isekai_ = std::make_unique<sampler::IsekaiFile>(sampler::ReadIsekaiFile(ev.isekai(), ev.image_root()));
+    image_root = isekai_->image_root;
+    input_ = "isekai " + ev.isekai();
+    LOG_IF(INFO, ctx_.grid().rank() == 0) << "eval: " << isekai_->items.size() << " ISEKAI episodes from "
+                                          << ev.isekai() << ", images under " << image_root;
+  } else if (ev.format() == "index") {
+    sampler::HeldOutPairs pairs = sampler::ReadHeldOutPairs(ev.index(), ev.image_root());
+    classes_ = std::move(pairs.classes);
+    image_root = pairs.image_root;
+    input_ = "held-out classes of " + ev.index();
+    LOG_IF(INFO, ctx_.grid().rank() == 0) << "eval: " << classes_.size() << " held-out classes of " << ev.index()
+                                          << " in " << classes_.size() / 2 << " pairs, images under " << image_root;
+  } else {
+    input_ = ev.test_pairs().empty() ? config_.data().root() + "/test_pairs.jsonl" : ev.test_pairs();
+    classes_ = sampler::ReadTestPairs(input_);
+  }
+  if (!isekai_ && classes_.size() < 2) {
+    throw DataError(input_ + ": " + std::to_string(classes_.size()) +
                     " test classes; 2-way evaluation needs paired classes (an even number, at least 2)");
   }
   sampler::ImageSpec spec;
   spec.size = model_.config.vision.image_size;
-  loader_ = std::make_unique<sampler::ImageLoader>(config_.data().root(), spec, config_.data().max_bad_fraction());
+  loader_ = std::make_unique<sampler::ImageLoader>(image_root, spec, config_.data().max_bad_fraction());
   if (!config_.data().templates().empty()) templates_ = sampler::LoadTemplates(config_.data().templates());
 }
 
@@ -70,13 +88,31 @@ std::vector<EvalRow> Evaluator::Run(const std::vector<int>& shots) {
 EvalRow Evaluator::RunShot(int shot) {
   const sampler::EvalLabels labels =
       config_.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
-  sampler::EvalEpisodes episodes(classes_, shot, config_.eval().seed(), labels, templates_,
-                                 config_.data().made_up_max_letters());
-  sampler::EpisodePipeline pipeline(episodes, classes_, *model_.tokenizer, PromptConfigOf(config_, model_.config),
-                                    *loader_);
+  // One episode source per input; `build` and `pool` are what the pipeline and the scoring below use.
+  std::unique_ptr<sampler::EvalEpisodes> pairs;
+  std::unique_ptr<sampler::IsekaiEpisodes> isekai;
+  std::function<sampler::Episode(uint64_t)> build;
+  std::function<std::vector<std::string>(int)> pool;
+  uint64_t total = 0;
+  if (isekai_) {
+    isekai = std::make_unique<sampler::IsekaiEpisodes>(*isekai_, shot, config_.eval().seed(), templates_);
+    build = [&isekai](uint64_t i) { return isekai->Build(i); };
+    pool = [&isekai](int c) { return isekai->Pool(c); };
+    total = isekai->size();
+    LOG_IF(WARNING, isekai->short_lines() > 0 && ctx_.grid().rank() == 0)
+        << input_ << ": " << isekai->short_lines() << " of " << total << " lines have fewer than " << shot
+        << " support images on a side; they are evaluated with all they have (short_support in eval.jsonl)";
+  } else {
+    pairs = std::make_unique<sampler::EvalEpisodes>(classes_, shot, config_.eval().seed(), labels, templates_,
+                                                    config_.data().made_up_max_letters());
+    build = [&pairs](uint64_t i) { return pairs->Build(i); };
+    pool = [this](int c) { return classes_[size_t(c)].context_samples; };
+    total = pairs->size();
+  }
+  sampler::EpisodePipeline pipeline([&build](const sampler::EpisodeKey& k) { return build(k.index); }, pool,
+                                    *model_.tokenizer, PromptConfigOf(config_, model_.config), *loader_);
 
   // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...
-  const uint64_t total = episodes.size();
   const uint64_t n = config_.eval().max_episodes() > 0
                          ? std::min<uint64_t>(total, static_cast<uint64_t>(config_.eval().max_episodes()))
                          : total;
@@ -122,7 +158,10 @@ EvalRow Evaluator::RunShot(int shot) {
         if (tkn != gen.eos_token_id) toks.push_back(static_cast<int>(tkn));
       }
       const std::string answer = model_.tokenizer->Decode(toks);
-      const sampler::Episode e = episodes.Build(keys[size_t(i)].index);
+      const sampler::Episode e = build(keys[size_t(i)].index);
+      int64_t pos_shown = 0, neg_shown = 0;
+      for (const sampler::ExampleTurn& t : e.examples) (t.positive ? pos_shown : neg_shown) += 1;
+      row.short_support += std::min(pos_shown, neg_shown) < shot;
       const bool ok = AnswerIsCorrect(answer, e.positive_label, e.negative_label);
       const bool named = ok || AnswerIsCorrect(answer, e.negative_label, e.positive_label);
       row.correct += ok;
@@ -136,7 +175,8 @@ EvalRow Evaluator::RunShot(int shot) {
   }
   // TP ranks evaluated the same episodes: count each DP rank's result once (from its tp_rank 0).
   const bool counts = ctx_.grid().tp_rank() == 0;
-  torch::Tensor totals = torch::tensor({counts ? row.correct : 0, counts ? row.n : 0, counts ? row.unanswered : 0},
+  torch::Tensor totals = torch::tensor({counts ? row.correct : 0, counts ? row.n : 0, counts ? row.unanswered : 0,
+                                        counts ? row.short_support : 0},
                                        torch::kInt64)
                              .to(ctx_.device());
   ctx_.world().AllReduce(totals, cluster::ReduceOp::kSum);
@@ -144,18 +184,30 @@ EvalRow Evaluator::RunShot(int shot) {
   row.correct = totals[0].item<int64_t>();
   row.n = totals[1].item<int64_t>();
   row.unanswered = totals[2].item<int64_t>();
+  row.short_support = totals[3].item<int64_t>();
   return row;
 }
 
+std::map<std::string, double> EvalRowExtras(const EvalRow& row) {
+  return {{"correct", double(row.correct)},
+          {"named_neither", double(row.unanswered)},
+          {"short_support", double(row.short_support)}};
+}
+
 void PrintEvalTable(const std::vector<EvalRow>& rows, const std::string& title, std::ostream& out) {
+  bool any_short = false;
+  for (const EvalRow& r : rows) any_short = any_short || r.short_support > 0;
   out << title << "\n";
-  out << "| shots | accuracy | correct / n | named neither |\n| ---: | ---: | ---: | ---: |\n";
+  out << "| shots | accuracy | correct / n | named neither |" << (any_short ? " short support |" : "") << "\n";
+  out << "| ---: | ---: | ---: | ---: |" << (any_short ? " ---: |" : "") << "\n";
   for (const EvalRow& r : rows) {
     char line[160];
-    std::snprintf(line, sizeof(line), "| %d | %.3f | %lld / %lld | %lld |\n", r.shots, r.accuracy(),
+    std::snprintf(line, sizeof(line), "| %d | %.3f | %lld / %lld | %lld |", r.shots, r.accuracy(),
                   static_cast<long long>(r.correct), static_cast<long long>(r.n),
                   static_cast<long long>(r.unanswered));
     out << line;
+    if (any_short) out << " " << r.short_support << " |";
+    out << "\n";
   }
   out.flush();
 }

@@ -1,13 +1,15 @@
 // 2-way LCL evaluation (the paper's protocol): for each held-out test image, a support set of `shot` images of its
 // class and of its paired class, each side under its label; the model answers the query image by greedy
 // generation, and the answer is right when it contains the positive label and not the negative one. DP ranks split
-// the episodes; TP ranks generate together.
+// the episodes; TP ranks generate together. Three inputs (eval.format): ImageNet-100-style test pairs, ISEKAI-style
+// files (one episode per line), and the held-out classes of an index from `lcl data index`.
 //
 //   Evaluator eval(ctx, run_model, loaded);
 //   std::vector<EvalRow> rows = eval.Run({0, 2, 4});   // one row per shot setting, identical on every rank
 //   PrintEvalTable(rows, std::cout);
 #pragma once
 
+#include <map>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -15,6 +17,7 @@
 
 #include "cluster/cluster_context.h"
 #include "sampler/image_io.h"
+#include "sampler/isekai.h"
 #include "sampler/pairs_file.h"
 #include "trainer/run_setup.h"
 
@@ -25,6 +28,8 @@ struct EvalRow {
   int64_t correct = 0;
   int64_t n = 0;
   int64_t unanswered = 0;  // answers that named neither label (or both)
+  // Episodes shown fewer than `shots` support images on a side (ISEKAI lines with short lists use what they have).
+  int64_t short_support = 0;
   double accuracy() const { return n > 0 ? static_cast<double>(correct) / n : 0.0; }
   std::string example_answer;  // the first episode's generated text (for the log)
 };
@@ -32,14 +37,19 @@ struct EvalRow {
 // The official rule: the answer contains the positive label and not the negative one (case-insensitive).
 bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative);
 
+// The extra eval.jsonl fields of a row (besides step, shots, accuracy, n).
+std::map<std::string, double> EvalRowExtras(const EvalRow& row);
+
 class Evaluator {
  public:
-  // Reads eval.test_pairs (default <data.root>/test_pairs.jsonl). Throws DataError naming the file.
+  // Reads the input eval.format names: eval.test_pairs (default <data.root>/test_pairs.jsonl), eval.isekai, or
+  // the held-out classes of eval.index. Throws DataError naming the file (and line or class).
   Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded);
   ~Evaluator();
   // Collective over the world. Rows in the order of `shots`.
   std::vector<EvalRow> Run(const std::vector<int>& shots);
-  const std::string& test_pairs() const { return test_pairs_; }
+  // What is evaluated, for titles and logs ("isekai FILE", "held-out classes of INDEX", "test pairs FILE").
+  const std::string& input() const { return input_; }
 
  private:
   EvalRow RunShot(int shot);
@@ -47,13 +57,14 @@ class Evaluator {
   cluster::ClusterContext& ctx_;
   RunModel& model_;
   const TrainConfig& config_;
-  std::string test_pairs_;
-  std::vector<sampler::TestClass> classes_;
+  std::string input_;
+  std::vector<sampler::TestClass> classes_;      // formats test_pairs and index
+  std::unique_ptr<sampler::IsekaiFile> isekai_;  // format isekai
   std::unique_ptr<sampler::ImageLoader> loader_;
   std::vector<std::string> templates_;
 };
 
-// A plain table: shots | accuracy | correct/n.
+// A plain table: shots | accuracy | correct/n | named neither (| short support, when any row has some).
 void PrintEvalTable(const std::vector<EvalRow>& rows, const std::string& title, std::ostream& out);
 
 }  // namespace lcl::trainer

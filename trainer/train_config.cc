@@ -297,6 +297,13 @@ RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_pe
   positive("eval.max_new_tokens", c.eval().max_new_tokens());
   positive("eval.batch", c.eval().batch());
   one_of("eval.labels", c.eval().labels(), {"made_up", "class_names"});
+  one_of("eval.format", c.eval().format(), {"test_pairs", "isekai", "index"});
+  if (c.eval().format() == "isekai" && c.eval().isekai().empty()) {
+    fail("eval.isekai", "is empty but eval.format is isekai; give the ISEKAI-style jsonl file");
+  }
+  if (c.eval().format() == "index" && c.eval().index().empty()) {
+    fail("eval.index", "is empty but eval.format is index; give an index JSON from `lcl data index --out`");
+  }
   for (int s : c.eval().shots()) {
     if (s < 0) fail("eval.shots", "contains " + std::to_string(s) + "; shots must be >= 0");
   }

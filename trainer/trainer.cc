@@ -373,12 +373,11 @@ class TrainLoop {
     std::vector<EvalRow> rows = evaluator_->Run(EvalShots(c_));
     if (ctx_->grid().rank() == 0) {
       for (const EvalRow& row : rows) {
-        metrics_->WriteEval(step_, row.shots, row.accuracy(), row.n,
-                            {{"correct", double(row.correct)}, {"named_neither", double(row.unanswered)}});
+        metrics_->WriteEval(step_, row.shots, row.accuracy(), row.n, EvalRowExtras(row));
         LOG(INFO) << "eval step " << step_ << " shots " << row.shots << ": accuracy " << row.accuracy() << " ("
                   << row.correct << "/" << row.n << "), e.g. " << row.example_answer;
       }
-      PrintEvalTable(rows, "eval at step " + std::to_string(step_) + " (" + evaluator_->test_pairs() + ")",
+      PrintEvalTable(rows, "eval at step " + std::to_string(step_) + " (" + evaluator_->input() + ")",
                      std::cout);
     }
   }
@@ -433,12 +432,12 @@ int Evaluate(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::st
     mo.tensorboard = false;
     MetricsWriter metrics(c.run_dir(), mo);
     for (const EvalRow& row : rows) {
-      metrics.WriteEval(step, row.shots, row.accuracy(), row.n,
-                        {{"correct", double(row.correct)}, {"named_neither", double(row.unanswered)}});
+      metrics.WriteEval(step, row.shots, row.accuracy(), row.n, EvalRowExtras(row));
     }
+    const std::string labels = c.eval().format() == "isekai" ? "the file's" : c.eval().labels();
     PrintEvalTable(rows,
-                   "eval of " + (checkpoint.empty() ? c.model().path() : checkpoint) + " (" + evaluator.test_pairs() +
-                       ", labels " + c.eval().labels() + ")",
+                   "eval of " + (checkpoint.empty() ? c.model().path() : checkpoint) + " (" + evaluator.input() +
+                       ", labels " + labels + ")",
                    std::cout);
   }
   return kExitOk;
