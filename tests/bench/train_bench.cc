@@ -225,9 +225,12 @@ LclRun RunLcl(const TrainBenchOptions& o, const std::vector<std::string>& mpirun
 // --------------------------------------------------------------------------
 
 json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mpirun,
-                  const std::string& work, const std::string& preset, int np, const Shape& shape,
-                  int port) {
+                  const std::string& work, const std::string& preset, int np, const Shape& shape) {
   const std::string name = preset + "_np" + std::to_string(np) + "_pytorch";
+  // The ranks meet through a file, not a TCP port: a port picked here can be taken by any other
+  // process on the machine by the time rank 0 binds it (CI once failed that way).
+  const std::string rendezvous = work + "/logs/" + name + ".rendezvous";
+  fs::remove(rendezvous);
   std::vector<std::string> argv = mpirun;
   const std::vector<std::string> rest = {"-np",
                                          std::to_string(np),
@@ -247,8 +250,8 @@ json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mp
                                          std::to_string(o.warmup),
                                          "--threads",
                                          std::to_string(o.threads),
-                                         "--port",
-                                         std::to_string(port),
+                                         "--rendezvous",
+                                         rendezvous,
                                          "--lr",
                                          std::to_string(kLr),
                                          "--weight-decay",
@@ -456,7 +459,6 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
   const std::string& work = o.work_dir;
   Prepare(o, work);
   const int max_np = *std::max_element(o.ranks.begin(), o.ranks.end());
-  int port = 20000 + static_cast<int>(getpid() % 20000);
   std::vector<Row> rows;
   std::vector<std::string> extra;
   for (const std::string& preset : o.presets) {
@@ -482,7 +484,7 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
                     "; the episode replay is out of step with the trainer");
       }
       std::cerr << "bench train: " << preset << " np=" << np << ": PyTorch DDP reference\n";
-      r.ref = RunReference(o, mpirun, work, preset, np, r.shape, port++);
+      r.ref = RunReference(o, mpirun, work, preset, np, r.shape);
       // Same token count on both sides: the reference trains sequences of the mean padded length,
       // so it does the work of our step; credit it with the same (unpadded) tokens.
       r.ref_tokens_per_sec =

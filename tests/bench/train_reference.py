@@ -7,7 +7,7 @@ OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE, or PMI_RANK / PMI_SIZE, else a sing
 
     mpirun --allow-run-as-root --oversubscribe -np 2 python3 tests/bench/train_reference.py \\
         --model runs/tiny-model --micro-batch 1 --seq-len 512 --images 4 --steps 8 --warmup 2 --threads 1 \\
-        --port 29517
+        --rendezvous /tmp/lcl-ref.rdzv
 
 Rank 0 prints one JSON line: tokens_per_sec (all ranks' tokens per second), step_time_ms (mean over the steps
 after warmup, slowest rank), peak_rss_mib (largest over ranks), parameters (all, the frozen tower included, as
@@ -289,7 +289,9 @@ def main():
     ap.add_argument("--steps", type=int, default=8, help="timed steps (after warmup)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads per rank")
-    ap.add_argument("--port", type=int, default=29517, help="TCP port of the gloo rendezvous on 127.0.0.1")
+    ap.add_argument("--rendezvous", required=True,
+                    help="a file path that does not exist yet: the ranks meet through it (torch's FileStore), so no "
+                         "TCP port is picked and none can be taken by another process")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
@@ -302,7 +304,8 @@ def main():
     world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("PMI_SIZE", "1")))
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{os.path.abspath(args.rendezvous)}", rank=rank,
+                            world_size=world)
 
     if args.model:
         c = json.load(open(os.path.join(args.model, "config.json")))
