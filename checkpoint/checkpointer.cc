@@ -123,34 +123,53 @@ void Checkpointer::Save(int64_t step, CheckpointState state) {
       throw CheckpointError("checkpoint tensor '" + s.name + "': offsets and global shape need " +
                             std::to_string(s.data.dim()) + " dims");
     }
-    if (!options_.async && s.data.device().is_cpu()) {
-      s.data = s.data.detach().contiguous();  // the caller waits: write straight from its tensors
-      continue;
+  }
+  if (!options_.async) {
+    for (LocalShard& s : state.shards) s.data = s.data.detach().contiguous();  // the caller waits: no copy
+    Write(step, std::move(state), nullptr, 0);
+    pending_.stall_ms = MsSince(t0);
+    last_ = pending_;
+    if (!last_.committed && options_.fail_on_error) {
+      throw CheckpointError("checkpoint step " + std::to_string(step) + " failed: " + last_.reason);
     }
-    // The snapshot: a host copy, so training may update the parameters while the writer runs.
+    return;
+  }
+  // The writer reads contiguous CPU tensors in place until ReleaseState(); anything else (a GPU tensor, a
+  // strided view) is copied to its host buffer now.
+  std::vector<torch::Tensor> live, copies;
+  for (LocalShard& s : state.shards) {
     torch::Tensor& buf = snapshot_[s.name];
     if (!buf.defined() || buf.sizes() != s.data.sizes() || buf.scalar_type() != s.data.scalar_type()) {
       buf = torch::empty(s.data.sizes(), torch::TensorOptions().dtype(s.data.scalar_type()));
     }
-    buf.copy_(s.data.detach());
-    s.data = buf;
+    if (s.data.device().is_cpu() && s.data.is_contiguous()) {
+      s.data = s.data.detach();
+      live.push_back(s.data);
+    } else {
+      buf.copy_(s.data.detach());
+      s.data = buf;
+      live.emplace_back();
+    }
+    copies.push_back(buf);
   }
-  if (options_.async) {
-    const double stall = MsSince(t0);
-    writer_ = std::thread([this, step, stall, st = std::move(state)]() mutable { Write(step, std::move(st), stall); });
-    return;
-  }
-  Write(step, std::move(state), 0);
-  pending_.stall_ms = MsSince(t0);
-  last_ = pending_;
-  if (!last_.committed && options_.fail_on_error) {
-    throw CheckpointError("checkpoint step " + std::to_string(step) + " failed: " + last_.reason);
-  }
+  lent_ = std::make_unique<Snapshot>(std::move(live), std::move(copies));
+  const double stall = MsSince(t0);
+  writer_ = std::thread([this, step, stall, bytes = lent_.get(), st = std::move(state)]() mutable {
+    Write(step, std::move(st), bytes, stall);
+  });
+  // Without a deferred snapshot the caller may modify its tensors as soon as Save() returns: copy the rest now
+  // (the writer writes from the live tensors meanwhile, so the copy overlaps the first writes).
+  if (!options_.defer_snapshot) ReleaseState();
+}
+
+void Checkpointer::ReleaseState() {
+  if (lent_) lent_->Release();
 }
 
 SaveResult Checkpointer::Wait() {
   if (writer_.joinable()) {
     writer_.join();
+    lent_.reset();
     last_ = pending_;
     if (!last_.committed && options_.fail_on_error) {
       throw CheckpointError("checkpoint step " + std::to_string(last_.step) + " failed: " + last_.reason);
@@ -159,7 +178,7 @@ SaveResult Checkpointer::Wait() {
   return last_;
 }
 
-void Checkpointer::Write(int64_t step, CheckpointState state, double stall_ms) {
+void Checkpointer::Write(int64_t step, CheckpointState state, Snapshot* bytes, double stall_ms) {
   const auto t0 = Clock::now();
   const int rank = control_->rank(), world = control_->size();
   const fs::path tmp = fs::path(options_.run_dir) / "checkpoints" / (StepDirName(step) + ".tmp");
@@ -184,7 +203,7 @@ void Checkpointer::Write(int64_t step, CheckpointState state, double stall_ms) {
       for (int64_t o : s.offsets) slice->add_offsets(o);
       for (int64_t d : s.data.sizes()) slice->add_shape(d);
     }
-    *report.mutable_file() = WriteShardFile(file.string(), list);
+    *report.mutable_file() = WriteShardFile(file.string(), list, bytes);
     report.mutable_file()->set_rank(rank);
     report.mutable_rng()->set_rank(rank);
     report.mutable_rng()->set_cpu(state.rng_cpu);
@@ -192,6 +211,9 @@ void Checkpointer::Write(int64_t step, CheckpointState state, double stall_ms) {
   } catch (const std::exception& e) {
     report.set_error(e.what());
   }
+  // Every byte is written (or the save failed): a later ReleaseState() costs nothing, and one that already
+  // ran counts in the stall.
+  if (bytes) result.stall_ms += bytes->Close();
   Pause();  // window: shards on disk, not reported yet
   cluster::Decision decision;
   try {

@@ -3,11 +3,15 @@
 // rank 0 checks the reports (every tensor's shards tile its global shape), writes `manifest.pb` last, renames the
 // directory to `step_<N>`, fsyncs the parent, then atomically replaces `latest`; retention runs only after that.
 // A failure on any rank abandons the save on every rank (logged with rank and reason); training goes on unless
-// `fail_on_error`. Async saves snapshot to host memory and write on a background thread, one save in flight.
+// `fail_on_error`. Async saves write on a background thread, one save in flight, from a host snapshot (see
+// snapshot.h): taken inside Save(), or, with `defer_snapshot`, only of what is not yet written when the caller
+// calls ReleaseState() before it next modifies the saved tensors.
 //
-//   Checkpointer ckpt(MPI_COMM_WORLD, grid, CheckpointOptions{.run_dir = "runs/a"}, &watchdog);
-//   ckpt.Save(step, std::move(state));   // returns after the snapshot when async
-//   ckpt.Wait();                         // before exit
+//   Checkpointer ckpt(MPI_COMM_WORLD, CheckpointOptions{.run_dir = "runs/a", .defer_snapshot = true}, &watchdog);
+//   ckpt.Save(step, std::move(state));   // async: returns once the writer has started
+//   ...forward, backward...               // the writer reads the live tensors meanwhile
+//   ckpt.ReleaseState();                  // before the optimizer step: copies what is not written yet
+//   ckpt.Wait();                          // before exit
 #pragma once
 
 #include <mpi.h>
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "checkpoint/manifest.pb.h"
+#include "checkpoint/snapshot.h"
 #include "cluster/control_plane.h"
 #include "cluster/watchdog.h"
 
@@ -53,6 +58,9 @@ struct CheckpointOptions {
   int keep_last = 3;    // committed steps kept (0 = all)
   int keep_every = 0;   // also keep every step that is a multiple of this (0 = none)
   bool async = true;    // write on a background thread after a host snapshot
+  // Async: Save() copies nothing from CPU tensors; the caller must call ReleaseState() before it modifies any
+  // tensor it saved (the trainer does, before the optimizer step), and the stall is what is left to copy then.
+  bool defer_snapshot = false;
   bool fail_on_error = false;  // a failed save throws instead of being abandoned with a warning
   GridShape grid;
   // Test hook: pause between protocol phases so fault tests can kill a rank inside each window.
@@ -63,8 +71,8 @@ struct SaveResult {
   int64_t step = -1;
   bool committed = false;
   std::string reason;  // why it was abandoned
-  double stall_ms = 0;  // how long Save() blocked the caller
-  double write_ms = 0;  // snapshot to commit
+  double stall_ms = 0;  // how long Save() and ReleaseState() blocked the caller
+  double write_ms = 0;  // writer start to commit
   uint64_t bytes = 0;   // this rank's shard
 };
 
@@ -77,6 +85,9 @@ class Checkpointer {
 
   // Collective. See the file comment. Throws CheckpointError only with fail_on_error (or for bad arguments).
   void Save(int64_t step, CheckpointState state);
+  // Not collective; blocks until the save in flight no longer reads the tensors given to Save(): copies to host
+  // memory whatever the writer has not written yet. Call it before modifying them; a no-op when nothing is lent.
+  void ReleaseState();
   // Collective. Waits for the save in flight (if any); returns its result.
   SaveResult Wait();
   const SaveResult& last() const { return last_; }
@@ -86,7 +97,7 @@ class Checkpointer {
   static int CleanStaleTmp(const std::string& run_dir);
 
  private:
-  void Write(int64_t step, CheckpointState state, double stall_ms);
+  void Write(int64_t step, CheckpointState state, Snapshot* bytes, double stall_ms);
   std::string Commit(int64_t step, const std::vector<ShardReport>& reports, const CheckpointState& state);
   void Retain(int64_t committed_step);
   void Pause() const;
@@ -97,6 +108,7 @@ class Checkpointer {
   // Host snapshot buffers, reused from save to save: fresh memory costs page faults (slow on some VMs), and the
   // save in flight is always finished before the next snapshot overwrites them.
   std::map<std::string, torch::Tensor> snapshot_;
+  std::unique_ptr<Snapshot> lent_;  // the save in flight's bytes; the writer holds it until Wait() joins
   SaveResult pending_;
   SaveResult last_;
 };

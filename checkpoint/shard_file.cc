@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "checkpoint/checksum.h"
+#include "checkpoint/snapshot.h"
 #include "cluster/errors.h"
 
 namespace lcl::checkpoint {
@@ -54,7 +55,7 @@ torch::ScalarType DtypeFromName(const std::string& name, const std::string& wher
   throw CheckpointError(where + ": unsupported dtype '" + name + "'");
 }
 
-FileEntry WriteShardFile(const std::string& path, const TensorList& tensors) {
+FileEntry WriteShardFile(const std::string& path, const TensorList& tensors, Snapshot* bytes) {
   nlohmann::json header = nlohmann::json::object();
   header["__metadata__"] = {{"format", "lcl-checkpoint-shard"}};
   std::vector<torch::Tensor> data;
@@ -80,7 +81,13 @@ FileEntry WriteShardFile(const std::string& path, const TensorList& tensors) {
     for (int i = 0; i < 8; ++i) len_le[i] = static_cast<uint8_t>(hlen >> (8 * i));
     WriteAll(fd, len_le, 8, &hash, path);
     WriteAll(fd, text.data(), text.size(), &hash, path);
-    for (const torch::Tensor& c : data) WriteAll(fd, c.data_ptr(), c.numel() * c.element_size(), &hash, path);
+    for (size_t i = 0; i < data.size(); ++i) {
+      if (bytes) {
+        bytes->Read(i, [&](const void* p, size_t n) { WriteAll(fd, p, n, &hash, path); });
+      } else {
+        WriteAll(fd, data[i].data_ptr(), data[i].numel() * data[i].element_size(), &hash, path);
+      }
+    }
     // The data must be on disk before rank 0 may commit the manifest that points at it.
     if (::fsync(fd) != 0) throw CheckpointError(Errno("cannot fsync", path));
   } catch (...) {

@@ -23,8 +23,11 @@ using TensorList = std::vector<std::pair<std::string, torch::Tensor>>;
 std::string DtypeName(torch::ScalarType t);
 torch::ScalarType DtypeFromName(const std::string& name, const std::string& where);
 
+class Snapshot;
+
 // Writes `tensors` (CPU) to `path`, fsyncs it, and returns its size and XXH3-64 (name = basename of path).
-FileEntry WriteShardFile(const std::string& path, const TensorList& tensors);
+// With `bytes`, the tensors give only names, dtypes and shapes; tensor i's data comes from bytes->Read(i).
+FileEntry WriteShardFile(const std::string& path, const TensorList& tensors, Snapshot* bytes = nullptr);
 
 class ShardFile {
  public:

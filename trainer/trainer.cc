@@ -178,6 +178,9 @@ class TrainLoop {
     co.keep_last = c_.checkpoint().keep_last();
     co.keep_every = c_.checkpoint().keep_every();
     co.async = c_.checkpoint().async();
+    // The writer reads the live parameters and moments while the next forward and backward run;
+    // TrainStep calls ReleaseState() before the optimizer modifies them.
+    co.defer_snapshot = true;
     co.fail_on_error = c_.checkpoint().fail_on_error();
     co.grid.set_world(ctx_->grid().shape().world);
     co.grid.set_tp(ctx_->grid().shape().tp);
@@ -298,6 +301,9 @@ class TrainLoop {
       loss_sum += out.loss_sum.item<double>();
     }
     r.lr = LrAt(step_, plan_.total_steps, c_.optimizer().lr(), c_.optimizer().min_lr(), c_.optimizer().warmup_ratio());
+    // The checkpoint fence: a save in flight may still be reading the parameters and moments that Step()
+    // modifies; this copies what it has not written yet (nothing when it is done) and is the save's only stall.
+    ckpt_->ReleaseState();
     StepStats stats = optimizer_->Step(r.lr);
     r.grad_norm = stats.grad_norm;
     r.sync_wait_ms = stats.sync_wait_ms;

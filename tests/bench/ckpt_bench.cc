@@ -56,6 +56,14 @@ void RawRead(const std::string& path, torch::Tensor& into) {
   ::close(fd);
 }
 
+// Stand-in for a forward and backward: `ms` of matrix products on this thread (real CPU work, competing with
+// the writer thread as a training step does).
+void BusyCompute(double ms) {
+  const torch::Tensor a = torch::rand({256, 256}), b = torch::rand({256, 256});
+  const double t0 = MPI_Wtime();
+  while ((MPI_Wtime() - t0) * 1e3 < ms) torch::mm(a, b);
+}
+
 void Emit(std::ostream& out, bool json, const std::string& name, double value, const std::string& unit,
           double reference, const std::string& ref_name, const std::string& config) {
   const double ratio = reference > 0 ? value / reference : 0;
@@ -95,18 +103,32 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
     }
     return s;
   };
-  double save_s = 1e30, raw_write_s = 1e30, load_s = 1e30, raw_read_s = 1e30, stall_s = 1e30;
+  double save_s = 1e30, raw_write_s = 1e30, load_s = 1e30, resume_s = 1e30, raw_read_s = 1e30;
+  double stall_copy_s = 1e30, stall_deferred_s = 1e30;
+  // Separate run directories, so each checkpointer's retention keeps its own newest step.
   checkpoint::CheckpointOptions copt;
-  copt.run_dir = run;
+  copt.run_dir = run + "/sync";
   copt.keep_last = 1;
   copt.async = false;
   checkpoint::Checkpointer sync(comm, copt);
+  copt.run_dir = run + "/async";
   copt.async = true;
-  checkpoint::Checkpointer async(comm, copt);
+  checkpoint::Checkpointer async_copy(comm, copt);  // copies the state inside Save()
+  copt.run_dir = run + "/deferred";
+  copt.defer_snapshot = true;
+  checkpoint::Checkpointer async_deferred(comm, copt);  // copies what is unwritten at ReleaseState()
   // Destination buffers allocated once, as a model's parameters are when a run resumes.
-  std::vector<torch::Tensor> loaded;
+  std::vector<torch::Tensor> loaded, expected;
   for (int i = 0; i < 4; ++i) loaded.push_back(torch::zeros({per_rank / 4}));
+  for (int i = 0; i < 4; ++i) expected.push_back(torch::zeros({per_rank / 4}));
   torch::Tensor buf = torch::zeros({per_rank / 4});
+  auto slowest_stall = [&](const checkpoint::SaveResult& r) {
+    if (!r.committed) throw CheckpointError("bench ckpt: async save failed: " + r.reason);
+    const double mine = r.stall_ms / 1e3;
+    double slowest = 0;
+    LCL_MPI_CHECK(MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm));
+    return slowest;
+  };
   for (int rep = 0; rep < o.repeats; ++rep) {
     double t0 = MPI_Wtime();
     sync.Save(rep + 1, state());
@@ -117,35 +139,72 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
     for (int i = 0; i < 4; ++i) RawWrite(run + "/raw-r" + std::to_string(rank) + "-" + std::to_string(i), parts[i]);
     raw_write_s = std::min(raw_write_s, SlowestSeconds(comm, t0));
 
-    checkpoint::CheckpointReader reader(checkpoint::ResolveResume(run, "auto"));
-    t0 = MPI_Wtime();
-    for (int i = 0; i < 4; ++i) reader.ReadInto("t" + std::to_string(i), {rank * (per_rank / 4)}, loaded[i]);
-    load_s = std::min(load_s, SlowestSeconds(comm, t0));
+    // Load as the bench always did (ReadInto the destination tensors), then a resume's full path (this rank's
+    // share of the size + checksum verification, then the read), alternating which comes first.
+    const std::string step_dir = run + "/sync/checkpoints/" + checkpoint::Checkpointer::StepDirName(rep + 1);
+    auto read_raw = [&] {
+      const double t = MPI_Wtime();
+      for (int i = 0; i < 4; ++i) RawRead(run + "/raw-r" + std::to_string(rank) + "-" + std::to_string(i), buf);
+      raw_read_s = std::min(raw_read_s, SlowestSeconds(comm, t));
+    };
+    if (rep % 2 == 1) read_raw();
+    {
+      checkpoint::CheckpointReader reader(step_dir);
+      t0 = MPI_Wtime();
+      for (int i = 0; i < 4; ++i) reader.ReadInto("t" + std::to_string(i), {rank * (per_rank / 4)}, loaded[i]);
+      load_s = std::min(load_s, SlowestSeconds(comm, t0));
+    }
     for (int i = 0; i < 4; ++i) {
       if (!loaded[i].equal(parts[i])) throw CheckpointError("bench ckpt: loaded data differs from what was saved");
     }
-    t0 = MPI_Wtime();
-    for (int i = 0; i < 4; ++i) RawRead(run + "/raw-r" + std::to_string(rank) + "-" + std::to_string(i), buf);
-    raw_read_s = std::min(raw_read_s, SlowestSeconds(comm, t0));
+    {
+      checkpoint::CheckpointReader reader(step_dir);
+      t0 = MPI_Wtime();
+      std::vector<std::string> bad = reader.VerifyFiles(rank, world);
+      for (int i = 0; i < 4; ++i) reader.ReadInto("t" + std::to_string(i), {rank * (per_rank / 4)}, loaded[i]);
+      resume_s = std::min(resume_s, SlowestSeconds(comm, t0));
+      if (!bad.empty()) throw CheckpointError("bench ckpt: verification failed: " + bad[0]);
+    }
+    if (rep % 2 == 0) read_raw();
 
-    async.Save(100 + rep, state());  // returns after the host snapshot
-    async.Wait();
-    const double mine = async.last().stall_ms / 1e3;
-    double slowest = 0;
-    LCL_MPI_CHECK(MPI_Allreduce(&mine, &slowest, 1, MPI_DOUBLE, MPI_MAX, comm));
-    stall_s = std::min(stall_s, slowest);
+    // The state copied inside Save(): the caller may modify it as soon as Save() returns.
+    async_copy.Save(100 + rep, state());
+    stall_copy_s = std::min(stall_copy_s, slowest_stall(async_copy.Wait()));
+
+    // The deferred snapshot, driven as the trainer drives it: save, forward + backward, fence, optimizer step.
+    for (int i = 0; i < 4; ++i) expected[i].copy_(parts[i]);
+    async_deferred.Save(200 + rep, state());
+    BusyCompute(o.step_ms);
+    async_deferred.ReleaseState();
+    for (torch::Tensor& p : parts) p.add_(1.0f);  // the optimizer step modifies every saved byte
+    stall_deferred_s = std::min(stall_deferred_s, slowest_stall(async_deferred.Wait()));
+    // After timing: the checkpoint holds the state at the save's step, not the modified one.
+    const std::string deferred_dir = run + "/deferred/checkpoints/" + checkpoint::Checkpointer::StepDirName(200 + rep);
+    checkpoint::CheckpointReader reader(deferred_dir);
+    for (int i = 0; i < 4; ++i) {
+      reader.ReadInto("t" + std::to_string(i), {rank * (per_rank / 4)}, loaded[i]);
+      if (!loaded[i].equal(expected[i])) {
+        throw CheckpointError("bench ckpt: the deferred async save holds other bytes than the state it saved");
+      }
+    }
   }
   if (rank == 0) {
     std::ostringstream cfg;
     cfg << "{\"bytes\":" << static_cast<int64_t>(gb * 1e9) << ",\"ranks\":" << world << ",\"dir\":\"" << o.dir
-        << "\"}";
+        << "\",\"step_ms\":" << o.step_ms << "}";
     if (!o.json) {
       out << "# lcl bench ckpt: " << gb << " GB over " << world << " ranks in " << o.dir
-          << "; best of " << o.repeats << "; reference measured in the same run\n";
+          << "; best of " << o.repeats << "; reference measured in the same run\n"
+          << "# resume = verify checksums + read; async_stall_copy = state copied inside Save(); async_stall ="
+          << " Save() + ReleaseState() after a " << o.step_ms << " ms stand-in forward+backward\n";
     }
     Emit(out, o.json, "ckpt.save_throughput", gb / save_s, "GB/s", gb / raw_write_s, "raw write+fsync", cfg.str());
     Emit(out, o.json, "ckpt.load_throughput", gb / load_s, "GB/s", gb / raw_read_s, "raw read", cfg.str());
-    Emit(out, o.json, "ckpt.async_stall", stall_s * 1e3, "ms", save_s * 1e3, "synchronous save (ms)", cfg.str());
+    Emit(out, o.json, "ckpt.resume_throughput", gb / resume_s, "GB/s", gb / raw_read_s, "raw read", cfg.str());
+    Emit(out, o.json, "ckpt.async_stall_copy", stall_copy_s * 1e3, "ms", save_s * 1e3, "synchronous save (ms)",
+         cfg.str());
+    Emit(out, o.json, "ckpt.async_stall", stall_deferred_s * 1e3, "ms", save_s * 1e3, "synchronous save (ms)",
+         cfg.str());
   }
   LCL_MPI_CHECK(MPI_Barrier(comm));
   if (rank == 0) fs::remove_all(run);

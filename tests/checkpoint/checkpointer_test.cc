@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpointer.h"
@@ -84,6 +85,32 @@ TEST_F(CheckpointerTest, SyncAndAsyncSavesCommitAManifestAndMoveLatest) {
     EXPECT_TRUE(reader.ReadFull("b").equal(GlobalB(step)));
     EXPECT_TRUE(reader.VerifyFiles().empty());
     EXPECT_FALSE(fs::exists(dir + ".tmp"));
+  }
+}
+
+TEST_F(CheckpointerTest, ADeferredSnapshotSavesTheStateOfItsStepThoughTheTensorsChangeAfterReleaseState) {
+  CheckpointOptions o = Options(true);
+  o.defer_snapshot = true;
+  Checkpointer ckpt(MPI_COMM_WORLD, o);
+  // A strided view (copied inside Save()) beside contiguous tensors (read in place until ReleaseState()).
+  const torch::Tensor m = torch::arange(12, torch::kFloat).reshape({3, 4});
+  for (int64_t step = 1; step <= 3; ++step) {
+    CheckpointState s = StateAt(rank_, world_, step);
+    if (rank_ == 0) s.shards.push_back({"mt", (m * step).t(), {4, 3}, {0, 0}});
+    std::vector<torch::Tensor> live;
+    for (const LocalShard& shard : s.shards) live.push_back(shard.data);
+    ckpt.Save(step, std::move(s));
+    if (step == 2) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // let the writer start
+    ckpt.ReleaseState();
+    for (torch::Tensor& t : live) t.mul_(-3).add_(1000);  // the optimizer step, as soon as the fence returns
+    const SaveResult r = ckpt.Wait();
+    ASSERT_TRUE(r.committed) << r.reason;
+    MPI_Barrier(MPI_COMM_WORLD);
+    CheckpointReader reader(run_ + "/checkpoints/" + Checkpointer::StepDirName(step));
+    EXPECT_TRUE(reader.ReadFull("w").equal(GlobalW(world_, step))) << "step " << step;
+    EXPECT_TRUE(reader.ReadFull("b").equal(GlobalB(step))) << "step " << step;
+    EXPECT_TRUE(reader.ReadFull("mt").equal((m * step).t())) << "step " << step;
+    EXPECT_TRUE(reader.VerifyFiles().empty());
   }
 }
 
