@@ -221,6 +221,7 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
   if (!given("--max-length")) a->prompt.max_length = c.data().max_length();
   if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();
   a->prompt.image_markers = c.data().image_markers();
+  a->prompt.support_names = c.data().support_names() && !a->eval;  // as lcl train and lcl eval render them
   if (!given("--made-up-eval-labels")) a->made_up_eval_labels = c.eval().labels() == "made_up";
 }
 

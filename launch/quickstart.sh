@@ -40,7 +40,7 @@ fi
 if [ ! -f "$data/tiny-model/model.safetensors" ]; then
   echo "quickstart: tiny model (random decoder, frozen tower, tokenizer trained on the class names)"
   cut -d' ' -f2- "$data/synth/LOC_synset_mapping.txt" | sed 's/,.*//' > "$data/class_names.txt"
-  "$lcl" model init --preset tiny --out "$data/tiny-model" --class-names "$data/class_names.txt"
+  "$lcl" model init --preset tiny --patch-size 64 --out "$data/tiny-model" --class-names "$data/class_names.txt"
 fi
 if [ ! -f "$data/train_pairs.jsonl" ]; then
   echo "quickstart: neighbour table of the training classes from the frozen tower's image features"

@@ -40,16 +40,17 @@ std::vector<std::string> DrawImages(const std::vector<std::string>& pool, size_t
 }
 
 // Shuffles the 2*shot example turns and pops the query from the chosen side (the last drawn image).
-void Assemble(Episode& e, std::vector<std::string> pos, std::vector<std::string> neg,
-              CounterRng& rng, const std::vector<std::string>& templates) {
+// `pos_name` and `neg_name` are the two classes' names, kept on each example turn.
+void Assemble(Episode& e, std::vector<std::string> pos, std::vector<std::string> neg, const std::string& pos_name,
+              const std::string& neg_name, CounterRng& rng, const std::vector<std::string>& templates) {
   std::string query_path = e.query_positive ? pos.back() : neg.back();
   (e.query_positive ? pos : neg).pop_back();
   e.query = {query_path, e.query_positive ? e.positive_class : e.negative_class};
   e.query_label = e.query_positive ? e.positive_label : e.negative_label;
   for (const std::string& p : pos)
-    e.examples.push_back({{p, e.positive_class}, e.positive_label, true});
+    e.examples.push_back({{p, e.positive_class}, e.positive_label, true, pos_name});
   for (const std::string& p : neg)
-    e.examples.push_back({{p, e.negative_class}, e.negative_label, false});
+    e.examples.push_back({{p, e.negative_class}, e.negative_label, false, neg_name});
   rng.Shuffle(e.examples);
   e.question = templates[rng.Below(templates.size())];
 }
@@ -151,7 +152,7 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   std::vector<std::string> more =
       DrawImages(neg_class.samples, shot - 1 + (e.query_positive ? 0 : 1), rng, listed);
   neg.insert(neg.end(), more.begin(), more.end());
-  Assemble(e, std::move(pos), std::move(neg), rng, config_.templates);
+  Assemble(e, std::move(pos), std::move(neg), pos_class.class_name, neg_class.class_name, rng, config_.templates);
   return e;
 }
 
@@ -202,7 +203,7 @@ Episode EvalEpisodes::Build(uint64_t index) const {
   std::vector<std::string> pos_images = DrawImages(pos.context_samples, shot_, rng);
   pos_images.push_back(pos.test_samples[index - starts_[c]]);
   std::vector<std::string> neg_images = DrawImages(neg.context_samples, shot_, rng);
-  Assemble(e, std::move(pos_images), std::move(neg_images), rng, templates_);
+  Assemble(e, std::move(pos_images), std::move(neg_images), pos.class_name, neg.class_name, rng, templates_);
   return e;
 }
 

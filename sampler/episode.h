@@ -46,6 +46,7 @@ struct ExampleTurn {
   ImageRef image;
   std::string label;
   bool positive = false;
+  std::string class_name;  // the image's class name (for PromptConfig::support_names; empty when unknown)
 };
 
 struct Episode {

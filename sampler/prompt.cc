@@ -7,8 +7,20 @@
 namespace lcl::sampler {
 namespace {
 
+constexpr const char* kCompactQuestion = " ?";  // after the query image in the compact layout
+
 std::string ExampleAnswer(const std::string& label) {
   return "there is \"" + label + "\" in the image. [END EXAMPLE]";
+}
+
+// An example's label, followed by its class name when asked to (and when the label is not the name already).
+std::string NamedLabel(const ExampleTurn& t, bool support_names) {
+  if (!support_names || t.class_name == t.label) return t.label;
+  if (t.class_name.empty()) {
+    throw DataError("data.support_names is on but an example image (" + t.image.path +
+                    ") has no class name (ISEKAI-style files carry none); turn data.support_names off");
+  }
+  return t.label + " " + t.class_name;
 }
 std::string FinalAnswer(const std::string& label) {
   return "there is \"" + label + "\" in the image.";
@@ -54,7 +66,7 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
   out.input_ids.push_back(tok.bos_id());
   out.labels.push_back(kIgnoreIndex);
   out.text_tokens = 1;
-  std::vector<Turn> turns = RenderTurns(e, config.layout);
+  std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
   for (size_t i = 0; i < turns.size(); ++i) {
     AppendUserText(UserText(turns[i], i, config), tok, config.image_tokens, config.image_markers, out);
     // The answer and its eos are the only labelled positions: the model learns to answer and to
@@ -78,15 +90,17 @@ PromptLayout ParsePromptLayout(const std::string& name) {
   throw ConfigError("unknown prompt layout '" + name + "': use official or compact");
 }
 
-std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout) {
+std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout, bool support_names) {
   std::vector<Turn> turns;
   if (layout == PromptLayout::kCompact) {
-    for (const ExampleTurn& t : e.examples) turns.push_back({kImageMarker, t.label});
-    turns.push_back({kImageMarker, e.query_label});
+    for (const ExampleTurn& t : e.examples) turns.push_back({kImageMarker, NamedLabel(t, support_names)});
+    // The question mark tells the query from an example at any shot count, so the answer is the label alone
+    // even when examples carry more (support_names).
+    turns.push_back({std::string(kImageMarker) + kCompactQuestion, e.query_label});
     return turns;
   }
   for (const ExampleTurn& t : e.examples) {
-    turns.push_back({"[BEGIN EXAMPLE] What is in the image <image>?", ExampleAnswer(t.label)});
+    turns.push_back({"[BEGIN EXAMPLE] What is in the image <image>?", ExampleAnswer(NamedLabel(t, support_names))});
   }
   turns.push_back({e.question, FinalAnswer(e.query_label)});
   return turns;
@@ -94,7 +108,7 @@ std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout) {
 
 std::string RenderText(const Episode& e, const PromptConfig& config) {
   std::string text;
-  std::vector<Turn> turns = RenderTurns(e, config.layout);
+  std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
   for (size_t i = 0; i < turns.size(); ++i) {
     text += UserText(turns[i], i, config) + " " + turns[i].assistant + "</s>";
   }

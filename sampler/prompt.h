@@ -40,6 +40,9 @@ struct PromptConfig {
   // Image-start and image-end around each image's patches (LLaVA's mm_use_im_start_end); false: patches only
   // (LLaVA-1.5's layout).
   bool image_markers = true;
+  // Each example answer also names the example image's class after its label ("x vo gapin"); the final answer
+  // stays the label alone. A training aid for models trained from scratch (data.support_names).
+  bool support_names = false;
 };
 
 // One user/assistant exchange; `user` may hold "<image>".
@@ -49,7 +52,8 @@ struct Turn {
 };
 
 // The episode as turns: 2*shot example turns, then the final question and its answer.
-std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kOfficial);
+std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kOfficial,
+                              bool support_names = false);
 // The whole conversation as text (with "<image>" markers and "</s>" after answers), for inspection.
 std::string RenderText(const Episode& episode, const PromptConfig& config);
 

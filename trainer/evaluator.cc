@@ -109,8 +109,11 @@ EvalRow Evaluator::RunShot(int shot) {
     pool = [this](int c) { return classes_[size_t(c)].context_samples; };
     total = pairs->size();
   }
+  // Evaluation keeps the paper's prompt: data.support_names is a training aid only.
+  sampler::PromptConfig prompt = PromptConfigOf(config_, model_.config);
+  prompt.support_names = false;
   sampler::EpisodePipeline pipeline([&build](const sampler::EpisodeKey& k) { return build(k.index); }, pool,
-                                    *model_.tokenizer, PromptConfigOf(config_, model_.config), *loader_);
+                                    *model_.tokenizer, prompt, *loader_);
 
   // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...
   const uint64_t n = config_.eval().max_episodes() > 0

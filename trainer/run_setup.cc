@@ -47,6 +47,7 @@ sampler::PromptConfig PromptConfigOf(const TrainConfig& config, const ModelConfi
   prompt.max_length = config.data().max_length();
   prompt.layout = sampler::ParsePromptLayout(config.data().prompt_layout());
   prompt.image_markers = config.data().image_markers();
+  prompt.support_names = config.data().support_names();
   return prompt;
 }
 

@@ -71,6 +71,29 @@ for l in sys.stdin:
     assert e["positive_label"] not in names, e["positive_label"]  # eval.labels: made_up
     assert e["tokens"]["image"] == 7 * (4 + 2), e["tokens"]  # 4 patches + start/end markers per image
 ' "$T/names.txt"
+# data.support_names: training text names each example's class after its label; the answer and every eval
+# episode keep the label alone.
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --set data.support_names=true --set data.prompt_layout=compact \
+  --set data.made_up_negative=1 --count 2 | python3 -c '
+import json, sys
+names = {l.strip() for l in open(sys.argv[1])}
+for l in sys.stdin:
+    e = json.loads(l)
+    turns = e["text"].split("</s>")[:-1]
+    assert len(turns) == len(e["examples"]) + 1, turns
+    for turn in turns[:-1]:
+        label, name = turn.split("<image> ", 1)[1].split(" ", 1)
+        assert name in names, (turn, name)
+    assert turns[-1] == "<image> ? " + e["query"]["label"], turns[-1]
+' "$T/names.txt" || fail "data.support_names: training episodes do not name each example's class"
+"$LCL_BIN" data episodes --config "$T/c.pbtxt" --set data.support_names=true --set data.prompt_layout=compact \
+  --eval --count 2 | python3 -c '
+import json, sys
+for l in sys.stdin:
+    e = json.loads(l)
+    for turn in e["text"].split("</s>")[:-1]:
+        assert turn.split("<image> ", 1)[1].lstrip("? ") in (e["positive_label"], e["negative_label"]), turn
+' || fail "data.support_names leaked into evaluation episodes"
 if "$LCL_BIN" data episodes --eval --count 1 2> "$T/err.txt"; then fail "--eval without --config accepted"; fi
 grep -q -- "--eval and --set need --config" "$T/err.txt" || fail "unclear error: $(cat "$T/err.txt")"
 

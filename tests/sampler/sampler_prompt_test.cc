@@ -157,7 +157,8 @@ TEST_F(PromptTest, CompactLayoutIsImageThenLabelWithOnlyTheLabelsLabelled) {
   Episode e = TrainEpisodes(RealTable(), EpisodeConfig{}).Build(0, 3);
   std::string text = RenderText(e, config);
   EXPECT_EQ(text.rfind("<image> " + e.examples[0].label + "</s><image> ", 0), 0u);
-  const std::string tail = "<image> " + e.query_label + "</s>";
+  EXPECT_EQ(text.find("?"), text.rfind("<image> ?") + 8);  // only the query asks
+  const std::string tail = "<image> ? " + e.query_label + "</s>";
   EXPECT_EQ(text.substr(text.size() - tail.size()), tail);
   EXPECT_EQ(text.find("USER"), std::string::npos);
 
@@ -170,6 +171,16 @@ TEST_F(PromptTest, CompactLayoutIsImageThenLabelWithOnlyTheLabelsLabelled) {
     ASSERT_EQ(p.input_ids[k + 5], tok.im_end_id());
     for (size_t j = k; j <= k + 5; ++j) ASSERT_EQ(p.labels[j], kIgnoreIndex);
     k += 6;
+    // The query's " ?" (unlabelled) tells it from the examples.
+    const std::string after_image = t.user.substr(std::string("<image>").size());
+    ASSERT_EQ(after_image, turn == e.examples.size() ? " ?" : "") << "turn " << turn;
+    if (!after_image.empty()) {
+      for (int id : tok.Encode(after_image)) {
+        ASSERT_EQ(p.input_ids[k], id);
+        ASSERT_EQ(p.labels[k], kIgnoreIndex);
+        ++k;
+      }
+    }
     std::vector<int> answer = tok.Encode(t.assistant);
     answer.push_back(tok.eos_id());
     for (int id : answer) {
@@ -195,6 +206,54 @@ TEST_F(PromptTest, CompactLayoutIsImageThenLabelWithOnlyTheLabelsLabelled) {
   PromptConfig official = config;
   official.layout = PromptLayout::kOfficial;
   EXPECT_LT(p.input_ids.size() * 2, TokenizeEpisode(e, tok, official).input_ids.size());
+}
+
+TEST_F(PromptTest, SupportNamesFollowEachExampleLabelButNeverTheFinalAnswer) {
+  PromptConfig config;
+  config.layout = PromptLayout::kCompact;
+  config.image_tokens = 4;
+  config.max_length = 100000;
+  config.support_names = true;
+  EpisodeConfig both_made_up;
+  both_made_up.made_up_negative = 1.0;
+  const PairsTable& table = RealTable();
+  Episode e = TrainEpisodes(table, both_made_up).Build(0, 5);
+  const std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
+  ASSERT_EQ(turns.size(), e.examples.size() + 1);
+  for (size_t i = 0; i < e.examples.size(); ++i) {
+    const ExampleTurn& t = e.examples[i];
+    const int cls = t.positive ? e.positive_class : e.negative_class;
+    ASSERT_EQ(t.class_name, table.classes()[size_t(cls)].class_name);
+    EXPECT_EQ(turns[i].assistant, t.label + " " + t.class_name) << "example " << i;
+  }
+  EXPECT_EQ(turns.back().assistant, e.query_label);  // the answer is the label alone
+  // The names are labelled (the model is trained to say them), and the text carries them.
+  TokenizedPrompt named = TokenizeEpisode(e, *tok_, config);
+  config.support_names = false;
+  TokenizedPrompt plain = TokenizeEpisode(e, *tok_, config);
+  size_t name_tokens = 0;
+  for (const ExampleTurn& t : e.examples) name_tokens += tok_->Encode(t.label + " " + t.class_name).size() -
+                                                        tok_->Encode(t.label).size();
+  EXPECT_EQ(named.input_ids.size(), plain.input_ids.size() + name_tokens);
+  int64_t labelled_named = 0, labelled_plain = 0;
+  for (int l : named.labels) labelled_named += l != kIgnoreIndex;
+  for (int l : plain.labels) labelled_plain += l != kIgnoreIndex;
+  EXPECT_EQ(labelled_named, labelled_plain + int64_t(name_tokens));
+
+  // The paper's recipe names the neighbour side already: its label is not repeated.
+  Episode paper = TrainEpisodes(table, EpisodeConfig{}).Build(0, 5);
+  for (const Turn& t : RenderTurns(paper, PromptLayout::kCompact, true)) {
+    EXPECT_EQ(t.assistant.find(paper.negative_label + " " + paper.negative_label), std::string::npos);
+  }
+  // An example without a class name (ISEKAI files have none) is a clear error, not a silent plain prompt.
+  e.examples[0].class_name.clear();
+  try {
+    RenderTurns(e, PromptLayout::kCompact, true);
+    FAIL() << "expected a DataError";
+  } catch (const DataError& err) {
+    EXPECT_NE(std::string(err.what()).find("support_names"), std::string::npos) << err.what();
+    EXPECT_NE(std::string(err.what()).find(e.examples[0].image.path), std::string::npos) << err.what();
+  }
 }
 
 TEST_F(PromptTest, OverLongEpisodesDropWholeExamplePairsOrAreRejectedWithCounts) {

@@ -48,12 +48,13 @@ cut -d' ' -f2- data/synth/LOC_synset_mapping.txt | sed 's/,.*//' >data/class_nam
 "$lcl" model init --preset tiny --out data/tiny-model --class-names data/class_names.txt >model.log 2>&1 ||
   { cat model.log; die "lcl model init failed"; }
 cp "$here/launch/configs/tiny.pbtxt" tiny.pbtxt
-# One episode per rank per step (the config has 4) in the official layout keeps a step ~1 s on 2 busy cores, so
+# One episode per rank per step (the config has 8) in the official layout, without support names, keeps a step ~1 s on 2 busy cores, so
 # the signal lands mid-run.
 overrides=(--set "schedule.total_steps=$steps" --set batch.micro_batch=1 --set batch.global_batch=2
            --set logging.every_steps=1 --set checkpoint.every_steps=0 --set eval.at_end=false
            --set logging.progress=false --set "model.path=$tmp/data/tiny-model" --set "data.root=$tmp/data/synth"
-           --set data.train_pairs= --set data.prompt_layout=official --set data.made_up_max_letters=10)
+           --set data.train_pairs= --set data.prompt_layout=official --set data.made_up_max_letters=10
+           --set data.support_names=false --set data.image_markers=true)
 echo "     data and model ready ($(elapsed))"
 
 # ---- the reference: one uninterrupted run with the same layout (2 ranks, dp=2) ------------------------------------
