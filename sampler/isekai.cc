@@ -95,14 +95,8 @@ IsekaiFile ReadIsekaiFile(const std::string& path, const std::string& image_root
     const fs::path dir = fs::path(path).parent_path();
     file.image_root = dir.empty() ? "." : dir.string();
   }
-  std::string text;
-  size_t line_no = 0;
-  while (std::getline(in, text)) {
-    ++line_no;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json obj = internal::ParseJsonLine(text, path, line_no);
-    file.items.push_back(ParseItem(internal::JsonLine{path, line_no, obj}));
-  }
+  internal::ForEachJsonLine(in, path,
+                            [&](const internal::JsonLine& line) { file.items.push_back(ParseItem(line)); });
   if (file.items.empty()) {
     throw DataError(path +
                     ": no ISEKAI lines; expected one JSON object per line with image_name, positive_list, "
@@ -141,8 +135,9 @@ Episode IsekaiEpisodes::Build(uint64_t index) const {
   const std::vector<std::string> pos = FirstSupport(own, it.query, static_cast<size_t>(shot_));
   const std::vector<std::string> neg = FirstSupport(other, it.query, static_cast<size_t>(shot_));
   e.shot = static_cast<int>(std::max(pos.size(), neg.size()));  // what the prompt shows per side
-  for (const std::string& p : pos) e.examples.push_back({{p, e.positive_class}, e.positive_label, true});
-  for (const std::string& p : neg) e.examples.push_back({{p, e.negative_class}, e.negative_label, false});
+  // ISEKAI files name no classes: the class names stay empty.
+  for (const std::string& p : pos) e.examples.push_back({{p, e.positive_class}, e.positive_label, true, ""});
+  for (const std::string& p : neg) e.examples.push_back({{p, e.negative_class}, e.negative_label, false, ""});
   CounterRng rng({seed_, index, static_cast<uint64_t>(shot_), kIsekaiStream});
   rng.Shuffle(e.examples);
   e.query = {it.query, e.positive_class};

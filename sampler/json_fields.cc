@@ -14,6 +14,17 @@ const char* JsonTypeName(const nlohmann::json& v) {
   return "object";
 }
 
+void ForEachJsonLine(std::istream& in, const std::string& path, const std::function<void(const JsonLine&)>& fn) {
+  std::string text;
+  size_t line_no = 0;
+  while (std::getline(in, text)) {
+    ++line_no;
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const nlohmann::json obj = ParseJsonLine(text, path, line_no);
+    fn(JsonLine{path, line_no, obj});
+  }
+}
+
 nlohmann::json ParseJsonLine(const std::string& text, const std::string& path, size_t line_no) {
   try {
     nlohmann::json obj = nlohmann::json::parse(text);

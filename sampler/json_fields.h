@@ -5,6 +5,8 @@
 //   std::string id = line.String("class_id");
 #pragma once
 
+#include <functional>
+#include <istream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -29,5 +31,9 @@ struct JsonLine {
   std::vector<std::string> StringList(const std::string& field) const;
   const nlohmann::json& Array(const std::string& field) const;
 };
+
+// Calls `fn` with every non-blank line of a jsonl stream, parsed (blank lines are harmless; a bad one throws as
+// ParseJsonLine does).
+void ForEachJsonLine(std::istream& in, const std::string& path, const std::function<void(const JsonLine&)>& fn);
 
 }  // namespace lcl::sampler::internal

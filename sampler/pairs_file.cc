@@ -64,15 +64,10 @@ PairsTable PairsTable::Read(const std::string& path) {
   std::ifstream in = OpenForRead(path, "pairs file");
   std::vector<ClassPairs> classes;
   std::vector<size_t> lines;
-  std::string text;
-  size_t line_no = 0;
-  while (std::getline(in, text)) {
-    ++line_no;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines are harmless
-    nlohmann::json obj = internal::ParseJsonLine(text, path, line_no);
-    classes.push_back(ParseClassLine(JsonLine{path, line_no, obj}));
-    lines.push_back(line_no);
-  }
+  internal::ForEachJsonLine(in, path, [&](const JsonLine& line) {
+    classes.push_back(ParseClassLine(line));
+    lines.push_back(line.line_no);
+  });
   if (classes.empty())
     throw DataError(path + ": no class lines; expected one JSON object per class");
   return Build(std::move(classes), path, lines);
@@ -157,18 +152,12 @@ size_t PairsTable::DistinctImageCount() const {
 std::vector<TestClass> ReadTestPairs(const std::string& path) {
   std::ifstream in = OpenForRead(path, "test pairs file");
   std::vector<TestClass> out;
-  std::string text;
-  size_t line_no = 0;
-  while (std::getline(in, text)) {
-    ++line_no;
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json obj = internal::ParseJsonLine(text, path, line_no);
-    JsonLine line{path, line_no, obj};
+  internal::ForEachJsonLine(in, path, [&](const JsonLine& line) {
     TestClass c{line.String("class_id"), line.String("class_name"),
                 line.StringList("context_samples"), line.StringList("test_samples")};
     if (c.context_samples.empty()) line.Fail("context_samples", "empty; need at least one image");
     out.push_back(std::move(c));
-  }
+  });
   if (out.empty() || out.size() % 2 != 0) {
     throw DataError(
         path + ": " + std::to_string(out.size()) +
