@@ -257,7 +257,10 @@ RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_pe
     fail("model.path", "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
                        "`lcl model init --preset tiny --out DIR`)");
   }
-  if (c.data().root().empty()) fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
+  // An evaluation of an ISEKAI file or an index needs no ImageNet root; training does (BuildData checks it).
+  if (c.data().root().empty() && c.eval().format() == "test_pairs" && c.eval().test_pairs().empty()) {
+    fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
+  }
   one_of("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
   one_of("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
   positive("data.shot", c.data().shot());

@@ -92,6 +92,9 @@ struct Data {
 };
 
 Data BuildData(const TrainConfig& c, const RunModel& m) {
+  if (c.data().root().empty()) {
+    throw ConfigError("data.root is empty; training needs an ImageNet-style root (`lcl data synth` makes one)");
+  }
   Data d;
   const std::string pairs =
       c.data().train_pairs().empty() ? c.data().root() + "/train_pairs.jsonl" : c.data().train_pairs();

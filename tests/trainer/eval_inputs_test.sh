@@ -71,7 +71,9 @@ grep -q "short support" "$work/isekai.log" || fail "isekai: the table has no sho
 grep -q "isekai $work/synth/isekai.jsonl" "$work/isekai.log" || fail "isekai: the table title does not name the file"
 # The same file elsewhere, its relative paths resolved by --image-root.
 mkdir -p "$work/elsewhere" && cp "$work/synth/isekai.jsonl" "$work/elsewhere/"
-evaluate isekai_root 1 --isekai "$work/elsewhere/isekai.jsonl" --image-root "$work/synth" --set eval.shots=2
+# ... and with no ImageNet root at all (data.root is needed only by training and test-pairs evaluation).
+evaluate isekai_root 1 --isekai "$work/elsewhere/isekai.jsonl" --image-root "$work/synth" --set eval.shots=2 \
+  --set data.root=
 [ "$(rows "$work/isekai_root")" = "$(sed -n 2p "$work/isekai.rows")" ] ||
   fail "isekai with --image-root: '$(rows "$work/isekai_root")' differs from '$(sed -n 2p "$work/isekai.rows")'"
 

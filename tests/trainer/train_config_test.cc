@@ -91,6 +91,21 @@ TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
   EXPECT_NE(ErrorOf([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
 }
 
+TEST(TrainConfig, DataRootIsNeededUnlessEvaluationReadsAnIsekaiFileOrAnIndex) {
+  const std::string path = WriteTemp("root.pbtxt", kGood);
+  LoadedConfig no_root = LoadTrainConfig(path, {"data.root="});
+  const std::string err = ErrorOf([&] { PlanRun(no_root, 1, 10); });
+  EXPECT_NE(err.find("data.root"), std::string::npos) << err;
+  for (const std::string input : {"eval.format=isekai", "eval.format=index"}) {
+    const std::string file = input == "eval.format=isekai" ? "eval.isekai=/data/isekai.jsonl" : "eval.index=/d/i.json";
+    LoadedConfig eval_only = LoadTrainConfig(path, {"data.root=", input, file});
+    EXPECT_EQ(ErrorOf([&] { PlanRun(eval_only, 1, 10); }), "") << input;
+  }
+  // So does evaluating a test-pairs file named outright.
+  LoadedConfig named = LoadTrainConfig(path, {"data.root=", "eval.test_pairs=/d/test_pairs.jsonl"});
+  EXPECT_EQ(ErrorOf([&] { PlanRun(named, 1, 10); }), "");
+}
+
 TEST(TrainConfig, MissingFileIsAClearError) {
   const std::string err = ErrorOf([] { LoadTrainConfig("/nonexistent/x.pbtxt", {}); });
   EXPECT_NE(err.find("/nonexistent/x.pbtxt"), std::string::npos) << err;
