@@ -39,12 +39,12 @@ ap.add_argument("--proj", default="mlp")
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--wd", type=float, default=0.0)
 ap.add_argument("--every", type=int, default=250)
-ap.add_argument("--dup", type=float, default=0.0)
+ap.add_argument("--dup", type=float, default=0.0, help="fraction of training queries that are an exact copy of "
+                "one of their side's support images")
 ap.add_argument("--exact", type=int, default=0)
 ap.add_argument("--fixed_labels", type=int, default=0)
 ap.add_argument("--aux", type=float, default=0)
 ap.add_argument("--aux_until", type=float, default=1.0)
-ap.add_argument("--heldout_dup", type=float, default=0.0)
 args = ap.parse_args()
 torch.manual_seed(args.seed); random.seed(args.seed)
 torch.set_num_threads(int(os.environ.get("TH", "1")))
@@ -131,6 +131,8 @@ def episode(classes, rng, dup=None, aux=None):
     ex = [(feats[a][i], la, a) for i in ia[:args.shot]] + [(feats[b][i], lb, b) for i in ib[:args.shot]]
     rng.shuffle(ex)
     q = (feats[a][ia[-1]], la, None) if qpos else (feats[b][ib[-1]], lb, None)
+    if dup > 0 and rng.random() < dup:  # the query is an exact copy of one of its side's support images
+        q = (feats[a][ia[0]], la, None) if qpos else (feats[b][ib[0]], lb, None)
     ids, lab, imgs = [BOS], [-100], []
     for f, l, c in ex + [q]:
         blk = ([IMS] if args.markers else []) + [IMG] * P + ([IME] if args.markers else [])
