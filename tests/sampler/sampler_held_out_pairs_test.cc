@@ -14,6 +14,7 @@
 namespace lcl::sampler {
 namespace {
 
+using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -42,12 +43,7 @@ std::string MakeIndex(const std::string& root, const std::vector<int>& test_ids,
 }
 
 std::string ErrorOf(const std::string& index, const std::string& image_root = "") {
-  try {
-    ReadHeldOutPairs(index, image_root);
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return DataErrorOf([&] { ReadHeldOutPairs(index, image_root); });
 }
 
 TEST(HeldOutPairs, TestClassesPairInTheIndexOrderWithHalfTheTrainImagesAsSupport) {

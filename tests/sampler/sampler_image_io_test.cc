@@ -13,6 +13,7 @@
 namespace lcl::sampler {
 namespace {
 
+using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteBytes;
 
@@ -56,12 +57,7 @@ cv::Mat TestImage() {
 }
 
 std::string ErrorOf(const std::string& path, const ImageSpec& spec = {}) {
-  try {
-    LoadImage(path, spec);
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return DataErrorOf([&] { LoadImage(path, spec); });
 }
 
 TEST(ImageIo, MatchesAnOpenCvReferenceOfExpand2SquareResizeAndClipNormalisation) {

@@ -12,6 +12,7 @@
 namespace lcl::sampler {
 namespace {
 
+using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -28,12 +29,7 @@ std::string ErrorOf(const std::string& text) {
   TempDir dir;
   const std::string path = dir.path() + "/isekai.jsonl";
   WriteText(path, text);
-  try {
-    ReadIsekaiFile(path, "");
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return DataErrorOf([&] { ReadIsekaiFile(path, ""); });
 }
 
 std::string WithKey(const std::string& key, const std::string& value) {  // kLinePositive with one key replaced

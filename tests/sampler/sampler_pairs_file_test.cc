@@ -13,6 +13,7 @@ namespace lcl::sampler {
 namespace {
 
 using testing::SharedData;
+using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -24,12 +25,7 @@ const char* kLineB =
     R"("neighbors": [["1", "kit fox", "train/a/2.JPEG"]]})";
 
 std::string ErrorOf(const std::string& path) {
-  try {
-    PairsTable::Read(path);
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return DataErrorOf([&] { PairsTable::Read(path); });
 }
 
 TEST(PairsFile, RealTrain900FileParsesWith900ClassesAnd63559Images) {

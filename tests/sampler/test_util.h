@@ -9,7 +9,20 @@
 #include <string>
 #include <vector>
 
+#include "cluster/errors.h"
+
 namespace lcl::sampler::testing {
+
+// The message of the DataError that `fn` throws, or "(no error)" (other exceptions propagate).
+template <typename F>
+std::string DataErrorOf(F fn) {
+  try {
+    fn();
+  } catch (const DataError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 class TempDir {
  public:
