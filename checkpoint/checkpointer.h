@@ -5,7 +5,8 @@
 // A failure on any rank abandons the save on every rank (logged with rank and reason); training goes on unless
 // `fail_on_error`. Async saves write on a background thread, one save in flight, from a host snapshot (see
 // snapshot.h): taken inside Save(), or, with `defer_snapshot`, only of what is not yet written when the caller
-// calls ReleaseState() before it next modifies the saved tensors.
+// calls ReleaseState() before it next modifies the saved tensors. GPU tensors are copied inside Save() into
+// pinned host buffers, reused from save to save.
 //
 //   Checkpointer ckpt(MPI_COMM_WORLD, CheckpointOptions{.run_dir = "runs/a", .defer_snapshot = true}, &watchdog);
 //   ckpt.Save(step, std::move(state));   // async: returns once the writer has started
@@ -107,7 +108,11 @@ class Checkpointer {
   std::thread writer_;
   // Host snapshot buffers, reused from save to save: fresh memory costs page faults (slow on some VMs), and the
   // save in flight is always finished before the next snapshot overwrites them.
-  std::map<std::string, torch::Tensor> snapshot_;
+  struct HostBuffer {
+    torch::Tensor tensor;
+    bool pinned = false;
+  };
+  std::map<std::string, HostBuffer> snapshot_;
   std::unique_ptr<Snapshot> lent_;  // the save in flight's bytes; the writer holds it until Wait() joins
   SaveResult pending_;
   SaveResult last_;

@@ -55,6 +55,16 @@ void RegisterBenchCkpt(CLI::App& bench, Launch& launch) {
   cmd->add_option("--bytes", args->bytes, "total state size over all ranks (e.g. 2G)")->capture_default_str();
   cmd->add_option("--dir", args->opt.dir, "directory on the disk to measure")->required();
   cmd->add_option("--repeats", args->opt.repeats, "repetitions; the best of each counts")->capture_default_str();
+  cmd->add_option("--step-ms", args->opt.step_ms,
+                  "stand-in forward+backward lengths (ms, comma-separated) between an async save and its fence")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--threads", args->opt.threads,
+                  "torch threads per rank for the stand-in step (0: the cores split over this node's ranks)")
+      ->capture_default_str();
+  cmd->add_option("--step-tokens", args->opt.step_tokens,
+                  "tokens per rank of the modelled step (a model whose AdamW state is this rank's share); 0: none")
+      ->capture_default_str();
   cmd->add_flag("--json", args->opt.json, "one JSON object per measurement");
   cmd->callback([&launch, args] {
     launch.action = [&launch, args]() -> int {
