@@ -111,7 +111,9 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
   for (double ms : o.step_ms) {
     if (!(ms > 0)) throw ConfigError("bench ckpt: --step-ms values must be positive milliseconds");
   }
-  if (o.threads < 0) throw ConfigError("bench ckpt: --threads must be >= 0 (0: the cores split over this node's ranks)");
+  if (o.threads < 0) {
+    throw ConfigError("bench ckpt: --threads must be >= 0 (0: the cores split over this node's ranks)");
+  }
   if (o.step_tokens < 0) throw ConfigError("bench ckpt: --step-tokens must be >= 0 (0: no modelled step)");
   // The cores split over this node's ranks, as `lcl train` splits them: more threads than cores would make the
   // stand-in step's BLAS threads and the writer thread preempt each other, which no training run does.
