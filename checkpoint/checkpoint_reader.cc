@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <sstream>
 
 #include "checkpoint/checkpointer.h"
 #include "checkpoint/checksum.h"
 #include "checkpoint/fs_util.h"
+#include "checkpoint/safetensors.h"
 #include "cluster/control_plane.h"
 #include "cluster/errors.h"
 
@@ -27,12 +27,13 @@ int64_t StepOf(const std::string& name) {
   return std::stoll(digits);
 }
 
-std::string ShapeText(const std::vector<int64_t>& s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
-  o << "]";
-  return o.str();
+// "`lcl ckpt list RUN`" for a step directory RUN/checkpoints/step_N (RUN_DIR when it is laid out otherwise).
+std::string ListCommand(const std::string& step_dir) {
+  fs::path step = fs::path(step_dir).lexically_normal();
+  if (!step.has_filename()) step = step.parent_path();  // a trailing slash
+  const fs::path checkpoints = step.parent_path();
+  if (checkpoints.filename() != "checkpoints") return "`lcl ckpt list RUN_DIR`";
+  return "`lcl ckpt list " + (checkpoints.has_parent_path() ? checkpoints.parent_path().string() : ".") + "`";
 }
 
 }  // namespace
@@ -171,7 +172,17 @@ void CheckpointReader::VerifyCollective(cluster::ControlPlane& control) const {
 const ShardFile& CheckpointReader::Open(const std::string& file) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = open_[file];
-  if (!slot) slot = std::make_unique<ShardFile>((fs::path(dir_) / file).string());
+  if (!slot) {
+    const fs::path path = fs::path(dir_) / file;
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      // Said at this level, where it is known that the manifest promised the file: the step cannot be read, an
+      // older one can.
+      throw CheckpointError(dir_ + ": shard file " + file + " listed in manifest.pb is missing; the checkpoint is " +
+                            "incomplete: resume from an older step (" + ListCommand(dir_) + ")");
+    }
+    slot = std::make_unique<ShardFile>(path.string());
+  }
   return *slot;
 }
 
@@ -217,8 +228,8 @@ void CheckpointReader::ReadInto(const std::string& name, const std::vector<int64
     torch::Tensor src = file.View(name);
     const std::vector<int64_t> stored(s.shape().begin(), s.shape().end());
     if (src.sizes().vec() != stored) {
-      throw CheckpointError("shard " + file.path() + ": tensor '" + name + "' has shape " +
-                            ShapeText(src.sizes().vec()) + ", the manifest says " + ShapeText(stored));
+      throw CheckpointError("shard " + file.path() + ": tensor '" + name + "' has shape " + ShapeString(src.sizes()) +
+                            ", the manifest says " + ShapeString(stored));
     }
     torch::Tensor dst = out;
     for (int d = 0; d < dims; ++d) {
@@ -227,7 +238,8 @@ void CheckpointReader::ReadInto(const std::string& name, const std::vector<int64
     }
     if (src.is_contiguous() && dst.is_contiguous()) {
       // One byte range on both sides (whole shards, row ranges): pread straight into place.
-      const uint64_t at = static_cast<const char*>(src.data_ptr()) - static_cast<const char*>(file.View(name).data_ptr());
+      const uint64_t at =
+          static_cast<const char*>(src.data_ptr()) - static_cast<const char*>(file.View(name).data_ptr());
       file.ReadBytes(name, at, src.numel() * src.element_size(), dst.data_ptr());
     } else {
       dst.copy_(src);
@@ -251,8 +263,8 @@ void CheckpointReader::ExpectTensor(const std::string& name, const std::vector<i
   const TensorEntry& t = Tensor(name);
   const std::vector<int64_t> have(t.global_shape().begin(), t.global_shape().end());
   if (have != global_shape) {
-    throw CheckpointError("checkpoint " + dir_ + ": tensor '" + name + "' has shape " + ShapeText(have) +
-                          " but the model expects " + ShapeText(global_shape) +
+    throw CheckpointError("checkpoint " + dir_ + ": tensor '" + name + "' has shape " + ShapeString(have) +
+                          " but the model expects " + ShapeString(global_shape) +
                           "; the config's model shape differs from the checkpoint's");
   }
   if (t.dtype() != DtypeName(dtype)) {

@@ -12,6 +12,7 @@
 #include "checkpoint/shard_file.h"
 #include "cluster/control.pb.h"
 #include "cluster/errors.h"
+#include "cluster/version.h"
 #include "lcl/build_info.h"
 
 namespace lcl::checkpoint {
@@ -264,7 +265,7 @@ std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& r
   *m.mutable_sampler() = state.sampler;
   m.set_optimizer_step(state.optimizer_step);
   m.set_metrics_step(state.metrics_step);
-  m.set_lcl_version(std::string(LCL_VERSION) + " " + LCL_GIT_REVISION);
+  m.set_lcl_version(std::string(LCL_VERSION) + " " + cluster::GitRevision());
   m.set_created_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch()).count());
   for (const auto& [k, v] : state.metadata) (*m.mutable_metadata())[k] = v;

@@ -8,9 +8,12 @@
 // calls ReleaseState() before it next modifies the saved tensors. GPU tensors are copied inside Save() into
 // pinned host buffers, reused from save to save.
 //
-//   Checkpointer ckpt(MPI_COMM_WORLD, CheckpointOptions{.run_dir = "runs/a", .defer_snapshot = true}, &watchdog);
+//   CheckpointOptions options;
+//   options.run_dir = "runs/a";
+//   options.defer_snapshot = true;
+//   Checkpointer ckpt(MPI_COMM_WORLD, options, &watchdog);
 //   ckpt.Save(step, std::move(state));   // async: returns once the writer has started
-//   ...forward, backward...               // the writer reads the live tensors meanwhile
+//   /* forward, backward */              // the writer reads the live tensors meanwhile
 //   ckpt.ReleaseState();                  // before the optimizer step: copies what is not written yet
 //   ckpt.Wait();                          // before exit
 #pragma once

@@ -3,7 +3,9 @@
 // DP group, and the rank-0 control plane.
 //
 //   MpiSession mpi(&argc, &argv);
-//   ClusterContext ctx(mpi, ClusterOptions{.tp = 2});
+//   ClusterOptions options;
+//   options.tp = 2;
+//   ClusterContext ctx(mpi, options);
 //   ctx.dp().AllReduce(grad, ReduceOp::kAvg);
 #pragma once
 

@@ -2,9 +2,10 @@
 // exists in a blocking form and an async form returning a Work. Collectives must be issued in the same order on
 // every rank of the group (as in MPI and NCCL).
 //
-//   MpiCommunicator tp(grid.tp_comm(), &watchdog, "tp");
-//   tp.AllReduce(partial, ReduceOp::kSum);             // blocking, in place
-//   auto w = tp.AllGatherAsync(shard, &full); w->Wait(); // full = cat(shards of ranks 0..n-1)
+//   MpiCommunicator tp(grid.tp_comm(), "tp", &watchdog);
+//   tp.AllReduce(partial, ReduceOp::kSum);               // blocking, in place
+//   WorkPtr w = tp.AllGatherAsync(shard, full);          // full: [n * shard.size(0), ...], preallocated
+//   w->Wait();                                           // full = cat(shards of ranks 0..n-1)
 #pragma once
 
 #include <torch/types.h>

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cluster/mpi_comm.h"
 #include "cluster/watchdog.h"
 
 namespace google::protobuf {
@@ -25,7 +26,6 @@ namespace lcl::cluster {
 class ControlPlane {
  public:
   ControlPlane(MPI_Comm comm, Watchdog* watchdog = nullptr);
-  ~ControlPlane();
   ControlPlane(const ControlPlane&) = delete;
   ControlPlane& operator=(const ControlPlane&) = delete;
 
@@ -59,7 +59,7 @@ class ControlPlane {
  private:
   static void Parse(const std::string& raw, google::protobuf::MessageLite* msg, int from_rank);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  MpiComm comm_;  // a duplicate owned here: control messages never match gradient traffic
   Watchdog* watchdog_;
   int rank_ = 0;
   int size_ = 1;

@@ -124,19 +124,11 @@ struct MpiCommunicator::Plan {
 };
 
 MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog)
-    : name_(std::move(name)), watchdog_(watchdog) {
-  // Our own duplicate: messages of this communicator can never match those of another user of `comm`.
-  LCL_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
-  MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
-  LCL_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
-  LCL_MPI_CHECK(MPI_Comm_size(comm_, &size_));
-}
-
-MpiCommunicator::~MpiCommunicator() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
-}
+    : comm_(MpiComm::Dup(comm)),
+      name_(std::move(name)),
+      watchdog_(watchdog),
+      rank_(comm_.rank()),
+      size_(comm_.size()) {}
 
 namespace {
 
@@ -208,7 +200,7 @@ MpiCommunicator::Plan MpiCommunicator::PlanAllReduce(torch::Tensor& tensor, Redu
   const int count = CheckedCount(buf.numel(), "AllReduce", name_);
   const MPI_Datatype type = NativeType(buf.scalar_type());
   const MPI_Op mop = MpiOp(op);
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   const int size = size_;
   Plan plan;
   plan.op = "AllReduce";
@@ -245,7 +237,7 @@ MpiCommunicator::Plan MpiCommunicator::PlanReduceScatter(const torch::Tensor& in
   const int count = CheckedCount(out.numel(), "ReduceScatter", name_);
   const MPI_Datatype type = NativeType(in.scalar_type());
   const MPI_Op mop = MpiOp(op);
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   const int size = size_;
   Plan plan;
   plan.op = "ReduceScatter";
@@ -284,7 +276,7 @@ MpiCommunicator::Plan MpiCommunicator::PlanAllGather(const torch::Tensor& input,
     n *= in.element_size();
   }
   const int count = CheckedCount(n, "AllGather", name_);
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   Plan plan;
   plan.op = "AllGather";
   plan.bytes = output.numel() * static_cast<int64_t>(output.element_size());
@@ -308,7 +300,7 @@ MpiCommunicator::Plan MpiCommunicator::PlanBroadcast(torch::Tensor& tensor, int 
   bool staged = false;
   torch::Tensor buf = WorkBuffer(tensor, /*reduce=*/false, &staged);
   const int count = CheckedCount(buf.numel() * buf.element_size(), "Broadcast", name_);
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   Plan plan;
   plan.op = "Broadcast";
   plan.bytes = buf.numel() * static_cast<int64_t>(buf.element_size());
@@ -346,14 +338,14 @@ WorkPtr MpiCommunicator::BroadcastAsync(torch::Tensor& tensor, int root) {
 void MpiCommunicator::Barrier() {
   Plan plan;
   plan.op = "Barrier";
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   plan.start = [comm](MPI_Request*) { return MPI_Barrier(comm); };
   Launch(std::move(plan), false);
 }
 WorkPtr MpiCommunicator::BarrierAsync() {
   Plan plan;
   plan.op = "Barrier";
-  const MPI_Comm comm = comm_;
+  const MPI_Comm comm = comm_.get();
   plan.start = [comm](MPI_Request* req) { return MPI_Ibarrier(comm, req); };
   return Launch(std::move(plan), true);
 }

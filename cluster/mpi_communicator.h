@@ -14,6 +14,7 @@
 #include <atomic>
 
 #include "cluster/communicator.h"
+#include "cluster/mpi_comm.h"
 #include "cluster/watchdog.h"
 
 namespace lcl::cluster {
@@ -22,7 +23,6 @@ class MpiCommunicator final : public Communicator {
  public:
   // `watchdog` may be null (no timeout). `comm` is duplicated; the caller keeps ownership of it.
   MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog = nullptr);
-  ~MpiCommunicator() override;
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
 
@@ -30,7 +30,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   const char* backend() const override { return "mpi"; }
   const std::string& name() const override { return name_; }
-  MPI_Comm comm() const { return comm_; }
+  MPI_Comm comm() const { return comm_.get(); }
   // Collectives issued so far (each has this sequence number in watchdog reports).
   uint64_t sequence() const { return seq_.load(); }
 
@@ -54,7 +54,7 @@ class MpiCommunicator final : public Communicator {
   // Issues the collective: blocking (returns a CompletedWork) or async (returns the pending Work).
   WorkPtr Launch(Plan plan, bool async);
 
-  MPI_Comm comm_ = MPI_COMM_NULL;
+  MpiComm comm_;  // our own duplicate: its messages never match those of another user of the same group
   std::string name_;
   Watchdog* watchdog_;
   int rank_ = 0;

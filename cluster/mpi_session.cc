@@ -10,6 +10,7 @@
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
+#include "cluster/mpi_comm.h"
 
 namespace lcl::cluster {
 
@@ -56,15 +57,15 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     MPI_Query_thread(&thread_level_);
   }
   // Errors come back as codes, so LCL_MPI_CHECK can turn them into CommErrors with the call text.
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  LCL_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   LCL_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
   LCL_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size_));
 
-  MPI_Comm local = MPI_COMM_NULL;
-  LCL_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &local));
-  LCL_MPI_CHECK(MPI_Comm_rank(local, &local_rank_));
-  LCL_MPI_CHECK(MPI_Comm_size(local, &local_size_));
-  MPI_Comm_free(&local);
+  {
+    const MpiComm local = MpiComm::SplitShared(MPI_COMM_WORLD, rank_);
+    local_rank_ = local.rank();
+    local_size_ = local.size();
+  }
 
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);

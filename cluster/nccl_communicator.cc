@@ -1,9 +1,7 @@
 // NcclCommunicator: NCCL collectives on a private stream, ordered after the compute stream with CUDA events.
 #include "cluster/nccl_communicator.h"
 
-#include <cuda_runtime_api.h>
 #include <glog/logging.h>
-#include <nccl.h>
 
 #include <sstream>
 #include <thread>
@@ -14,46 +12,12 @@
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
+#include "cluster/nccl_handles.h"
 
 namespace lcl::cluster {
 namespace {
 
-std::string NcclVersionString() {
-  int v = 0;
-  if (ncclGetVersion(&v) != ncclSuccess) return "unknown";
-  // NCCL >= 2.9 encodes major*10000 + minor*100 + patch.
-  std::ostringstream s;
-  s << v / 10000 << "." << (v % 10000) / 100 << "." << v % 100;
-  return s.str();
-}
-
-[[noreturn]] void ThrowNccl(ncclResult_t rc, const char* call, const char* file, int line, ncclComm_t comm) {
-  std::ostringstream msg;
-  msg << "NCCL call failed: " << call << " at " << file << ":" << line << ": " << ncclGetErrorString(rc);
-  if (comm) msg << " (" << ncclGetLastError(comm) << ")";
-  msg << " [NCCL " << NcclVersionString() << "]";
-  throw CommError(msg.str());
-}
-
-[[noreturn]] void ThrowCuda(cudaError_t rc, const char* call, const char* file, int line) {
-  std::ostringstream msg;
-  msg << "CUDA call failed: " << call << " at " << file << ":" << line << ": " << cudaGetErrorString(rc);
-  throw CommError(msg.str());
-}
-
-#define LCL_NCCL_CHECK(call, comm)                                                    \
-  do {                                                                                \
-    ncclResult_t lcl_nccl_rc_ = (call);                                               \
-    if (lcl_nccl_rc_ != ncclSuccess && lcl_nccl_rc_ != ncclInProgress) {              \
-      ThrowNccl(lcl_nccl_rc_, #call, __FILE__, __LINE__, comm);                       \
-    }                                                                                 \
-  } while (0)
-
-#define LCL_CUDA_CHECK(call)                                                          \
-  do {                                                                                \
-    cudaError_t lcl_cuda_rc_ = (call);                                                \
-    if (lcl_cuda_rc_ != cudaSuccess) ThrowCuda(lcl_cuda_rc_, #call, __FILE__, __LINE__); \
-  } while (0)
+using internal::NcclVersionString;
 
 ncclDataType_t NcclType(torch::ScalarType t, const char* op) {
   switch (t) {
@@ -95,25 +59,30 @@ cudaStream_t ComputeStream(int device) {
 }  // namespace
 
 struct NcclCommunicator::Impl {
+  // The owners are destroyed in reverse order, all on `device`: the communicator first (its destroy flushes work
+  // on `stream`), then the idle events, the scratch buffer and the stream.
+  ~Impl() {
+    if (comm.get() || scratch || stream) cudaSetDevice(device);
+  }
+
   std::string name;
   int device = 0;
   int rank = 0;
   int size = 1;
   Watchdog* watchdog = nullptr;
   std::chrono::milliseconds timeout{600000};
-  ncclComm_t comm = nullptr;
-  bool aborted = false;
-  cudaStream_t stream = nullptr;
-  float* scratch = nullptr;  // [1] device float for Barrier
+  CudaStream stream;
+  CudaBuffer scratch;    // [1] device float for Barrier
+  CudaEventPool events;  // two per collective (ready, done), reused
+  NcclComm comm;
   uint64_t seq = 0;
 
   void CheckAsync() {
     ncclResult_t async = ncclSuccess;
-    LCL_NCCL_CHECK(ncclCommGetAsyncError(comm, &async), comm);
+    LCL_NCCL_CHECK(ncclCommGetAsyncError(comm.get(), &async), comm.get());
     if (async != ncclSuccess && async != ncclInProgress) {
       std::string why = ncclGetErrorString(async);
-      ncclCommAbort(comm);
-      aborted = true;
+      comm.Abort();
       throw CommError("NCCL communicator '" + name + "' on rank " + std::to_string(rank) +
                       " reported an asynchronous error: " + why + " [NCCL " + NcclVersionString() +
                       "]; the communicator was aborted.");
@@ -125,27 +94,27 @@ namespace {
 
 class NcclWork final : public Work {
  public:
-  NcclWork(NcclCommunicator::Impl* impl, cudaEvent_t done, std::vector<torch::Tensor> keep, const char* op,
+  // Must not outlive the communicator: the done event goes back to its pool.
+  NcclWork(NcclCommunicator::Impl* impl, CudaEventPool::Lease done, std::vector<torch::Tensor> keep, const char* op,
            uint64_t seq, uint64_t token)
-      : impl_(impl), done_(done), keep_(std::move(keep)), op_(op), seq_(seq), token_(token) {}
+      : impl_(impl), done_(std::move(done)), keep_(std::move(keep)), op_(op), seq_(seq), token_(token) {}
   ~NcclWork() override {
-    if (!finished_ && !impl_->aborted) cudaEventSynchronize(done_);
+    // The tensors in keep_ must outlive the collective that reads and writes them.
+    if (!finished_ && !impl_->comm.aborted()) cudaEventSynchronize(done_.get());
     Finish();
-    cudaEventDestroy(done_);
   }
   bool IsCompleted() override {
     if (finished_) return true;
     impl_->CheckAsync();
-    cudaError_t q = cudaEventQuery(done_);
+    cudaError_t q = cudaEventQuery(done_.get());
     if (q == cudaErrorNotReady) return false;
-    if (q != cudaSuccess) ThrowCuda(q, "cudaEventQuery(done)", __FILE__, __LINE__);
+    if (q != cudaSuccess) internal::ThrowCudaError(q, "cudaEventQuery(done_.get())", __FILE__, __LINE__);
     Finish();
     return true;
   }
   void Wait() override {
     if (!Wait(impl_->timeout)) {
-      ncclCommAbort(impl_->comm);
-      impl_->aborted = true;
+      impl_->comm.Abort();
       std::ostringstream msg;
       msg << "NCCL " << op_ << " on '" << impl_->name << "' (rank " << impl_->rank << ", seq " << seq_
           << ") did not finish within " << impl_->timeout.count() << " ms; the communicator was aborted [NCCL "
@@ -170,7 +139,7 @@ class NcclWork final : public Work {
     keep_.clear();
   }
   NcclCommunicator::Impl* impl_;
-  cudaEvent_t done_;
+  CudaEventPool::Lease done_;
   std::vector<torch::Tensor> keep_;  // inputs/outputs stay allocated until the collective is done
   const char* op_;
   uint64_t seq_;
@@ -191,25 +160,33 @@ void CheckCuda(const torch::Tensor& t, const char* op, const std::string& name, 
   }
 }
 
-// Runs `launch` on the NCCL stream after the compute stream's pending work, and returns the pending Work.
+// Runs `launch` on the NCCL stream after the compute stream's pending work, and returns the pending Work. Both
+// events are leased from the pool: a launch that throws returns them and ends its watchdog entry.
 template <class F>
 WorkPtr Enqueue(NcclCommunicator::Impl* impl, const char* op, int64_t bytes, std::vector<torch::Tensor> keep,
                 F launch) {
-  if (impl->aborted) throw CommError("NCCL communicator '" + impl->name + "' was aborted; no further collectives");
+  if (impl->comm.aborted()) {
+    throw CommError("NCCL communicator '" + impl->name + "' was aborted; no further collectives");
+  }
   LCL_CUDA_CHECK(cudaSetDevice(impl->device));
   const uint64_t seq = impl->seq++;
-  // An event, not a host sync: the NCCL stream waits for the producer kernels, the host goes on.
-  cudaEvent_t ready = nullptr, done = nullptr;
-  LCL_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
-  LCL_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
-  LCL_CUDA_CHECK(cudaEventRecord(ready, ComputeStream(impl->device)));
-  LCL_CUDA_CHECK(cudaStreamWaitEvent(impl->stream, ready, 0));
-  cudaEventDestroy(ready);  // safe: destruction is deferred until the event completes
+  CudaEventPool::Lease done = impl->events.Acquire();
+  {
+    // An event, not a host sync: the NCCL stream waits for the producer kernels, the host goes on.
+    CudaEventPool::Lease ready = impl->events.Acquire();
+    LCL_CUDA_CHECK(cudaEventRecord(ready.get(), ComputeStream(impl->device)));
+    LCL_CUDA_CHECK(cudaStreamWaitEvent(impl->stream.get(), ready.get(), 0));
+  }  // `ready` may be recorded again at once: the wait is on the work it captured, not on later records
   const uint64_t token = impl->watchdog ? impl->watchdog->Begin(impl->name, op, seq, bytes) : 0;
-  launch();
-  LCL_CUDA_CHECK(cudaEventRecord(done, impl->stream));
+  try {
+    launch();
+    LCL_CUDA_CHECK(cudaEventRecord(done.get(), impl->stream.get()));
+  } catch (...) {
+    if (impl->watchdog) impl->watchdog->End(token);
+    throw;
+  }
   VLOG(2) << "[" << impl->name << "] nccl " << op << " seq=" << seq << " bytes=" << bytes;
-  return std::make_unique<NcclWork>(impl, done, std::move(keep), op, seq, token);
+  return std::make_unique<NcclWork>(impl, std::move(done), std::move(keep), op, seq, token);
 }
 
 }  // namespace
@@ -227,21 +204,15 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, std::string name, int device, 
   ncclUniqueId id;
   if (impl_->rank == 0) LCL_NCCL_CHECK(ncclGetUniqueId(&id), nullptr);
   LCL_MPI_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, comm));
-  LCL_NCCL_CHECK(ncclCommInitRank(&impl_->comm, impl_->size, id, impl_->rank), nullptr);
-  LCL_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
-  LCL_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&impl_->scratch), sizeof(float)));
+  impl_->comm = NcclComm::InitRank(impl_->size, id, impl_->rank);
+  // A throw from here on destroys the NCCL communicator with impl_ (a member, so destroyed even though this
+  // constructor does not finish).
+  impl_->stream = CreateCudaStream(cudaStreamNonBlocking);
+  impl_->scratch = AllocateCudaBuffer(sizeof(float));
 }
 
-NcclCommunicator::~NcclCommunicator() {
-  if (!impl_) return;
-  cudaSetDevice(impl_->device);
-  if (impl_->comm) {
-    // A healthy communicator is destroyed (flushes pending work); an aborted one was already torn down.
-    if (!impl_->aborted) ncclCommDestroy(impl_->comm);
-  }
-  if (impl_->scratch) cudaFree(impl_->scratch);
-  if (impl_->stream) cudaStreamDestroy(impl_->stream);
-}
+// Impl's owners release everything (a healthy communicator is destroyed, an aborted one was torn down already).
+NcclCommunicator::~NcclCommunicator() = default;
 
 bool NcclCommunicator::Built() { return true; }
 std::string NcclCommunicator::Version() { return NcclVersionString(); }
@@ -249,10 +220,7 @@ int NcclCommunicator::rank() const { return impl_->rank; }
 int NcclCommunicator::size() const { return impl_->size; }
 const std::string& NcclCommunicator::name() const { return impl_->name; }
 
-void NcclCommunicator::Abort() {
-  if (impl_->comm && !impl_->aborted) ncclCommAbort(impl_->comm);
-  impl_->aborted = true;
-}
+void NcclCommunicator::Abort() { impl_->comm.Abort(); }
 
 WorkPtr NcclCommunicator::AllReduceAsync(torch::Tensor& tensor, ReduceOp op) {
   CheckCuda(tensor, "AllReduce", impl_->name, impl_->device);
@@ -260,8 +228,8 @@ WorkPtr NcclCommunicator::AllReduceAsync(torch::Tensor& tensor, ReduceOp op) {
   Impl* impl = impl_.get();
   return Enqueue(impl, "AllReduce", tensor.nbytes(), {tensor}, [&] {
     LCL_NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), type, NcclOp(op),
-                                 impl->comm, impl->stream),
-                   impl->comm);
+                                 impl->comm.get(), impl->stream.get()),
+                   impl->comm.get());
   });
 }
 
@@ -276,8 +244,8 @@ WorkPtr NcclCommunicator::ReduceScatterAsync(const torch::Tensor& input, torch::
   Impl* impl = impl_.get();
   return Enqueue(impl, "ReduceScatter", input.nbytes(), {input, output}, [&] {
     LCL_NCCL_CHECK(ncclReduceScatter(input.data_ptr(), output.data_ptr(), output.numel(), type, NcclOp(op),
-                                     impl->comm, impl->stream),
-                   impl->comm);
+                                     impl->comm.get(), impl->stream.get()),
+                   impl->comm.get());
   });
 }
 
@@ -291,9 +259,9 @@ WorkPtr NcclCommunicator::AllGatherAsync(const torch::Tensor& input, torch::Tens
   const ncclDataType_t type = NcclType(input.scalar_type(), "AllGather");
   Impl* impl = impl_.get();
   return Enqueue(impl, "AllGather", output.nbytes(), {input, output}, [&] {
-    LCL_NCCL_CHECK(ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(), type, impl->comm,
-                                 impl->stream),
-                   impl->comm);
+    LCL_NCCL_CHECK(
+        ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(), type, impl->comm.get(), impl->stream.get()),
+        impl->comm.get());
   });
 }
 
@@ -305,9 +273,9 @@ WorkPtr NcclCommunicator::BroadcastAsync(torch::Tensor& tensor, int root) {
   const ncclDataType_t type = NcclType(tensor.scalar_type(), "Broadcast");
   Impl* impl = impl_.get();
   return Enqueue(impl, "Broadcast", tensor.nbytes(), {tensor}, [&] {
-    LCL_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), type, root, impl->comm,
-                                 impl->stream),
-                   impl->comm);
+    LCL_NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), tensor.numel(), type, root, impl->comm.get(),
+                                 impl->stream.get()),
+                   impl->comm.get());
   });
 }
 
@@ -323,8 +291,9 @@ void NcclCommunicator::Broadcast(torch::Tensor& tensor, int root) { BroadcastAsy
 void NcclCommunicator::Barrier() {
   Impl* impl = impl_.get();
   Enqueue(impl, "Barrier", sizeof(float), {}, [&] {
-    LCL_NCCL_CHECK(ncclAllReduce(impl->scratch, impl->scratch, 1, ncclFloat32, ncclSum, impl->comm, impl->stream),
-                   impl->comm);
+    LCL_NCCL_CHECK(ncclAllReduce(impl->scratch.get(), impl->scratch.get(), 1, ncclFloat32, ncclSum, impl->comm.get(),
+                                 impl->stream.get()),
+                   impl->comm.get());
   })->Wait();
 }
 

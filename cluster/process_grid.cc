@@ -38,20 +38,10 @@ ProcessGrid::ProcessGrid(MPI_Comm world, int tp) {
   LCL_MPI_CHECK(MPI_Comm_rank(world, &rank_));
   LCL_MPI_CHECK(MPI_Comm_size(world, &size));
   shape_ = GridShape::Make(size, tp);
-  LCL_MPI_CHECK(MPI_Comm_dup(world, &world_));
-  MPI_Comm_set_errhandler(world_, MPI_ERRORS_RETURN);
+  world_ = MpiComm::Dup(world);
   // TP group: same dp_rank, ordered by tp_rank. DP group: same tp_rank, ordered by dp_rank.
-  LCL_MPI_CHECK(MPI_Comm_split(world_, shape_.DpRankOf(rank_), shape_.TpRankOf(rank_), &tp_comm_));
-  LCL_MPI_CHECK(MPI_Comm_split(world_, shape_.TpRankOf(rank_), shape_.DpRankOf(rank_), &dp_comm_));
-}
-
-ProcessGrid::~ProcessGrid() {
-  int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (finalized) return;
-  if (tp_comm_ != MPI_COMM_NULL) MPI_Comm_free(&tp_comm_);
-  if (dp_comm_ != MPI_COMM_NULL) MPI_Comm_free(&dp_comm_);
-  if (world_ != MPI_COMM_NULL) MPI_Comm_free(&world_);
+  tp_comm_ = MpiComm::Split(world_.get(), shape_.DpRankOf(rank_), shape_.TpRankOf(rank_));
+  dp_comm_ = MpiComm::Split(world_.get(), shape_.TpRankOf(rank_), shape_.DpRankOf(rank_));
 }
 
 }  // namespace lcl::cluster

@@ -9,6 +9,8 @@
 
 #include <string>
 
+#include "cluster/mpi_comm.h"
+
 namespace lcl::cluster {
 
 // The pure arithmetic of the grid, checked, without MPI (also used to plan resharding).
@@ -27,7 +29,6 @@ struct GridShape {
 class ProcessGrid {
  public:
   ProcessGrid(MPI_Comm world, int tp);
-  ~ProcessGrid();
   ProcessGrid(const ProcessGrid&) = delete;
   ProcessGrid& operator=(const ProcessGrid&) = delete;
 
@@ -37,16 +38,16 @@ class ProcessGrid {
   int dp() const { return shape_.dp; }
   int tp_rank() const { return shape_.TpRankOf(rank_); }
   int dp_rank() const { return shape_.DpRankOf(rank_); }
-  MPI_Comm world_comm() const { return world_; }
-  MPI_Comm tp_comm() const { return tp_comm_; }
-  MPI_Comm dp_comm() const { return dp_comm_; }
+  MPI_Comm world_comm() const { return world_.get(); }
+  MPI_Comm tp_comm() const { return tp_comm_.get(); }
+  MPI_Comm dp_comm() const { return dp_comm_.get(); }
 
  private:
   GridShape shape_;
   int rank_ = 0;
-  MPI_Comm world_ = MPI_COMM_NULL;  // a duplicate owned here, so grid traffic never mixes with user traffic
-  MPI_Comm tp_comm_ = MPI_COMM_NULL;
-  MPI_Comm dp_comm_ = MPI_COMM_NULL;
+  MpiComm world_;  // a duplicate owned here, so grid traffic never mixes with user traffic
+  MpiComm tp_comm_;
+  MpiComm dp_comm_;
 };
 
 }  // namespace lcl::cluster

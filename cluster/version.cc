@@ -13,7 +13,7 @@ namespace lcl::cluster {
 
 std::string VersionReport() {
   std::ostringstream s;
-  s << "lcl " << LCL_VERSION << " (git " << LCL_GIT_REVISION << ", " << LCL_BUILD_TYPE << ")\n"
+  s << "lcl " << LCL_VERSION << " (git " << GitRevision() << ", " << LCL_BUILD_TYPE << ")\n"
     << "LibTorch: " << TORCH_VERSION << "\n"
     << "MPI: " << MpiSession::LibraryVersion() << "\n"
     << "NCCL: " << (NcclCommunicator::Built() ? NcclCommunicator::Version() : std::string("not built")) << "\n"

@@ -9,4 +9,7 @@ namespace lcl::cluster {
 // Several lines, "name: value".
 std::string VersionReport();
 
+// `git describe` of the source tree at the last build (e.g. "8c10745c1a2b-dirty"), or "unknown".
+const char* GitRevision();
+
 }  // namespace lcl::cluster

@@ -2,7 +2,7 @@
 // Wait() before reading the output tensor or issuing dependent collectives.
 //
 //   auto work = comm.AllReduceAsync(grad, ReduceOp::kSum);
-//   ... overlap compute ...
+//   /* overlap compute */
 //   work->Wait();  // grad now holds the sum
 #pragma once
 

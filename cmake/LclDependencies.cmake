@@ -17,8 +17,17 @@ if(NOT TARGET glog::glog)
   add_library(glog::glog ALIAS PkgConfig::GLOG)
 endif()
 
+# Header-only JSON (config.json, jsonl files, bench lines) and the CLI parser: both required, found once here.
+find_package(nlohmann_json 3 REQUIRED)
+find_package(CLI11 CONFIG REQUIRED)
+
+# xxHash (XXH3-64 checksums of checkpoint shards): required; Debian's libxxhash-dev ships no CMake package.
 find_path(XXHASH_INCLUDE_DIR xxhash.h)
 find_library(XXHASH_LIBRARY xxhash)
+if(NOT XXHASH_INCLUDE_DIR OR NOT XXHASH_LIBRARY)
+  message(FATAL_ERROR "xxHash was not found (xxhash.h and libxxhash): apt-get install libxxhash-dev, or set "
+                      "XXHASH_INCLUDE_DIR and XXHASH_LIBRARY.")
+endif()
 
 # --- NCCL (and the CUDA runtime it needs for streams and events) -------------------------------------------
 set(LCL_HAVE_NCCL OFF)
@@ -71,12 +80,13 @@ if(CCACHE_PROGRAM AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
 endif()
 
 # --- Build information for `lcl --version` ---------------------------------------------------------------------
-execute_process(COMMAND git describe --always --dirty --abbrev=12
-                WORKING_DIRECTORY ${PROJECT_SOURCE_DIR} OUTPUT_VARIABLE LCL_GIT_REVISION
-                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-if(NOT LCL_GIT_REVISION)
-  set(LCL_GIT_REVISION "unknown")
-endif()
+# The git revision is refreshed at every build (not only at configure time); see cmake/GitRevision.cmake.
+set(LCL_GIT_REVISION_CC ${PROJECT_BINARY_DIR}/generated/git_revision.cc)
+set(lcl_git_revision_args -DSOURCE_DIR=${PROJECT_SOURCE_DIR} -DOUT=${LCL_GIT_REVISION_CC}
+                          -P ${PROJECT_SOURCE_DIR}/cmake/GitRevision.cmake)
+execute_process(COMMAND ${CMAKE_COMMAND} ${lcl_git_revision_args})
+add_custom_target(lcl_git_revision COMMAND ${CMAKE_COMMAND} ${lcl_git_revision_args}
+                  BYPRODUCTS ${LCL_GIT_REVISION_CC} VERBATIM)
 foreach(part NCCL OPENCV SENTENCEPIECE)
   if(LCL_HAVE_${part})
     set(LCL_HAVE_${part}_01 1)

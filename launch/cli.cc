@@ -1,15 +1,12 @@
 // Shared pieces of the command tree.
 #include "launch/cli.h"
 
-#include "cluster/errors.h"
-
 namespace lcl::launch {
 
-std::function<int()> NotYetBuilt(const std::string& command, const std::string& issue) {
-  return [command, issue]() -> int {
-    throw NotBuiltError("`lcl " + command + "` is not implemented in this version yet (tracked in issue " +
-                        issue + ").");
-  };
+cluster::MpiSession& Launch::Mpi() {
+  // Created on first use, so a command that needs no MPI never starts it.
+  if (!mpi) mpi = std::make_unique<cluster::MpiSession>(argc, argv);
+  return *mpi;
 }
 
 }  // namespace lcl::launch

@@ -21,10 +21,7 @@ struct Launch {
   std::function<int()> action;
   // The MPI session, created on demand by commands that run on ranks (Mpi()); lives until main returns.
   std::unique_ptr<cluster::MpiSession> mpi;
-  cluster::MpiSession& Mpi() {
-    if (!mpi) mpi = std::make_unique<cluster::MpiSession>(argc, argv);
-    return *mpi;
-  }
+  cluster::MpiSession& Mpi();
 };
 
 void RegisterTrainCommands(CLI::App& app, Launch& launch);  // train, eval
@@ -32,8 +29,5 @@ void RegisterDataCommands(CLI::App& data, Launch& launch);   // data synth|index
 void RegisterModelCommands(CLI::App& model, Launch& launch); // model init|export-hf
 void RegisterCkptCommands(CLI::App& ckpt, Launch& launch);   // ckpt list|verify|inspect
 void RegisterBenchCommands(CLI::App& bench, Launch& launch); // bench comm|data|model|train|ckpt
-
-// The action of a subcommand that a later issue builds: a clear error naming the issue, never a silent no-op.
-std::function<int()> NotYetBuilt(const std::string& command, const std::string& issue);
 
 }  // namespace lcl::launch

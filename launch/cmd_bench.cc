@@ -5,11 +5,11 @@
 #include "cluster/errors.h"
 #include "cluster/logging.h"
 #include "launch/cli.h"
-#include "sampler/data_bench.h"
-#include "tests/bench/ckpt_bench.h"
-#include "tests/bench/comm_bench.h"
-#include "tests/bench/model_bench.h"
-#include "tests/bench/train_bench.h"
+#include "bench/data_bench.h"
+#include "bench/ckpt_bench.h"
+#include "bench/comm_bench.h"
+#include "bench/model_bench.h"
+#include "bench/train_bench.h"
 
 namespace lcl::launch {
 
@@ -80,7 +80,7 @@ void RegisterBenchCkpt(CLI::App& bench, Launch& launch) {
 void RegisterBenchData(CLI::App& bench, Launch& launch) {
   auto* cmd = bench.add_subcommand("data", "episode pipeline (decode, pad, resize, normalise, tokenize) vs a bare "
                                            "OpenCV decode+resize loop over the same JPEGs");
-  auto opt = std::make_shared<sampler::DataBenchOptions>();
+  auto opt = std::make_shared<bench::DataBenchOptions>();
   cmd->add_flag("--json", opt->json, "one JSON object per measurement");
   cmd->add_option("--dir", opt->dir, "where to synthesise the JPEGs (default: a temporary directory)");
   cmd->add_option("--episodes", opt->episodes, "episodes per measurement")->capture_default_str();
@@ -90,7 +90,7 @@ void RegisterBenchData(CLI::App& bench, Launch& launch) {
   cmd->callback([&launch, opt] {
     launch.action = [&launch, opt]() -> int {
       cluster::InitLogging((*launch.argv)[0], 0, 1, "");
-      return sampler::RunDataBench(*opt, std::cout);
+      return bench::RunDataBench(*opt, std::cout);
     };
   });
 }
@@ -167,7 +167,7 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
       ->capture_default_str();
   cmd->add_option(
       "--reference-script", o.reference_script,
-      "train_reference.py (default: tests/bench/ in the source tree, or $LCL_SOURCE_DIR)");
+      "train_reference.py (default: bench/ in the source tree, or $LCL_SOURCE_DIR)");
   cmd->add_option("--lcl", o.lcl, "lcl binary to train with (default: this one)");
   cmd->add_flag("--json", o.json, "one JSON object per measurement");
   cmd->callback([&launch, args] {

@@ -18,8 +18,9 @@
 #include "sampler/templates.h"
 #include "sampler/tokenizer.h"
 #include "trainer/class_features.h"
-#include "trainer/model_config.h"
-#include "trainer/safetensors.h"
+#include "model/model_config.h"
+#include "checkpoint/safetensors.h"
+#include "trainer/run_options.h"
 #include "trainer/train_config.h"
 
 namespace lcl::launch {
@@ -186,43 +187,44 @@ nlohmann::json EpisodeJson(const sampler::Episode& e, const sampler::PromptConfi
 }
 
 // `lcl data episodes --config`: the options a training config determines, for every option not given on the
-// command line (so the rendered episodes are the ones `lcl train` or `lcl eval` builds from that config).
+// command line (so the rendered episodes are the ones `lcl train` or `lcl eval` builds from that config). The
+// config is read by the same functions the trainer uses (trainer/run_options.h).
 template <typename Args>
 void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
   const trainer::LoadedConfig loaded = trainer::LoadTrainConfig(a->train_config, a->overrides);
   const trainer::TrainConfig& c = loaded.config;
   auto given = [&cmd](const char* flag) { return cmd.count(flag) > 0; };
-  const std::string& root = c.data().root();
+  const trainer::DataPaths paths = trainer::DataPathsOf(c);
+  const sampler::EpisodeConfig train = trainer::EpisodeOptionsOf(c);
+  const trainer::EvalEpisodeOptions eval = trainer::EvalEpisodeOptionsOf(c);
   if (!given("--pairs") && !given("--test-pairs")) {
     if (a->eval) {
-      a->test_pairs = c.eval().test_pairs().empty() ? root + "/test_pairs.jsonl" : c.eval().test_pairs();
+      a->test_pairs = paths.test_pairs;
     } else {
-      a->pairs = c.data().train_pairs().empty() ? root + "/train_pairs.jsonl" : c.data().train_pairs();
+      a->pairs = paths.train_pairs;
     }
   }
-  if (!given("--templates")) a->templates = c.data().templates();
-  if (!given("--tokenizer")) {
-    a->tokenizer = c.model().tokenizer().empty() ? c.model().path() + "/tokenizer.model" : c.model().tokenizer();
+  if (!given("--tokenizer")) a->tokenizer = paths.tokenizer;
+  if (!given("--templates")) {
+    a->templates.clear();  // the action reads only a --templates file; the config's are read here
+    a->config.templates = train.templates;
   }
-  if (!given("--policy")) a->policy = c.data().policy();
+  if (!given("--policy")) a->policy = sampler::PolicyName(train.policy);
   if (!given("--shot")) {
-    a->config.shot = c.data().shot();
-    if (a->eval && c.eval().shots_size() > 0) {
-      a->config.shot = *std::max_element(c.eval().shots().begin(), c.eval().shots().end());
-    }
+    a->config.shot = a->eval ? *std::max_element(eval.shots.begin(), eval.shots.end()) : train.shot;
   }
-  if (!given("--seed")) a->config.seed = a->eval ? c.eval().seed() : c.seed();
-  a->config.made_up_negative = c.data().made_up_negative();
-  a->config.made_up_max_letters = c.data().made_up_max_letters();
-  if (!given("--image-tokens")) {
-    a->prompt.image_tokens =
-        trainer::ModelConfig::FromJsonFile(c.model().path() + "/config.json").vision.num_patches();
-  }
-  if (!given("--max-length")) a->prompt.max_length = c.data().max_length();
-  if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();
-  a->prompt.image_markers = c.data().image_markers();
-  a->prompt.support_names = c.data().support_names() && !a->eval;  // as lcl train and lcl eval render them
-  if (!given("--made-up-eval-labels")) a->made_up_eval_labels = c.eval().labels() == "made_up";
+  if (!given("--seed")) a->config.seed = a->eval ? eval.seed : train.seed;
+  a->config.made_up_negative = train.made_up_negative;
+  a->config.made_up_max_letters = train.made_up_max_letters;
+  const int image_tokens = given("--image-tokens")
+                               ? a->prompt.image_tokens
+                               : lcl::model::ModelConfig::FromJsonFile(paths.model_config).vision.num_patches();
+  const int max_length = a->prompt.max_length;
+  a->prompt = trainer::PromptOptionsOf(
+      c, image_tokens, a->eval ? trainer::EpisodeUse::kEvaluation : trainer::EpisodeUse::kTraining);
+  if (given("--max-length")) a->prompt.max_length = max_length;
+  if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();  // the action parses it into a->prompt
+  if (!given("--made-up-eval-labels")) a->made_up_eval_labels = eval.labels == sampler::EvalLabels::kMadeUpWords;
 }
 
 void RegisterEpisodes(CLI::App& data, Launch& launch) {
@@ -361,15 +363,15 @@ int RunNeighbors(const NeighborsArgs* args) {
     torch::Tensor f =
         trainer::ComputeClassImageFeatures(args->model, index.root, classes, args->tower);
     if (!args->save_features.empty()) {
-      trainer::WriteSafetensors(args->save_features, {{args->image_tensor, f}});
+      checkpoint::WriteSafetensors(args->save_features, {{args->image_tensor, f}});
     }
     image = trainer::ToFeatureMatrix(f);
   } else {
-    image = SelectRows(sampler::ReadFeatureMatrix(args->image_features, args->image_tensor), ids);
+    image = SelectRows(trainer::ReadFeatureMatrix(args->image_features, args->image_tensor), ids);
   }
   sampler::FeatureMatrix text;
   if (!args->text_features.empty()) {
-    text = SelectRows(sampler::ReadFeatureMatrix(args->text_features, args->text_tensor), ids);
+    text = SelectRows(trainer::ReadFeatureMatrix(args->text_features, args->text_tensor), ids);
   }
   sampler::SimilarityWeights w{args->weights[0], args->weights[1], args->weights[2]};
   auto sim = sampler::ClassSimilarity(image, args->text_features.empty() ? nullptr : &text, w);

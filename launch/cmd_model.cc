@@ -10,11 +10,12 @@
 #include "cluster/errors.h"
 #include "cluster/mpi_communicator.h"
 #include "checkpoint/checkpoint_reader.h"
+#include "checkpoint/safetensors.h"
 #include "cluster/process_grid.h"
 #include "launch/cli.h"
 #include "sampler/tokenizer.h"
-#include "trainer/hf_io.h"
-#include "trainer/multimodal_model.h"
+#include "model/hf_io.h"
+#include "model/multimodal_model.h"
 
 namespace lcl::launch {
 namespace {
@@ -58,7 +59,7 @@ std::vector<std::string> ReadLines(const std::string& path) {
 
 // Trains tokenizer.model next to the weights and takes the image-special ids from it (the SentencePiece vocabulary
 // can come out smaller than asked for on a small corpus, which moves the specials).
-void WriteTokenizer(const InitArgs& args, trainer::ModelConfig* config) {
+void WriteTokenizer(const InitArgs& args, lcl::model::ModelConfig* config) {
   const std::string path = args.out + "/tokenizer.model";
   const int pieces = config->text.vocab_size - 3;  // room for im_start, im_end, im_patch
   sampler::TrainTokenizer(sampler::DefaultTokenizerCorpus(ReadLines(args.class_names)), pieces, path);
@@ -76,7 +77,7 @@ void WriteTokenizer(const InitArgs& args, trainer::ModelConfig* config) {
 }
 
 int RunInit(const InitArgs& args) {
-  trainer::ModelConfig config = trainer::ModelConfig::FromPreset(args.preset);
+  lcl::model::ModelConfig config = lcl::model::ModelConfig::FromPreset(args.preset);
   if (args.patch_size > 0) {
     config.vision.patch_size = args.patch_size;
     config.Validate(/*tp=*/1);  // image_size must be a multiple of it
@@ -93,10 +94,10 @@ int RunInit(const InitArgs& args) {
     std::cout << "llava-7b: no tokenizer trained; copy Vicuna's tokenizer.model into " << args.out << "\n";
   }
   torch::manual_seed(args.seed);
-  trainer::MultimodalModel model(config, trainer::TpGroup{});
-  trainer::HfExportOptions options;
+  lcl::model::MultimodalModel model(config, lcl::model::TpGroup{});
+  lcl::model::HfExportOptions options;
   options.dtype = ParseDtype(args.dtype);
-  trainer::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
+  lcl::model::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   std::cout << "wrote " << args.preset << " model (" << params << " parameters) to " << args.out << "\n";
@@ -116,26 +117,26 @@ int RunExportCheckpoint(const ExportArgs& args) {
   const auto& meta = reader.manifest().metadata();
   auto it = meta.find("model_config_json");
   if (it == meta.end()) throw CheckpointError(dir + ": the manifest has no model_config_json; not a `lcl train` checkpoint");
-  trainer::ModelConfig config =
-      trainer::ModelConfig::FromJson(nlohmann::json::parse(it->second), dir + "/manifest.pb model_config_json");
-  trainer::MultimodalModel model(config, trainer::TpGroup{});
+  lcl::model::ModelConfig config =
+      lcl::model::ModelConfig::FromJson(nlohmann::json::parse(it->second), dir + "/manifest.pb model_config_json");
+  lcl::model::MultimodalModel model(config, lcl::model::TpGroup{});
   {
     torch::NoGradGuard no_grad;
     for (auto& item : model->named_parameters()) {
-      const std::string name = trainer::HfTensorName(item.key());
+      const std::string name = lcl::model::HfTensorName(item.key());
       torch::Tensor p = item.value().detach();
       torch::Tensor full = reader.ReadFull(name);  // throws naming the tensor when it is missing
       if (full.sizes() != p.sizes()) {
-        throw CheckpointError(dir + ": tensor '" + name + "' has shape " + c10::str(full.sizes()) +
-                              " but the model config gives " + c10::str(p.sizes()));
+        throw CheckpointError(dir + ": tensor '" + name + "' has shape " + checkpoint::ShapeString(full.sizes()) +
+                              " but the model config gives " + checkpoint::ShapeString(p.sizes()));
       }
       p.copy_(full);  // converts a bf16 checkpoint to the model's fp32
     }
   }
-  trainer::HfExportOptions options;
+  lcl::model::HfExportOptions options;
   options.dtype = ParseDtype(args.dtype);
   options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * (1LL << 30));
-  trainer::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
+  lcl::model::ExportHfCheckpoint(*model, args.out, /*write=*/true, options);
   if (!args.model.empty() && std::filesystem::exists(args.model + "/tokenizer.model")) {
     std::filesystem::copy_file(args.model + "/tokenizer.model", args.out + "/tokenizer.model",
                                std::filesystem::copy_options::overwrite_existing);
@@ -151,13 +152,13 @@ int RunExport(const ExportArgs& args, Launch& launch) {
   cluster::MpiSession& mpi = launch.Mpi();
   cluster::ProcessGrid grid(MPI_COMM_WORLD, args.tp);
   cluster::MpiCommunicator tp_comm(grid.tp_comm(), "tp");
-  trainer::ModelConfig config = trainer::ModelConfig::FromJsonFile(args.model + "/config.json");
-  trainer::MultimodalModel model(config, trainer::TpGroup{&tp_comm});
-  trainer::LoadHfCheckpoint(*model, args.model, {args.vision, false});
-  trainer::HfExportOptions options;
+  lcl::model::ModelConfig config = lcl::model::ModelConfig::FromJsonFile(args.model + "/config.json");
+  lcl::model::MultimodalModel model(config, lcl::model::TpGroup{&tp_comm});
+  lcl::model::LoadHfCheckpoint(*model, args.model, {args.vision, false});
+  lcl::model::HfExportOptions options;
   options.dtype = ParseDtype(args.dtype);
   options.max_shard_bytes = static_cast<int64_t>(args.max_shard_gb * (1LL << 30));
-  if (grid.dp_rank() == 0) trainer::ExportHfCheckpoint(*model, args.out, /*write=*/mpi.rank() == 0, options);
+  if (grid.dp_rank() == 0) lcl::model::ExportHfCheckpoint(*model, args.out, /*write=*/mpi.rank() == 0, options);
   if (mpi.rank() == 0) std::cout << "exported " << args.model << " to " << args.out << "\n";
   return 0;
 }

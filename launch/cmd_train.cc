@@ -59,18 +59,13 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
       cluster::SignalWatcher early_signals;
       trainer::LoadedConfig loaded = Load(*args);
       if (args->print_config) {
-        trainer::PlanRun(loaded, 1, 0);  // values checked; the layout is checked at launch
+        trainer::ValidateConfig(loaded);  // values only: the layout is checked at launch, against the world size
         std::cout << trainer::ConfigText(loaded.config);
         return kExitOk;
       }
       cluster::MpiSession& mpi = launch.Mpi();
       cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
-#ifdef LCL_WITH_TRAIN_LOOP
       return trainer::Train(mpi, loaded, args->resume);
-#else
-      (void)mpi;
-      return NotYetBuilt("train", "#5")();
-#endif
     };
   });
 
@@ -96,12 +91,7 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
       trainer::LoadedConfig loaded = Load(*args);
       cluster::MpiSession& mpi = launch.Mpi();
       cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
-#ifdef LCL_WITH_TRAIN_LOOP
       return trainer::Evaluate(mpi, loaded, args->checkpoint);
-#else
-      (void)mpi;
-      return NotYetBuilt("eval", "#5")();
-#endif
     };
   });
 }

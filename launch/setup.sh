@@ -17,7 +17,7 @@ done
 
 # libopenblas0-pthread: without it LibTorch falls back to the reference BLAS (~20x slower matmul).
 packages=(
-  build-essential cmake ninja-build ccache git pkg-config python3
+  build-essential cmake ninja-build ccache git pkg-config python3 clang-format
   libtorch-dev libopenblas0-pthread python3-torch python3-pil
   libopenmpi-dev openmpi-bin
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgtest-dev libgmock-dev

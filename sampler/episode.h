@@ -4,8 +4,7 @@
 //
 //   lcl::sampler::EpisodeConfig config;  // 2way_weight, shot 16, default templates
 //   lcl::sampler::TrainEpisodes episodes(table, config);
-//   lcl::sampler::Episode e = episodes.Build(/*epoch=*/0, /*index=*/17);  // same result on every
-//   rank and run
+//   lcl::sampler::Episode e = episodes.Build(/*epoch=*/0, /*index=*/17);  // the same on every rank and run
 #pragma once
 
 #include <cstdint>

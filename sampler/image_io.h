@@ -4,8 +4,7 @@
 // images deterministically and stops the run when too many are bad.
 //
 //   lcl::sampler::ImageSpec spec;  // 224 px, CLIP mean/std
-//   torch::Tensor x =
-//   lcl::sampler::LoadImage("/data/imagenet/train/n01440764/n01440764_10026.JPEG", spec);
+//   torch::Tensor x = lcl::sampler::LoadImage("/data/imagenet/train/n01440764/n01440764_10026.JPEG", spec);
 #pragma once
 
 #include <torch/torch.h>

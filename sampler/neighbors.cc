@@ -3,9 +3,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "cluster/errors.h"
@@ -13,23 +10,6 @@
 
 namespace lcl::sampler {
 namespace {
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0) {  // zero or subnormal
-    float f = std::ldexp(float(man), -24);
-    std::memcpy(&bits, &f, 4);
-    bits |= sign;
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  }
-  float out;
-  std::memcpy(&out, &bits, 4);
-  return out;
-}
 
 // Rows scaled to unit length, so dot products are cosine similarities (as CLIP's are compared).
 std::vector<float> Normalised(const FeatureMatrix& m) {
@@ -51,56 +31,6 @@ double Dot(const std::vector<float>& a, int64_t i, const std::vector<float>& b, 
 }
 
 }  // namespace
-
-FeatureMatrix ReadFeatureMatrix(const std::string& path, const std::string& name) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError("cannot open feature file " + path);
-  uint64_t header_len = 0;
-  in.read(reinterpret_cast<char*>(&header_len), 8);
-  if (!in || header_len > (100u << 20))
-    throw DataError(path + ": not a safetensors file (bad header length)");
-  std::string header(header_len, '\0');
-  in.read(header.data(), std::streamsize(header_len));
-  nlohmann::json h;
-  try {
-    h = nlohmann::json::parse(header);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw DataError(path + ": safetensors header is not valid JSON (" + e.what() + ")");
-  }
-  if (!h.contains(name))
-    throw DataError(path + ": no tensor \"" + name + "\" (expected [classes, dim])");
-  const nlohmann::json& t = h[name];
-  const std::string dtype = t.value("dtype", "");
-  const auto shape = t.value("shape", std::vector<int64_t>{});
-  const auto offsets = t.value("data_offsets", std::vector<uint64_t>{});
-  const size_t elem = dtype == "F32" ? 4 : (dtype == "F16" || dtype == "BF16") ? 2 : 0;
-  if (elem == 0 || shape.size() != 2 || offsets.size() != 2) {
-    throw DataError(path + ": tensor \"" + name + "\" must be 2-D F32/F16/BF16, found dtype " +
-                    dtype + " with " + std::to_string(shape.size()) + " dims");
-  }
-  FeatureMatrix m{shape[0], shape[1], std::vector<float>(size_t(shape[0] * shape[1]))};
-  if (offsets[1] - offsets[0] != m.data.size() * elem)
-    throw DataError(path + ": \"" + name + "\" size mismatch");
-  std::vector<char> raw(offsets[1] - offsets[0]);
-  in.seekg(std::streamoff(8 + header_len + offsets[0]));
-  in.read(raw.data(), std::streamsize(raw.size()));
-  if (!in) throw DataError(path + ": file ends inside tensor \"" + name + "\"");
-  for (size_t i = 0; i < m.data.size(); ++i) {
-    if (elem == 4) {
-      std::memcpy(&m.data[i], raw.data() + 4 * i, 4);
-      continue;
-    }
-    uint16_t v;
-    std::memcpy(&v, raw.data() + 2 * i, 2);
-    if (dtype == "F16") {
-      m.data[i] = HalfToFloat(v);
-    } else {
-      uint32_t bits = uint32_t(v) << 16;
-      std::memcpy(&m.data[i], &bits, 4);
-    }
-  }
-  return m;
-}
 
 std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image,
                                                  const FeatureMatrix* text,

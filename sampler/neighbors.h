@@ -1,10 +1,11 @@
 // Building the neighbour table from per-class features, as the official one was: similarity
 // w_tt*tt + w_it*(it + ti) + w_ii*ii over L2-normalised class features (image-image only without
 // text features), the other classes ranked and split into intervals, one class drawn per interval.
+// The features come from trainer/class_features.h (a safetensors file or the model's vision tower).
 //
-//   FeatureMatrix img = ReadFeatureMatrix("class_features.safetensors", "image_features");  // [C,
-//   D] auto sim = ClassSimilarity(img, nullptr, {}); auto nbrs = DrawNeighbors(sim,
-//   /*intervals=*/36, /*seed=*/0);  // nbrs[c]: 36 classes, nearest first
+//   FeatureMatrix img = trainer::ReadFeatureMatrix("class_features.safetensors", "image_features");  // [C, D]
+//   auto sim = ClassSimilarity(img, nullptr, {});                  // [C, C]
+//   auto nbrs = DrawNeighbors(sim, /*intervals=*/36, /*seed=*/0);  // nbrs[c]: 36 classes, nearest first
 #pragma once
 
 #include <cstdint>
@@ -21,10 +22,6 @@ struct FeatureMatrix {
   int64_t cols = 0;
   std::vector<float> data;  // [rows, cols] row-major
 };
-
-// Reads a 2-D F32, F16 or BF16 tensor from a safetensors file. Throws lcl::DataError naming the
-// file and tensor on a missing tensor, another shape or dtype, or a malformed file.
-FeatureMatrix ReadFeatureMatrix(const std::string& path, const std::string& name);
 
 struct SimilarityWeights {
   double tt = 0.5;  // text-text

@@ -4,8 +4,7 @@
 //
 //   auto table = lcl::sampler::PairsTable::Read("../shared/data/lcl/train900_pairs.jsonl");
 //   const auto& kit_fox = table.classes()[0];
-//   int nearest = table.NeighborIndex(0, 0);  // position of kit fox's nearest neighbour in
-//   classes()
+//   int nearest = table.NeighborIndex(0, 0);  // position of kit fox's nearest neighbour in classes()
 #pragma once
 
 #include <cstddef>

@@ -3,9 +3,11 @@
 // overlap with training.
 //
 //   EpisodePipeline pipeline(train_episodes, tokenizer, prompt_config, loader);
-//   Prefetcher<MicroBatch> prefetch([&](uint64_t k) {
-//     return pipeline.Build(MicroBatchKeys(start, global_batch, micro_batch, rank, dp, per_epoch,
-//     k)); }, 2, 4);
+//   auto keys_of = [&](uint64_t k) {
+//     return MicroBatchKeys(start, global_batch, micro_batch, rank, dp, per_epoch, k);
+//   };
+//   Prefetcher<MicroBatch> prefetch([&](uint64_t k) { return pipeline.Build(keys_of(k)); }, /*workers=*/2,
+//                                   /*depth=*/4);
 #pragma once
 
 #include <torch/torch.h>

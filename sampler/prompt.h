@@ -3,9 +3,8 @@
 // answers only and image blocks (image-start + N patches + image-end) that are never cut by the
 // length limit.
 //
-//   lcl::sampler::PromptConfig config;  // 256 image tokens, max_length 2048, reduce shots when too
-//   long lcl::sampler::TokenizedPrompt p = lcl::sampler::TokenizeEpisode(episode, tokenizer,
-//   config);
+//   lcl::sampler::PromptConfig config;  // 256 image tokens, max_length 2048, reduce shots when too long
+//   lcl::sampler::TokenizedPrompt p = lcl::sampler::TokenizeEpisode(episode, tokenizer, config);
 //   // p.input_ids[i] is predicted where p.labels[i] != kIgnoreIndex
 #pragma once
 

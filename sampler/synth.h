@@ -5,8 +5,7 @@
 //
 //   lcl::sampler::SynthOptions o;
 //   o.out = "/tmp/synth"; o.classes = 16; o.images_per_class = 20;
-//   lcl::sampler::SynthResult r = lcl::sampler::Synthesize(o);  // writes train/, pairs files,
-//   mapping
+//   lcl::sampler::SynthResult r = lcl::sampler::Synthesize(o);  // writes train/, pairs files, mapping
 #pragma once
 
 #include <cstdint>

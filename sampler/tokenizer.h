@@ -1,8 +1,8 @@
 // SentencePiece tokenization for LCL prompts, with the image specials (image-start, image-end,
 // image-patch) appended after the SentencePiece vocabulary so that no text can ever encode to them.
 //
-//   lcl::sampler::TrainTokenizer(lcl::sampler::DefaultTokenizerCorpus(class_names), 512,
-//   "tok.model"); lcl::sampler::Tokenizer tok = lcl::sampler::Tokenizer::Load("tok.model");
+//   lcl::sampler::TrainTokenizer(lcl::sampler::DefaultTokenizerCorpus(class_names), 512, "tok.model");
+//   lcl::sampler::Tokenizer tok = lcl::sampler::Tokenizer::Load("tok.model");
 //   std::vector<int> ids = tok.Encode("there is \"kit fox\" in the image.");
 #pragma once
 

@@ -2,15 +2,9 @@
 # The lcl command line: --version, --help on every subcommand, usage errors, typed errors with one clear message,
 # bench comm under mpirun with --json, and a Slurm task count that does not match MPI's world.
 set -u
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/lib/harness.sh"
+need_lcl
 
 "$lcl" --version >"$tmp/v" 2>&1; rc=$?
 check "version exits 0" test $rc -eq 0
@@ -53,6 +47,3 @@ for r in rows:
     assert r["value"] > 0 and r["reference"] > 0
     assert abs(r["ratio"] - r["value"] / r["reference"]) < 1e-3 * max(1, r["ratio"]), r
 PY
-
-echo "$failures failed"
-[ "$failures" -eq 0 ]

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: sets up and builds if needed, then CTest. Tests labelled `gpu` run only where a CUDA GPU is
-# visible and `slurm` ones only where Slurm's daemons can be started; both exclusions are announced.
+# visible; the exclusion is announced. Tests this build left out (an optional library off: label `not_built`) are
+# listed first and then fail the run, each naming the library and the CMake switch, so that a passing run never
+# hides a part it did not build.
 #   tests/run.sh [extra ctest arguments, e.g. -R communicator]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +16,11 @@ else
   echo "tests: no GPU on this machine: EXCLUDING the gpu-labelled tests:"
   ctest --test-dir "$build_dir" -N -L gpu | grep "Test *#" || true
   exclude+=(gpu)
+fi
+not_built=$(ctest --test-dir "$build_dir" -N -L not_built | grep "Test *#" || true)
+if [ -n "$not_built" ]; then
+  echo "tests: NOT BUILT in this build (an optional library is off); these FAIL, each naming what to install:"
+  echo "$not_built"
 fi
 label_exclude=""
 if [ ${#exclude[@]} -gt 0 ]; then label_exclude=$(IFS='|'; echo "${exclude[*]}"); fi

@@ -5,9 +5,9 @@
 #include <exception>
 #include <thread>
 
+#include "checkpoint/safetensors.h"
 #include "cluster/errors.h"
 #include "sampler/image_io.h"
-#include "trainer/safetensors.h"
 
 namespace lcl::trainer {
 namespace {
@@ -50,13 +50,21 @@ torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::str
   return torch::stack(images);
 }
 
+// "a, b, c" (the first `shown` names, then how many more): what a file holds, for an error.
+std::string NameList(const std::vector<std::string>& names, size_t shown = 8) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < shown; ++i) out += (i ? ", \"" : "\"") + names[i] + "\"";
+  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
+  return names.empty() ? "no tensors" : out;
+}
+
 }  // namespace
 
-ClipVisionModel LoadVisionTower(const std::string& model_dir, ModelConfig* config) {
-  *config = ModelConfig::FromJsonFile(model_dir + "/config.json");
+lcl::model::ClipVisionModel LoadVisionTower(const std::string& model_dir, lcl::model::ModelConfig* config) {
+  *config = lcl::model::ModelConfig::FromJsonFile(model_dir + "/config.json");
   config->Validate(/*tp=*/1);
-  ClipVisionModel tower(config->vision, config->VisionLayersUsed());
-  SafetensorsCheckpoint ckpt = SafetensorsCheckpoint::Open(model_dir);
+  lcl::model::ClipVisionModel tower(config->vision, config->VisionLayersUsed());
+  checkpoint::SafetensorsCheckpoint ckpt = checkpoint::SafetensorsCheckpoint::Open(model_dir);
   torch::NoGradGuard no_grad;
   for (auto& item : tower->named_parameters()) {
     const std::string llava = kLlavaTowerPrefix + item.key();
@@ -69,8 +77,8 @@ ClipVisionModel LoadVisionTower(const std::string& model_dir, ModelConfig* confi
     torch::Tensor t = ckpt.File(name).Read(name);
     if (t.sizes() != item.value().sizes()) {
       throw CheckpointError(ckpt.File(name).path() + ": tensor '" + name + "' has shape " +
-                            c10::str(t.sizes()) + " but config.json's tower needs " +
-                            c10::str(item.value().sizes()));
+                            checkpoint::ShapeString(t.sizes()) + " but config.json's tower needs " +
+                            checkpoint::ShapeString(item.value().sizes()));
     }
     item.value().copy_(t.to(torch::kFloat32));
   }
@@ -81,8 +89,8 @@ ClipVisionModel LoadVisionTower(const std::string& model_dir, ModelConfig* confi
 torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std::string& root,
                                         const std::vector<sampler::ClassImages>& classes,
                                         const ClassFeatureOptions& options) {
-  ModelConfig config;
-  ClipVisionModel tower = LoadVisionTower(model_dir, &config);
+  lcl::model::ModelConfig config;
+  lcl::model::ClipVisionModel tower = LoadVisionTower(model_dir, &config);
   sampler::ImageSpec spec;
   spec.size = config.vision.image_size;
   sampler::ImageLoader loader(root, spec);
@@ -121,6 +129,28 @@ sampler::FeatureMatrix ToFeatureMatrix(const torch::Tensor& features) {
   sampler::FeatureMatrix m{f.size(0), f.size(1), {}};
   m.data.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
   return m;
+}
+
+sampler::FeatureMatrix ReadFeatureMatrix(const std::string& path, const std::string& name) {
+  torch::Tensor t;
+  try {
+    const checkpoint::SafetensorsFile file(path);
+    if (!file.Has(name)) {
+      throw DataError(path + ": no tensor \"" + name + "\" (expected [classes, dim]); the file holds " +
+                      NameList(file.Names()));
+    }
+    const checkpoint::SafetensorInfo& info = file.Info(name);
+    if (info.shape.size() != 2 || (info.dtype != "F32" && info.dtype != "F16" && info.dtype != "BF16")) {
+      throw DataError(path + ": tensor \"" + name + "\" must be 2-D F32/F16/BF16 [classes, dim], found " + info.dtype +
+                      " " + checkpoint::ShapeString(info.shape));
+    }
+    t = file.Read(name);
+  } catch (const CheckpointError& e) {
+    // The codec's errors say what is wrong with the file; here the file is input data, not a checkpoint.
+    throw DataError(std::string(e.what()) + " (reading features \"" + name +
+                    "\": expected a safetensors file with a 2-D F32/F16/BF16 [classes, dim] tensor)");
+  }
+  return ToFeatureMatrix(t);
 }
 
 }  // namespace lcl::trainer

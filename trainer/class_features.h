@@ -1,15 +1,15 @@
-// Per-class image features from a model directory's frozen CLIP vision tower, for building the
-// neighbour table
-// (`lcl data neighbors --model DIR`). An image's feature is the tower's selected-layer output (the
-// layer the projector reads: mm_vision_select_layer, class token dropped) averaged over its patches
-// and L2-normalised; a class's feature is the mean over up to `images_per_class` of its training
-// images, spread evenly over its sorted file list. Images go through the sampler's ImageLoader
-// (expand-to-square, resize to the tower's size, CLIP normalisation; a bad image is replaced from
-// its class as in training).
+// Per-class features for building the neighbour table (`lcl data neighbors`): image features computed from a model
+// directory's frozen CLIP vision tower (`--model DIR`), or read from a safetensors file (`--image-features`,
+// `--text-features`). An image's feature is the tower's selected-layer output (the layer the projector reads:
+// mm_vision_select_layer, class token dropped) averaged over its patches and L2-normalised; a class's feature is the
+// mean over up to `images_per_class` of its training images, spread evenly over its sorted file list. Images go
+// through the sampler's ImageLoader (expand-to-square, resize to the tower's size, CLIP normalisation; a bad image is
+// replaced from its class as in training).
 //
 //   ClassFeatureOptions o;  // 100 images per class
-//   torch::Tensor f = ComputeClassImageFeatures("runs/tiny-model", index.root, index.classes, o);
-//   // [C, Cv] sampler::FeatureMatrix m = ToFeatureMatrix(f);
+//   torch::Tensor f = ComputeClassImageFeatures("runs/tiny-model", index.root, index.classes, o);  // [C, Cv]
+//   sampler::FeatureMatrix m = ToFeatureMatrix(f);
+//   sampler::FeatureMatrix text = ReadFeatureMatrix("class_features.safetensors", "text_features");  // [C, D]
 #pragma once
 
 #include <torch/torch.h>
@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "model/clip_vision.h"
+#include "model/model_config.h"
 #include "sampler/class_index.h"
 #include "sampler/neighbors.h"
-#include "trainer/clip_vision.h"
-#include "trainer/model_config.h"
 
 namespace lcl::trainer {
 
@@ -34,7 +34,7 @@ struct ClassFeatureOptions {
 // "model.vision_tower.vision_tower.*" or a bare CLIP checkpoint's "vision_model.*"), weights in
 // float32. Reads only the tower's tensors. Throws lcl::ConfigError / lcl::CheckpointError naming
 // the file and tensor when something is missing or mis-shaped.
-ClipVisionModel LoadVisionTower(const std::string& model_dir, ModelConfig* config);
+lcl::model::ClipVisionModel LoadVisionTower(const std::string& model_dir, lcl::model::ModelConfig* config);
 
 // [classes.size(), vision hidden size] float32, rows in the order of `classes`. Throws
 // lcl::DataError for a class with no images, or when bad images exceed the loader's limit.
@@ -44,5 +44,10 @@ torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std:
 
 // A 2-D float tensor as the sampler's row-major matrix.
 sampler::FeatureMatrix ToFeatureMatrix(const torch::Tensor& features);
+
+// Reads tensor `name`, a 2-D F32, F16 or BF16 [classes, dim] tensor, from the safetensors file `path` (read with
+// checkpoint::SafetensorsFile). Throws lcl::DataError naming the file and tensor on a missing tensor, another shape
+// or dtype, or a malformed file.
+sampler::FeatureMatrix ReadFeatureMatrix(const std::string& path, const std::string& name);
 
 }  // namespace lcl::trainer

@@ -13,8 +13,7 @@
 #include "sampler/held_out_pairs.h"
 #include "sampler/pipeline.h"
 #include "sampler/prompt.h"
-#include "sampler/templates.h"
-#include "trainer/generate.h"
+#include "model/generate.h"
 
 namespace lcl::trainer {
 namespace {
@@ -47,7 +46,11 @@ bool AnswerIsCorrect(const std::string& answer, const std::string& positive, con
 }
 
 Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded)
-    : ctx_(ctx), model_(model), config_(loaded.config) {
+    : ctx_(ctx),
+      model_(model),
+      config_(loaded.config),
+      episodes_(EvalEpisodeOptionsOf(config_)),
+      prompt_(PromptOptionsOf(config_, model_.config.vision.num_patches(), EpisodeUse::kEvaluation)) {
   const EvalSection& ev = config_.eval();
   std::string image_root = config_.data().root();
   if (ev.format() == "isekai") {
@@ -64,7 +67,7 @@ Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const Loaded
     LOG_IF(INFO, ctx_.grid().rank() == 0) << "eval: " << classes_.size() << " held-out classes of " << ev.index()
                                           << " in " << classes_.size() / 2 << " pairs, images under " << image_root;
   } else {
-    input_ = ev.test_pairs().empty() ? config_.data().root() + "/test_pairs.jsonl" : ev.test_pairs();
+    input_ = DataPathsOf(config_).test_pairs;
     classes_ = sampler::ReadTestPairs(input_);
   }
   if (!isekai_ && classes_.size() < 2) {
@@ -74,20 +77,17 @@ Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const Loaded
   sampler::ImageSpec spec;
   spec.size = model_.config.vision.image_size;
   loader_ = std::make_unique<sampler::ImageLoader>(image_root, spec, config_.data().max_bad_fraction());
-  if (!config_.data().templates().empty()) templates_ = sampler::LoadTemplates(config_.data().templates());
 }
 
 Evaluator::~Evaluator() = default;
 
-std::vector<EvalRow> Evaluator::Run(const std::vector<int>& shots) {
+std::vector<EvalRow> Evaluator::Run() {
   std::vector<EvalRow> rows;
-  for (int s : shots) rows.push_back(RunShot(s));
+  for (int s : episodes_.shots) rows.push_back(RunShot(s));
   return rows;
 }
 
 EvalRow Evaluator::RunShot(int shot) {
-  const sampler::EvalLabels labels =
-      config_.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
   // One episode source per input; `build` and `pool` are what the pipeline and the scoring below use.
   std::unique_ptr<sampler::EvalEpisodes> pairs;
   std::unique_ptr<sampler::IsekaiEpisodes> isekai;
@@ -95,7 +95,7 @@ EvalRow Evaluator::RunShot(int shot) {
   std::function<std::vector<std::string>(int)> pool;
   uint64_t total = 0;
   if (isekai_) {
-    isekai = std::make_unique<sampler::IsekaiEpisodes>(*isekai_, shot, config_.eval().seed(), templates_);
+    isekai = std::make_unique<sampler::IsekaiEpisodes>(*isekai_, shot, episodes_.seed, episodes_.templates);
     build = [&isekai](uint64_t i) { return isekai->Build(i); };
     pool = [&isekai](int c) { return isekai->Pool(c); };
     total = isekai->size();
@@ -103,17 +103,14 @@ EvalRow Evaluator::RunShot(int shot) {
         << input_ << ": " << isekai->short_lines() << " of " << total << " lines have fewer than " << shot
         << " support images on a side; they are evaluated with all they have (short_support in eval.jsonl)";
   } else {
-    pairs = std::make_unique<sampler::EvalEpisodes>(classes_, shot, config_.eval().seed(), labels, templates_,
-                                                    config_.data().made_up_max_letters());
+    pairs = std::make_unique<sampler::EvalEpisodes>(classes_, shot, episodes_.seed, episodes_.labels,
+                                                    episodes_.templates, episodes_.made_up_max_letters);
     build = [&pairs](uint64_t i) { return pairs->Build(i); };
     pool = [this](int c) { return classes_[size_t(c)].context_samples; };
     total = pairs->size();
   }
-  // Evaluation keeps the paper's prompt: data.support_names is a training aid only.
-  sampler::PromptConfig prompt = PromptConfigOf(config_, model_.config);
-  prompt.support_names = false;
   sampler::EpisodePipeline pipeline([&build](const sampler::EpisodeKey& k) { return build(k.index); }, pool,
-                                    *model_.tokenizer, prompt, *loader_);
+                                    *model_.tokenizer, prompt_, *loader_);
 
   // Evenly spread episodes over all test classes when capped; DP rank r takes r, r + dp, ...
   const uint64_t n = config_.eval().max_episodes() > 0
@@ -126,7 +123,7 @@ EvalRow Evaluator::RunShot(int shot) {
   EvalRow row;
   row.shots = shot;
   torch::NoGradGuard no_grad;
-  GenerateOptions gen;
+  lcl::model::GenerateOptions gen;
   gen.max_new_tokens = config_.eval().max_new_tokens();
   gen.eos_token_id = model_.tokenizer->eos_id();
   const size_t batch = static_cast<size_t>(config_.eval().batch());
@@ -150,11 +147,11 @@ EvalRow Evaluator::RunShot(int shot) {
       ids[i].narrow(0, pad, int64_t(p.size())).copy_(torch::tensor(p, torch::kInt64));
       mask[i].narrow(0, pad, int64_t(p.size())).fill_(1);
     }
-    MultimodalBatch in;
+    lcl::model::MultimodalBatch in;
     in.input_ids = ids.to(model_.device);
     in.attention_mask = mask.to(model_.device);
     in.images = mb.images.to(model_.device, model_.dtype);
-    std::vector<std::vector<int64_t>> out = GreedyGenerate(*model_.model, in, gen);
+    std::vector<std::vector<int64_t>> out = lcl::model::GreedyGenerate(*model_.model, in, gen);
     for (int64_t i = 0; i < rows; ++i) {
       std::vector<int> toks;
       for (int64_t tkn : out[size_t(i)]) {

@@ -5,8 +5,8 @@
 // files (one episode per line), and the held-out classes of an index from `lcl data index`.
 //
 //   Evaluator eval(ctx, run_model, loaded);
-//   std::vector<EvalRow> rows = eval.Run({0, 2, 4});   // one row per shot setting, identical on every rank
-//   PrintEvalTable(rows, std::cout);
+//   std::vector<EvalRow> rows = eval.Run();   // one row per eval.shots setting, identical on every rank
+//   PrintEvalTable(rows, "eval", std::cout);
 #pragma once
 
 #include <map>
@@ -19,6 +19,8 @@
 #include "sampler/image_io.h"
 #include "sampler/isekai.h"
 #include "sampler/pairs_file.h"
+#include "sampler/prompt.h"
+#include "trainer/run_options.h"
 #include "trainer/run_setup.h"
 
 namespace lcl::trainer {
@@ -46,8 +48,8 @@ class Evaluator {
   // the held-out classes of eval.index. Throws DataError naming the file (and line or class).
   Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded);
   ~Evaluator();
-  // Collective over the world. Rows in the order of `shots`.
-  std::vector<EvalRow> Run(const std::vector<int>& shots);
+  // Collective over the world. One row per shot setting of eval.shots (data.shot when empty), in that order.
+  std::vector<EvalRow> Run();
   // What is evaluated, for titles and logs ("isekai FILE", "held-out classes of INDEX", "test pairs FILE").
   const std::string& input() const { return input_; }
 
@@ -61,7 +63,8 @@ class Evaluator {
   std::vector<sampler::TestClass> classes_;      // formats test_pairs and index
   std::unique_ptr<sampler::IsekaiFile> isekai_;  // format isekai
   std::unique_ptr<sampler::ImageLoader> loader_;
-  std::vector<std::string> templates_;
+  EvalEpisodeOptions episodes_;
+  sampler::PromptConfig prompt_;
 };
 
 // A plain table: shots | accuracy | correct/n | named neither (| short support, when any row has some).

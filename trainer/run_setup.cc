@@ -1,61 +1,80 @@
-// Model, tokenizer and parameter placement for the training and evaluation runs.
+// The set-up shared by the training and evaluation runs: run directory, logging, seed, threads, model, tokenizer,
+// and parameter placement.
 #include "trainer/run_setup.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <glog/logging.h>
 
-#include <algorithm>
+#include <cerrno>
 #include <cstring>
-#include <thread>
+#include <filesystem>
+#include <fstream>
 
 #include "cluster/errors.h"
-#include "trainer/hf_io.h"
+#include "cluster/logging.h"
+#include "model/hf_io.h"
 
 namespace lcl::trainer {
 namespace {
 
-struct Placement {
-  int split_dim = -1;
-  std::vector<int64_t> global_shape;
-  std::vector<int64_t> offsets;
-};
+namespace fs = std::filesystem;
 
-// Where this rank's local tensor sits in the global tensor: TP slices are equal along the split dim.
-Placement PlacementOf(const std::string& hf_name, const torch::Tensor& local, const cluster::ProcessGrid& grid) {
-  Placement p;
-  p.split_dim = TpSplitDim(hf_name);
-  p.global_shape = local.sizes().vec();
-  p.offsets.assign(local.dim(), 0);
-  if (p.split_dim >= 0 && grid.shape().tp > 1) {
-    p.global_shape[p.split_dim] *= grid.shape().tp;
-    p.offsets[p.split_dim] = local.size(p.split_dim) * grid.tp_rank();
+// Where each parameter's local tensor sits in the global tensor, as its layer declared it. The model's TP group is
+// the grid's (BuildRunModel makes it so); a model built over another group would give the wrong offsets.
+std::vector<lcl::model::ParamPlacement> PlacementOf(const lcl::model::MultimodalModelImpl& model,
+                                                    const cluster::ProcessGrid& grid) {
+  CHECK(model.tp().size() == grid.shape().tp && model.tp().rank() == grid.tp_rank())
+      << "the model's TP group (rank " << model.tp().rank() << " of " << model.tp().size()
+      << ") is not the grid's (rank " << grid.tp_rank() << " of " << grid.shape().tp << ")";
+  return lcl::model::TpPlacements(model);
+}
+
+// Rank 0 creates the run directory and proves it can write there; every rank learns the verdict, so a bad
+// run_dir is one clear error on every rank before anything is built.
+void PrepareRunDir(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
+  const std::string dir = loaded.config.run_dir();
+  std::string error;
+  if (ctx.grid().rank() == 0) {
+    std::error_code ec;
+    fs::create_directories(dir + "/logs", ec);
+    const std::string probe = dir + "/.write_probe";
+    std::ofstream out(probe);
+    if (ec || !out || !(out << "ok") || !out.flush()) {
+      error = loaded.Where("run_dir") + ": run_dir '" + dir + "' is not writable (" +
+              (ec ? ec.message() : std::string(std::strerror(errno))) +
+              "); choose a directory you can write (--set run_dir=...)";
+    }
+    out.close();
+    fs::remove(probe, ec);
   }
-  return p;
+  std::string verdict = ctx.control().BroadcastBytes(error);
+  if (!verdict.empty()) throw ConfigError(verdict);
 }
 
 }  // namespace
 
-int RankThreads(const TrainConfig& config, const cluster::MpiSession& mpi) {
-  if (config.parallel().threads() > 0) return config.parallel().threads();
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, cores / std::max(1, mpi.local_size()));
-}
-
-sampler::PromptConfig PromptConfigOf(const TrainConfig& config, const ModelConfig& model) {
-  sampler::PromptConfig prompt;
-  prompt.image_tokens = model.vision.num_patches();
-  prompt.max_length = config.data().max_length();
-  prompt.layout = sampler::ParsePromptLayout(config.data().prompt_layout());
-  prompt.image_markers = config.data().image_markers();
-  prompt.support_names = config.data().support_names();
-  return prompt;
+RunSetup SetUpRun(cluster::MpiSession& mpi, const LoadedConfig& loaded) {
+  const TrainConfig& c = loaded.config;
+  // What needs no MPI group first: a bad config is one clear error before any communicator exists.
+  ValidateConfig(loaded);
+  ValidateLayout(loaded, mpi.size());
+  RunSetup run;
+  run.ctx = std::make_unique<cluster::ClusterContext>(mpi, ClusterOptionsOf(c));
+  PrepareRunDir(*run.ctx, loaded);
+  cluster::InitLogging("lcl", mpi.rank(), mpi.size(), c.run_dir() + "/logs");
+  torch::set_num_threads(RankThreads(c, mpi));
+  // Before the model is built: every random draw of the run follows from the seed.
+  torch::manual_seed(c.seed());
+  run.model = BuildRunModel(*run.ctx, loaded);
+  return run;
 }
 
 RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
   const TrainConfig& c = loaded.config;
   RunModel m;
   const std::string dir = c.model().path();
-  m.config = ModelConfig::FromJsonFile(dir + "/config.json");
+  const DataPaths paths = DataPathsOf(c);
+  m.config = lcl::model::ModelConfig::FromJsonFile(paths.model_config);
   m.config.activation_checkpointing = c.model().activation_checkpointing();
   m.config.Validate(ctx.grid().shape().tp);
 
@@ -72,7 +91,7 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
   }
   m.dtype = (precision == "bf16" || (precision == "auto" && m.device.is_cuda())) ? torch::kBFloat16 : torch::kFloat32;
 
-  const std::string tok_path = c.model().tokenizer().empty() ? dir + "/tokenizer.model" : c.model().tokenizer();
+  const std::string& tok_path = paths.tokenizer;
   m.tokenizer = std::make_unique<sampler::Tokenizer>(sampler::Tokenizer::Load(tok_path));
   const sampler::Tokenizer& tok = *m.tokenizer;
   if (tok.im_patch_id() != m.config.image_token_id || tok.im_start_id() != m.config.im_start_token_id ||
@@ -89,58 +108,55 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
                       " ids but the model vocabulary is " + std::to_string(m.config.text.vocab_size));
   }
 
-  m.model = MultimodalModel(m.config, TpGroup{&ctx.tp()});
-  HfLoadOptions load;
+  m.model = lcl::model::MultimodalModel(m.config, lcl::model::TpGroup{&ctx.tp()});
+  lcl::model::HfLoadOptions load;
   load.vision_checkpoint = c.model().vision_checkpoint();
-  LoadHfCheckpoint(*m.model, dir, load);
+  lcl::model::LoadHfCheckpoint(*m.model, dir, load);
   m.model->to(m.device, m.dtype);
   for (auto& p : m.model->vision_tower->parameters()) p.set_requires_grad(false);
   return m;
 }
 
-std::vector<TrainableParam> TrainableParams(MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
+std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
                                             bool projector_only) {
-  std::vector<TrainableParam> out;
-  for (auto& item : model.named_parameters()) {
-    torch::Tensor p = item.value();
+  std::vector<lcl::optim::TrainableParam> out;
+  for (lcl::model::ParamPlacement& where : PlacementOf(model, grid)) {
+    torch::Tensor p = where.param;
     if (!p.requires_grad()) continue;  // the frozen tower
-    const bool is_projector = item.key().rfind("mm_projector.", 0) == 0;
+    const bool is_projector = where.name.rfind("mm_projector.", 0) == 0;
     if (projector_only && !is_projector) {
       p.set_requires_grad(false);
       continue;
     }
-    TrainableParam t;
-    t.name = HfTensorName(item.key());
+    lcl::optim::TrainableParam t;
+    t.name = lcl::model::HfTensorName(where.name);
     t.param = p;
-    Placement where = PlacementOf(t.name, p, grid);
-    t.tp_split_dim = where.split_dim;
-    t.global_shape = where.global_shape;
-    t.tp_offsets = where.offsets;
+    t.tp_split_dim = where.split.dim;
+    t.global_shape = std::move(where.global_shape);
+    t.tp_offsets = std::move(where.offsets);
     t.weight_decay = p.dim() >= 2;
     out.push_back(std::move(t));
   }
   return out;
 }
 
-std::vector<checkpoint::LocalShard> ModelShards(MultimodalModelImpl& model, const cluster::ProcessGrid& grid) {
+std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid) {
   std::vector<checkpoint::LocalShard> out;
-  for (auto& item : model.named_parameters()) {
-    const std::string name = HfTensorName(item.key());
-    Placement where = PlacementOf(name, item.value(), grid);
-    const bool mine = where.split_dim >= 0 && grid.shape().tp > 1 ? grid.dp_rank() == 0 : grid.rank() == 0;
+  for (lcl::model::ParamPlacement& where : PlacementOf(model, grid)) {
+    const std::string name = lcl::model::HfTensorName(where.name);
+    const bool mine = where.split.split() && grid.shape().tp > 1 ? grid.dp_rank() == 0 : grid.rank() == 0;
     if (!mine) continue;
-    out.push_back({name, item.value().detach(), where.global_shape, where.offsets});
+    out.push_back({name, where.param.detach(), std::move(where.global_shape), std::move(where.offsets)});
   }
   return out;
 }
 
-void LoadModelShards(MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
+void LoadModelShards(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
                      const checkpoint::CheckpointReader& reader) {
   torch::NoGradGuard no_grad;
-  for (auto& item : model.named_parameters()) {
-    const std::string name = HfTensorName(item.key());
-    torch::Tensor p = item.value();
-    Placement where = PlacementOf(name, p, grid);
+  for (const lcl::model::ParamPlacement& where : PlacementOf(model, grid)) {
+    const std::string name = lcl::model::HfTensorName(where.name);
+    torch::Tensor p = where.param;
     reader.ExpectTensor(name, where.global_shape, p.scalar_type());
     if (p.is_cuda()) {
       torch::Tensor host = torch::empty(p.sizes(), p.options().device(torch::kCPU));

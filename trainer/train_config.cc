@@ -1,10 +1,13 @@
-// Text-format parsing with line-numbered errors, --set overrides through reflection, and the value checks.
+// Text-format parsing with line-numbered errors, --set overrides through reflection, the value and layout checks,
+// and the run plan.
 #include "trainer/train_config.h"
 
+#include <glog/logging.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -153,6 +156,35 @@ void MaterializeDefaults(pb::Message* msg) {
   }
 }
 
+// The value checks ValidateConfig and ValidateLayout share: each throws ConfigError "<where>: <field> <problem>".
+class FieldChecks {
+ public:
+  explicit FieldChecks(const LoadedConfig& loaded) : loaded_(loaded) {}
+  [[noreturn]] void Fail(const std::string& field, const std::string& problem) const {
+    throw ConfigError(loaded_.Where(field) + ": " + field + " " + problem);
+  }
+  void Positive(const std::string& field, double v) const {
+    if (!(v > 0) || !std::isfinite(v)) Fail(field, "= " + std::to_string(v) + " must be > 0");
+  }
+  void NonNegative(const std::string& field, double v) const {
+    if (!(v >= 0) || !std::isfinite(v)) Fail(field, "= " + std::to_string(v) + " must be >= 0");
+  }
+  void InUnitInterval(const std::string& field, double v) const {
+    if (!(v >= 0 && v <= 1)) Fail(field, "= " + std::to_string(v) + " must be in [0, 1]");
+  }
+  void OneOf(const std::string& field, const std::string& v, const std::vector<std::string>& choices) const {
+    for (const std::string& ok : choices) {
+      if (v == ok) return;
+    }
+    std::string list;
+    for (const std::string& ok : choices) list += (list.empty() ? "" : " | ") + ok;
+    Fail(field, "= '" + v + "' is not one of " + list);
+  }
+
+ private:
+  const LoadedConfig& loaded_;
+};
+
 }  // namespace
 
 std::string LoadedConfig::Where(const std::string& field_path) const {
@@ -232,131 +264,126 @@ LoadedConfig LoadTrainConfig(const std::string& path, const std::vector<std::str
   return loaded;
 }
 
-RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_per_epoch) {
+void ValidateConfig(const LoadedConfig& loaded) {
   const TrainConfig& c = loaded.config;
-  auto fail = [&](const std::string& field, const std::string& problem) {
-    throw ConfigError(loaded.Where(field) + ": " + field + " " + problem);
-  };
-  auto positive = [&](const std::string& field, double v) {
-    if (!(v > 0) || !std::isfinite(v)) fail(field, "= " + std::to_string(v) + " must be > 0");
-  };
-  auto non_negative = [&](const std::string& field, double v) {
-    if (!(v >= 0) || !std::isfinite(v)) fail(field, "= " + std::to_string(v) + " must be >= 0");
-  };
-  auto one_of = [&](const std::string& field, const std::string& v, const std::vector<std::string>& choices) {
-    for (const std::string& ok : choices) {
-      if (v == ok) return;
-    }
-    std::string list;
-    for (const std::string& ok : choices) list += (list.empty() ? "" : " | ") + ok;
-    fail(field, "= '" + v + "' is not one of " + list);
-  };
-
-  if (c.run_dir().empty()) fail("run_dir", "is empty; give an output directory");
+  const FieldChecks check(loaded);
+  if (c.run_dir().empty()) check.Fail("run_dir", "is empty; give an output directory");
   if (c.model().path().empty()) {
-    fail("model.path", "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
-                       "`lcl model init --preset tiny --out DIR`)");
+    check.Fail("model.path", "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
+                             "`lcl model init --preset tiny --out DIR`)");
   }
   // An evaluation of an ISEKAI file or an index needs no ImageNet root; training does (BuildData checks it).
   if (c.data().root().empty() && c.eval().format() == "test_pairs" && c.eval().test_pairs().empty()) {
-    fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
+    check.Fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
   }
-  one_of("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
-  one_of("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
-  positive("data.shot", c.data().shot());
-  positive("data.made_up_max_letters", c.data().made_up_max_letters());
-  positive("data.max_length", c.data().max_length());
-  positive("data.workers", c.data().workers());
-  positive("data.prefetch", c.data().prefetch());
-  if (!(c.data().max_bad_fraction() >= 0 && c.data().max_bad_fraction() <= 1)) {
-    fail("data.max_bad_fraction", "= " + std::to_string(c.data().max_bad_fraction()) + " must be in [0, 1]");
+  check.OneOf("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
+  check.OneOf("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
+  check.Positive("data.shot", c.data().shot());
+  check.Positive("data.made_up_max_letters", c.data().made_up_max_letters());
+  check.Positive("data.max_length", c.data().max_length());
+  check.Positive("data.workers", c.data().workers());
+  check.Positive("data.prefetch", c.data().prefetch());
+  check.InUnitInterval("data.max_bad_fraction", c.data().max_bad_fraction());
+  check.InUnitInterval("data.made_up_negative", c.data().made_up_negative());
+  check.OneOf("parallel.device", c.parallel().device(), {"auto", "cpu", "cuda"});
+  if (c.parallel().tp() < 1) check.Fail("parallel.tp", "= " + std::to_string(c.parallel().tp()) + " must be >= 1");
+  check.Positive("parallel.bucket_mb", c.parallel().bucket_mb());
+  check.Positive("parallel.collective_timeout_s", c.parallel().collective_timeout_s());
+  check.NonNegative("parallel.threads", c.parallel().threads());
+  check.OneOf("precision", c.precision(), {"auto", "fp32", "bf16"});
+  if (c.batch().micro_batch() < 1) {
+    check.Fail("batch.micro_batch", "= " + std::to_string(c.batch().micro_batch()) + " must be >= 1");
   }
-  if (!(c.data().made_up_negative() >= 0 && c.data().made_up_negative() <= 1)) {
-    fail("data.made_up_negative", "= " + std::to_string(c.data().made_up_negative()) + " must be in [0, 1]");
+  if (c.batch().grad_accum() < 0) {
+    check.Fail("batch.grad_accum", "= " + std::to_string(c.batch().grad_accum()) + " must be >= 0 (0 = derived)");
   }
-  one_of("parallel.device", c.parallel().device(), {"auto", "cpu", "cuda"});
-  positive("parallel.bucket_mb", c.parallel().bucket_mb());
-  positive("parallel.collective_timeout_s", c.parallel().collective_timeout_s());
-  non_negative("parallel.threads", c.parallel().threads());
-  one_of("precision", c.precision(), {"auto", "fp32", "bf16"});
-  positive("optimizer.lr", c.optimizer().lr());
-  non_negative("optimizer.min_lr", c.optimizer().min_lr());
+  if (c.batch().global_batch() < 0) {
+    check.Fail("batch.global_batch",
+               "= " + std::to_string(c.batch().global_batch()) + " must be >= 0 (0 = derived)");
+  }
+  check.Positive("optimizer.lr", c.optimizer().lr());
+  check.NonNegative("optimizer.min_lr", c.optimizer().min_lr());
   if (c.optimizer().min_lr() > c.optimizer().lr()) {
-    fail("optimizer.min_lr", "= " + std::to_string(c.optimizer().min_lr()) + " is above optimizer.lr");
+    check.Fail("optimizer.min_lr", "= " + std::to_string(c.optimizer().min_lr()) + " is above optimizer.lr");
   }
   for (const char* b : {"optimizer.beta1", "optimizer.beta2"}) {
     double v = std::string(b) == "optimizer.beta1" ? c.optimizer().beta1() : c.optimizer().beta2();
-    if (!(v >= 0 && v < 1)) fail(b, "= " + std::to_string(v) + " must be in [0, 1)");
+    if (!(v >= 0 && v < 1)) check.Fail(b, "= " + std::to_string(v) + " must be in [0, 1)");
   }
-  positive("optimizer.eps", c.optimizer().eps());
-  non_negative("optimizer.weight_decay", c.optimizer().weight_decay());
-  if (!(c.optimizer().warmup_ratio() >= 0 && c.optimizer().warmup_ratio() <= 1)) {
-    fail("optimizer.warmup_ratio", "= " + std::to_string(c.optimizer().warmup_ratio()) + " must be in [0, 1]");
-  }
-  non_negative("optimizer.clip_norm", c.optimizer().clip_norm());
-  positive("logging.every_steps", c.logging().every_steps());
-  non_negative("eval.every_steps", c.eval().every_steps());
-  non_negative("eval.max_episodes", c.eval().max_episodes());
-  positive("eval.max_new_tokens", c.eval().max_new_tokens());
-  positive("eval.batch", c.eval().batch());
-  one_of("eval.labels", c.eval().labels(), {"made_up", "class_names"});
-  one_of("eval.format", c.eval().format(), {"test_pairs", "isekai", "index"});
+  check.Positive("optimizer.eps", c.optimizer().eps());
+  check.NonNegative("optimizer.weight_decay", c.optimizer().weight_decay());
+  check.InUnitInterval("optimizer.warmup_ratio", c.optimizer().warmup_ratio());
+  check.NonNegative("optimizer.clip_norm", c.optimizer().clip_norm());
+  if (c.schedule().total_steps() < 0) check.Fail("schedule.total_steps", "must be >= 0");
+  if (c.schedule().total_steps() == 0) check.Positive("schedule.epochs", c.schedule().epochs());
+  check.Positive("logging.every_steps", c.logging().every_steps());
+  check.NonNegative("eval.every_steps", c.eval().every_steps());
+  check.NonNegative("eval.max_episodes", c.eval().max_episodes());
+  check.Positive("eval.max_new_tokens", c.eval().max_new_tokens());
+  check.Positive("eval.batch", c.eval().batch());
+  check.OneOf("eval.labels", c.eval().labels(), {"made_up", "class_names"});
+  check.OneOf("eval.format", c.eval().format(), {"test_pairs", "isekai", "index"});
   if (c.eval().format() == "isekai" && c.eval().isekai().empty()) {
-    fail("eval.isekai", "is empty but eval.format is isekai; give the ISEKAI-style jsonl file");
+    check.Fail("eval.isekai", "is empty but eval.format is isekai; give the ISEKAI-style jsonl file");
   }
   if (c.eval().format() == "index" && c.eval().index().empty()) {
-    fail("eval.index", "is empty but eval.format is index; give an index JSON from `lcl data index --out`");
+    check.Fail("eval.index", "is empty but eval.format is index; give an index JSON from `lcl data index --out`");
   }
   for (int s : c.eval().shots()) {
-    if (s < 0) fail("eval.shots", "contains " + std::to_string(s) + "; shots must be >= 0");
+    if (s < 0) check.Fail("eval.shots", "contains " + std::to_string(s) + "; shots must be >= 0");
   }
-  non_negative("checkpoint.every_steps", c.checkpoint().every_steps());
-  non_negative("checkpoint.keep_last", c.checkpoint().keep_last());
-  non_negative("checkpoint.keep_every", c.checkpoint().keep_every());
+  check.NonNegative("checkpoint.every_steps", c.checkpoint().every_steps());
+  check.NonNegative("checkpoint.keep_last", c.checkpoint().keep_last());
+  check.NonNegative("checkpoint.keep_every", c.checkpoint().keep_every());
+  check.NonNegative("checkpoint.test_phase_delay_ms", c.checkpoint().test_phase_delay_ms());
+}
 
+void ValidateLayout(const LoadedConfig& loaded, int world_size) {
+  const TrainConfig& c = loaded.config;
+  const FieldChecks check(loaded);
+  const int tp = c.parallel().tp();
+  if (world_size % tp != 0) {
+    check.Fail("parallel.tp", "= " + std::to_string(tp) + " does not divide the world size " +
+                                  std::to_string(world_size) + "; launch a multiple of tp ranks or change parallel.tp");
+  }
+  const int dp = world_size / tp;
+  const int micro = c.batch().micro_batch();
+  const int per_accum = micro * dp;  // episodes one accumulation step takes over all DP ranks
+  const int ga = c.batch().grad_accum();
+  const int gb = c.batch().global_batch();
+  if (gb == 0) return;
+  if (gb % per_accum != 0) {
+    check.Fail("batch.global_batch", "= " + std::to_string(gb) + " cannot be formed from micro_batch " +
+                                         std::to_string(micro) + " x dp " + std::to_string(dp) + " (= " +
+                                         std::to_string(per_accum) + " episodes per micro-step); use a " +
+                                         "multiple of " + std::to_string(per_accum));
+  }
+  if (ga > 0 && ga != gb / per_accum) {
+    check.Fail("batch.grad_accum", "= " + std::to_string(ga) + " disagrees with global_batch " + std::to_string(gb) +
+                                       " / (micro_batch " + std::to_string(micro) + " x dp " + std::to_string(dp) +
+                                       ") = " + std::to_string(gb / per_accum) + "; set only one of them");
+  }
+}
+
+RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_per_epoch) {
+  const TrainConfig& c = loaded.config;
   RunPlan plan;
   plan.world_size = world_size;
   plan.tp = c.parallel().tp();
-  if (plan.tp < 1) fail("parallel.tp", "= " + std::to_string(plan.tp) + " must be >= 1");
-  if (world_size % plan.tp != 0) {
-    fail("parallel.tp", "= " + std::to_string(plan.tp) + " does not divide the world size " +
-                            std::to_string(world_size) + "; launch a multiple of tp ranks or change parallel.tp");
-  }
+  CHECK(plan.tp >= 1 && world_size % plan.tp == 0 && c.batch().micro_batch() >= 1)
+      << "PlanRun takes a config that ValidateConfig and ValidateLayout accepted";
   plan.dp = world_size / plan.tp;
   plan.micro_batch = c.batch().micro_batch();
-  if (plan.micro_batch < 1) fail("batch.micro_batch", "= " + std::to_string(plan.micro_batch) + " must be >= 1");
-  const int per_accum = plan.micro_batch * plan.dp;  // episodes one accumulation step takes over all DP ranks
+  const int per_accum = plan.micro_batch * plan.dp;
   const int ga = c.batch().grad_accum();
   const int gb = c.batch().global_batch();
-  if (ga < 0) fail("batch.grad_accum", "= " + std::to_string(ga) + " must be >= 0 (0 = derived)");
-  if (gb < 0) fail("batch.global_batch", "= " + std::to_string(gb) + " must be >= 0 (0 = derived)");
-  if (gb > 0) {
-    if (gb % per_accum != 0) {
-      fail("batch.global_batch", "= " + std::to_string(gb) + " cannot be formed from micro_batch " +
-                                     std::to_string(plan.micro_batch) + " x dp " + std::to_string(plan.dp) +
-                                     " (= " + std::to_string(per_accum) + " episodes per micro-step); use a " +
-                                     "multiple of " + std::to_string(per_accum));
-    }
-    plan.grad_accum = gb / per_accum;
-    if (ga > 0 && ga != plan.grad_accum) {
-      fail("batch.grad_accum", "= " + std::to_string(ga) + " disagrees with global_batch " + std::to_string(gb) +
-                                   " / (micro_batch " + std::to_string(plan.micro_batch) + " x dp " +
-                                   std::to_string(plan.dp) + ") = " + std::to_string(plan.grad_accum) +
-                                   "; set only one of them");
-    }
-  } else {
-    plan.grad_accum = ga > 0 ? ga : 1;
-  }
+  plan.grad_accum = gb > 0 ? gb / per_accum : std::max(ga, 1);
   plan.global_batch = plan.grad_accum * per_accum;
   plan.episodes_per_epoch = episodes_per_epoch;
   plan.total_steps = c.schedule().total_steps();
-  if (plan.total_steps < 0) fail("schedule.total_steps", "must be >= 0");
-  if (plan.total_steps == 0) {
-    positive("schedule.epochs", c.schedule().epochs());
-    if (episodes_per_epoch > 0) {
-      plan.total_steps = static_cast<int64_t>(
-          std::ceil(c.schedule().epochs() * static_cast<double>(episodes_per_epoch) / plan.global_batch));
-    }
+  if (plan.total_steps == 0 && episodes_per_epoch > 0) {
+    plan.total_steps = static_cast<int64_t>(
+        std::ceil(c.schedule().epochs() * static_cast<double>(episodes_per_epoch) / plan.global_batch));
   }
   return plan;
 }

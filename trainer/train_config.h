@@ -2,6 +2,8 @@
 // and the world size. Errors name the file and line of the offending field (or the --set that gave it).
 //
 //   LoadedConfig c = LoadTrainConfig("launch/configs/tiny.pbtxt", {"optimizer.lr=3e-4", "eval.shots=0,2"});
+//   ValidateConfig(c);                                                     // every value (before MPI starts)
+//   ValidateLayout(c, /*world_size=*/4);                                   // tp and the batch fit the world
 //   RunPlan plan = PlanRun(c, /*world_size=*/4, /*episodes_per_epoch=*/96);  // dp, grad_accum, total steps
 //   std::cout << ConfigText(c.config);                                     // effective config, text format
 #pragma once
@@ -44,8 +46,16 @@ struct RunPlan {
   uint64_t episodes_per_epoch = 0;
 };
 
-// Checks every value (ranges, choices, the batch arithmetic) and derives the plan. Throws lcl::ConfigError naming
-// the field, where it was set, the value and what to change. episodes_per_epoch = 0 skips the epoch conversion.
+// Checks every value on its own (ranges, choices, fields one format needs), whatever the world size. Throws
+// lcl::ConfigError naming the field, where it was set, the value and what to change.
+void ValidateConfig(const LoadedConfig& loaded);
+
+// Checks that the layout fits `world_size` ranks: tp divides it, and batch.global_batch can be formed from
+// micro_batch x dp (and agrees with batch.grad_accum when both are set). Throws lcl::ConfigError as above.
+void ValidateLayout(const LoadedConfig& loaded, int world_size);
+
+// Derives the plan of a config both checks accepted (a CHECK failure otherwise): dp, grad_accum, global batch and
+// total steps. episodes_per_epoch = 0 skips the epoch conversion (total_steps stays as configured).
 RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_per_epoch);
 
 // The effective config in text format (what `--print-config` prints and checkpoints store).

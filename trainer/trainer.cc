@@ -4,63 +4,35 @@
 #include <glog/logging.h>
 #include <torch/torch.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <limits>
-#include <optional>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpointer.h"
 #include "cluster/cluster_context.h"
 #include "cluster/errors.h"
 #include "cluster/exit_codes.h"
-#include "cluster/logging.h"
 #include "cluster/signals.h"
+#include "optim/optimizer.h"
 #include "sampler/pairs_file.h"
 #include "sampler/pipeline.h"
 #include "sampler/prefetcher.h"
-#include "sampler/templates.h"
 #include "trainer/evaluator.h"
-#include "trainer/lr_schedule.h"
 #include "trainer/metrics.h"
-#include "trainer/optimizer.h"
+#include "trainer/run_options.h"
 #include "trainer/run_setup.h"
 
 namespace lcl::trainer {
 namespace {
 
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// Rank 0 creates the run directory and proves it can write there; every rank learns the verdict, so a bad
-// run_dir is one clear error on every rank before anything is built.
-void PrepareRunDir(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
-  const std::string dir = loaded.config.run_dir();
-  std::string error;
-  if (ctx.grid().rank() == 0) {
-    std::error_code ec;
-    fs::create_directories(dir + "/logs", ec);
-    const std::string probe = dir + "/.write_probe";
-    std::ofstream out(probe);
-    if (ec || !out || !(out << "ok") || !out.flush()) {
-      error = loaded.Where("run_dir") + ": run_dir '" + dir + "' is not writable (" +
-              (ec ? ec.message() : std::string(std::strerror(errno))) +
-              "); choose a directory you can write (--set run_dir=...)";
-    }
-    out.close();
-    fs::remove(probe, ec);
-  }
-  std::string verdict = ctx.control().BroadcastBytes(error);
-  if (!verdict.empty()) throw ConfigError(verdict);
 }
 
 // Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100).
@@ -84,6 +56,24 @@ std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, s
   return values;
 }
 
+// What one optimizer step takes, over every DP rank: labelled tokens (the loss's denominator), input tokens (text
+// and image) and images.
+struct GlobalCounts {
+  double labelled = 0, tokens = 0, images = 0;
+};
+
+GlobalCounts CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster::Communicator& dp,
+                         torch::Device device) {
+  int64_t labelled = 0, tokens = 0, images = 0;
+  for (const sampler::MicroBatch& mb : micro) {
+    labelled += LabelledTokens(mb);
+    tokens += mb.attention_mask.sum().item<int64_t>();
+    images += mb.images.size(0);
+  }
+  const std::vector<double> sums = SumOver(dp, device, {double(labelled), double(tokens), double(images)});
+  return {sums[0], sums[1], sums[2]};
+}
+
 struct Data {
   std::unique_ptr<sampler::PairsTable> table;
   std::unique_ptr<sampler::TrainEpisodes> episodes;
@@ -96,43 +86,21 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
     throw ConfigError("data.root is empty; training needs an ImageNet-style root (`lcl data synth` makes one)");
   }
   Data d;
-  const std::string pairs =
-      c.data().train_pairs().empty() ? c.data().root() + "/train_pairs.jsonl" : c.data().train_pairs();
-  d.table = std::make_unique<sampler::PairsTable>(sampler::PairsTable::Read(pairs));
-  sampler::EpisodeConfig ec;
-  ec.policy = sampler::ParsePolicy(c.data().policy());
-  ec.shot = c.data().shot();
-  ec.seed = c.seed();
-  ec.made_up_negative = c.data().made_up_negative();
-  ec.made_up_max_letters = c.data().made_up_max_letters();
-  if (!c.data().templates().empty()) ec.templates = sampler::LoadTemplates(c.data().templates());
-  d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, ec);
+  d.table = std::make_unique<sampler::PairsTable>(sampler::PairsTable::Read(DataPathsOf(c).train_pairs));
+  d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, EpisodeOptionsOf(c));
   sampler::ImageSpec spec;
   spec.size = m.config.vision.image_size;
   d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), spec, c.data().max_bad_fraction());
-  d.pipeline =
-      std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, PromptConfigOf(c, m.config), *d.loader);
+  d.pipeline = std::make_unique<sampler::EpisodePipeline>(
+      *d.episodes, *m.tokenizer, PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining),
+      *d.loader);
   return d;
 }
 
-cluster::ClusterOptions ClusterOptionsOf(const TrainConfig& c) {
-  cluster::ClusterOptions o;
-  o.tp = c.parallel().tp();
-  o.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(c.parallel().collective_timeout_s() * 1e3));
-  o.use_cuda = c.parallel().device() != "cpu";
-  return o;
-}
-
-std::vector<int> EvalShots(const TrainConfig& c) {
-  std::vector<int> shots(c.eval().shots().begin(), c.eval().shots().end());
-  if (shots.empty()) shots.push_back(c.data().shot());
-  return shots;
-}
-
 // The run's training state as checkpoint shards + metadata.
-checkpoint::CheckpointState SnapshotState(RunModel& m, DistributedOptimizer& opt, cluster::ClusterContext& ctx,
-                                          const sampler::SamplerState& sampler, int64_t step,
-                                          const std::string& config_text) {
+checkpoint::CheckpointState SnapshotState(RunModel& m, lcl::optim::DistributedOptimizer& opt,
+                                          cluster::ClusterContext& ctx, const sampler::SamplerState& sampler,
+                                          int64_t step, const std::string& config_text) {
   checkpoint::CheckpointState s;
   s.shards = ModelShards(*m.model, ctx.grid());
   for (checkpoint::LocalShard& shard : opt.StateShards()) s.shards.push_back(std::move(shard));
@@ -149,51 +117,26 @@ checkpoint::CheckpointState SnapshotState(RunModel& m, DistributedOptimizer& opt
 class TrainLoop {
  public:
   TrainLoop(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::string& resume)
-      : mpi_(mpi), loaded_(loaded), c_(loaded.config) {
-    // Check what needs no MPI group first: a bad config is one clear error before any communicator exists.
-    PlanRun(loaded_, mpi.size(), 0);
-    ctx_ = std::make_unique<cluster::ClusterContext>(mpi, ClusterOptionsOf(c_));
-    PrepareRunDir(*ctx_, loaded_);
-    cluster::InitLogging("lcl", mpi.rank(), mpi.size(), c_.run_dir() + "/logs");
-    torch::set_num_threads(RankThreads(c_, mpi));
-    torch::manual_seed(c_.seed());
-
-    model_ = BuildRunModel(*ctx_, loaded_);
+      : loaded_(loaded), c_(loaded.config) {
+    RunSetup run = SetUpRun(mpi, loaded_);
+    ctx_ = std::move(run.ctx);
+    model_ = std::move(run.model);
     data_ = BuildData(c_, model_);
     plan_ = PlanRun(loaded_, mpi.size(), data_.episodes->EpisodesPerEpoch());
     if (plan_.total_steps < 1) throw ConfigError(loaded_.Where("schedule.total_steps") + ": no step to train");
 
-    OptimizerOptions oo;
-    oo.beta1 = c_.optimizer().beta1();
-    oo.beta2 = c_.optimizer().beta2();
-    oo.eps = c_.optimizer().eps();
-    oo.weight_decay = c_.optimizer().weight_decay();
-    oo.clip_norm = c_.optimizer().clip_norm();
-    oo.zero1 = c_.parallel().zero1();
-    oo.bucket_bytes = static_cast<int64_t>(c_.parallel().bucket_mb() * (1 << 20));
-    oo.overlap = c_.parallel().overlap_grad_sync();
-    optimizer_ = std::make_unique<DistributedOptimizer>(
-        TrainableParams(*model_.model, ctx_->grid(), c_.optimizer().projector_only()), &ctx_->dp(), &ctx_->tp(), oo);
+    optimizer_ = std::make_unique<lcl::optim::DistributedOptimizer>(
+        TrainableParams(*model_.model, ctx_->grid(), c_.optimizer().projector_only()), &ctx_->dp(), &ctx_->tp(),
+        OptimizerOptionsOf(c_));
     config_text_ = ConfigText(c_);
 
-    checkpoint::CheckpointOptions co;
-    co.run_dir = c_.run_dir();
-    co.keep_last = c_.checkpoint().keep_last();
-    co.keep_every = c_.checkpoint().keep_every();
-    co.async = c_.checkpoint().async();
+    checkpoint::CheckpointOptions co = CheckpointOptionsOf(c_, ctx_->grid().shape());
     // The writer reads the live parameters and moments while the next forward and backward run;
     // TrainStep calls ReleaseState() before the optimizer modifies them.
     co.defer_snapshot = true;
-    co.fail_on_error = c_.checkpoint().fail_on_error();
-    co.grid.set_world(ctx_->grid().shape().world);
-    co.grid.set_tp(ctx_->grid().shape().tp);
-    co.grid.set_dp(ctx_->grid().shape().dp);
-    // Fault-test hook (tests/checkpoint/train_kill_test.sh): widen each commit-protocol window so a kill -9 can
-    // land inside it. Not a config field: no run should ever want slower saves.
-    if (const char* delay = std::getenv("LCL_TEST_CKPT_PHASE_DELAY_MS")) {
-      co.phase_delay = std::chrono::milliseconds(std::atoi(delay));
-      LOG(WARNING) << "LCL_TEST_CKPT_PHASE_DELAY_MS=" << delay << ": checkpoint saves pause between phases";
-    }
+    LOG_IF(WARNING, co.phase_delay.count() > 0)
+        << "checkpoint.test_phase_delay_ms=" << co.phase_delay.count()
+        << ": checkpoint saves pause between phases (a test seam; keep it 0 in real runs)";
     if (ctx_->grid().rank() == 0) checkpoint::Checkpointer::CleanStaleTmp(c_.run_dir());
     ckpt_ = std::make_unique<checkpoint::Checkpointer>(ctx_->grid().world_comm(), co, &ctx_->watchdog());
     Restore(resume);
@@ -203,10 +146,11 @@ class TrainLoop {
       metrics_ = std::make_unique<MetricsWriter>(MetricsWriter::Open(c_.run_dir(), step_, mo));
     }
     LOG(INFO) << "train: world " << plan_.world_size << " = dp " << plan_.dp << " x tp " << plan_.tp << ", "
-              << (model_.device.is_cuda() ? "cuda" : "cpu") << " " << (model_.dtype == torch::kBFloat16 ? "bf16" : "fp32")
-              << ", global batch " << plan_.global_batch << " = micro " << plan_.micro_batch << " x accum "
-              << plan_.grad_accum << " x dp " << plan_.dp << ", " << plan_.total_steps << " steps ("
-              << plan_.episodes_per_epoch << " episodes per epoch), start at step " << step_;
+              << (model_.device.is_cuda() ? "cuda" : "cpu") << " "
+              << (model_.dtype == torch::kBFloat16 ? "bf16" : "fp32") << ", global batch " << plan_.global_batch
+              << " = micro " << plan_.micro_batch << " x accum " << plan_.grad_accum << " x dp " << plan_.dp << ", "
+              << plan_.total_steps << " steps (" << plan_.episodes_per_epoch << " episodes per epoch), start at step "
+              << step_;
   }
 
   int Run() {
@@ -268,59 +212,70 @@ class TrainLoop {
     double data_wait_ms = 0, forward_ms = 0, backward_ms = 0, sync_wait_ms = 0, optimizer_ms = 0;
   };
 
+  // One optimizer step (DESIGN.md "Training step"), in this order:
+  //   1. data: this rank's grad_accum prefetched micro-batches, and the global batch's labelled tokens counted
+  //      over DP. The loss is a mean over those tokens, so any dp x grad_accum split gives the same gradient.
+  //   2. per micro-batch: forward (TP collectives inside the layers) -> loss_sum / global tokens -> backward.
+  //      PrepareBackward(last) arms the gradient hooks: during the last micro-batch's backward each DP bucket's
+  //      reduction starts as soon as its gradients are complete and runs while the rest of backward does
+  //      (parallel.overlap_grad_sync); earlier micro-batches only accumulate.
+  //   3. WaitGradReduction(): launches any bucket the backward did not and waits for every bucket's reduction
+  //      (sync_wait_ms: the communication the backward did not hide).
+  //   4. checkpoint fence: a save in flight copies what it has not yet written of the parameters and moments.
+  //   5. optimizer Step(lr): clips by the global norm over TP and DP, ZeRO-1 AdamW on this rank's rows of the
+  //      fp32 masters, all-gathers the updated parameters (optimizer_ms).
+  //   6. the loss summed over DP; a non-finite loss stops the run (the last committed checkpoint is intact).
   StepReport TrainStep(sampler::Prefetcher<sampler::MicroBatch>& prefetch) {
     StepReport r;
     const auto t0 = Clock::now();
-    std::vector<sampler::MicroBatch> micro;
-    int64_t labelled = 0, tokens = 0, images = 0;
-    for (int m = 0; m < plan_.grad_accum; ++m) {
-      micro.push_back(prefetch.Next());
-      labelled += LabelledTokens(micro.back());
-      tokens += micro.back().attention_mask.sum().item<int64_t>();
-      images += micro.back().images.size(0);
-    }
+    std::vector<sampler::MicroBatch> micro;  // 1.
+    for (int m = 0; m < plan_.grad_accum; ++m) micro.push_back(prefetch.Next());
     r.data_wait_ms = MsSince(t0);
-    // The loss is the mean over every labelled token of the global batch: count them over DP first.
-    const std::vector<double> counts =
-        SumOver(ctx_->dp(), model_.device, {double(labelled), double(tokens), double(images)});
-    const double global_tokens = std::max(1.0, counts[0]);
-    optimizer_->ZeroGrad();
+    const GlobalCounts global = CountOverDp(micro, ctx_->dp(), model_.device);
+    const double global_tokens = std::max(1.0, global.labelled);
+
+    optimizer_->ZeroGrad();  // 2.
     double loss_sum = 0;
     for (int m = 0; m < plan_.grad_accum; ++m) {
-      const sampler::MicroBatch& mb = micro[size_t(m)];
-      MultimodalBatch batch;
-      batch.input_ids = mb.input_ids.to(model_.device);
-      batch.labels = mb.labels.to(model_.device);
-      batch.attention_mask = mb.attention_mask.to(model_.device);
-      batch.images = mb.images.to(model_.device, model_.dtype);
-      auto tf = Clock::now();
-      MultimodalOutput out = model_.model->forward(batch);
-      torch::Tensor loss = out.loss_sum.to(torch::kFloat32) / global_tokens;
-      r.forward_ms += MsSince(tf);
-      optimizer_->PrepareBackward(m == plan_.grad_accum - 1);
-      auto tb = Clock::now();
-      loss.backward();
-      r.backward_ms += MsSince(tb);
-      loss_sum += out.loss_sum.item<double>();
+      loss_sum += ForwardBackward(micro[size_t(m)], global_tokens, /*last=*/m == plan_.grad_accum - 1, &r);
     }
-    r.lr = LrAt(step_, plan_.total_steps, c_.optimizer().lr(), c_.optimizer().min_lr(), c_.optimizer().warmup_ratio());
-    // The checkpoint fence: a save in flight may still be reading the parameters and moments that Step()
-    // modifies; this copies what it has not written yet (nothing when it is done) and is the save's only stall.
-    ckpt_->ReleaseState();
-    StepStats stats = optimizer_->Step(r.lr);
+
+    r.sync_wait_ms = optimizer_->WaitGradReduction();  // 3. the DP reduction's end: the last buckets, then wait
+    r.lr = LearningRateAt(c_, step_, plan_.total_steps);
+    ckpt_->ReleaseState();  // 4. the save's only stall (nothing to copy when it is done)
+    const lcl::optim::StepStats stats = optimizer_->Step(r.lr);  // 5. clip -> ZeRO-1 AdamW -> all-gather
     r.grad_norm = stats.grad_norm;
-    r.sync_wait_ms = stats.sync_wait_ms;
     r.optimizer_ms = stats.optimizer_ms;
-    // Every TP rank holds the same loss_sum; sum over DP only.
+
+    // 5. Every TP rank holds the same loss_sum; sum over DP only.
     r.loss = SumOver(ctx_->dp(), model_.device, {loss_sum})[0] / global_tokens;
     r.step_ms = MsSince(t0);
-    r.tokens_per_sec = counts[1] / (r.step_ms / 1e3);  // every input token (text and image), all DP ranks
-    r.images_per_sec = counts[2] / (r.step_ms / 1e3);
+    r.tokens_per_sec = global.tokens / (r.step_ms / 1e3);  // every input token (text and image), all DP ranks
+    r.images_per_sec = global.images / (r.step_ms / 1e3);
     if (!std::isfinite(r.loss)) {
       throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) +
                   "; lower optimizer.lr or check the data (the last committed checkpoint is intact)");
     }
     return r;
+  }
+
+  // Forward, loss = loss_sum / global_tokens, backward of one micro-batch; returns its loss_sum. With `last`, the
+  // backward starts each gradient bucket's DP reduction as soon as the bucket is complete.
+  double ForwardBackward(const sampler::MicroBatch& mb, double global_tokens, bool last, StepReport* r) {
+    lcl::model::MultimodalBatch batch;
+    batch.input_ids = mb.input_ids.to(model_.device);
+    batch.labels = mb.labels.to(model_.device);
+    batch.attention_mask = mb.attention_mask.to(model_.device);
+    batch.images = mb.images.to(model_.device, model_.dtype);
+    const auto tf = Clock::now();
+    lcl::model::MultimodalOutput out = model_.model->forward(batch);
+    torch::Tensor loss = out.loss_sum.to(torch::kFloat32) / global_tokens;
+    r->forward_ms += MsSince(tf);
+    optimizer_->PrepareBackward(last);
+    const auto tb = Clock::now();
+    loss.backward();
+    r->backward_ms += MsSince(tb);
+    return out.loss_sum.item<double>();
   }
 
   StepMetrics MetricsOf(const StepReport& r) const {
@@ -379,7 +334,7 @@ class TrainLoop {
 
   void RunEval() {
     if (!evaluator_) evaluator_ = std::make_unique<Evaluator>(*ctx_, model_, loaded_);
-    std::vector<EvalRow> rows = evaluator_->Run(EvalShots(c_));
+    std::vector<EvalRow> rows = evaluator_->Run();
     if (ctx_->grid().rank() == 0) {
       for (const EvalRow& row : rows) {
         metrics_->WriteEval(step_, row.shots, row.accuracy(), row.n, EvalRowExtras(row));
@@ -393,14 +348,13 @@ class TrainLoop {
 
   // First member: SIGTERM/SIGUSR1 during set-up are recorded (not fatal) and acted on at the first boundary.
   cluster::SignalWatcher signals_;
-  cluster::MpiSession& mpi_;
   const LoadedConfig& loaded_;
   const TrainConfig& c_;
-  std::unique_ptr<cluster::ClusterContext> ctx_;
+  std::unique_ptr<cluster::ClusterContext> ctx_;  // before the model: its TP group is the model's
   RunModel model_;
   Data data_;
   RunPlan plan_;
-  std::unique_ptr<DistributedOptimizer> optimizer_;
+  std::unique_ptr<lcl::optim::DistributedOptimizer> optimizer_;
   std::unique_ptr<checkpoint::Checkpointer> ckpt_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::unique_ptr<Evaluator> evaluator_;
@@ -418,22 +372,19 @@ int Train(cluster::MpiSession& mpi, const LoadedConfig& config, const std::strin
 
 int Evaluate(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::string& checkpoint) {
   const TrainConfig& c = loaded.config;
-  PlanRun(loaded, mpi.size(), 0);
-  cluster::ClusterContext ctx(mpi, ClusterOptionsOf(c));
-  PrepareRunDir(ctx, loaded);
-  torch::set_num_threads(RankThreads(c, mpi));
-  RunModel model = BuildRunModel(ctx, loaded);
+  RunSetup run = SetUpRun(mpi, loaded);
+  cluster::ClusterContext& ctx = *run.ctx;
   int64_t step = 0;
   if (!checkpoint.empty()) {
     const std::string dir = checkpoint::ResolveResume(c.run_dir(), checkpoint);
     if (dir.empty()) throw CheckpointError("no complete checkpoint in " + c.run_dir() + "/checkpoints to evaluate");
     checkpoint::CheckpointReader reader(dir);
     reader.VerifyCollective(ctx.control());
-    LoadModelShards(*model.model, ctx.grid(), reader);
+    LoadModelShards(*run.model.model, ctx.grid(), reader);
     step = reader.manifest().step();
   }
-  Evaluator evaluator(ctx, model, loaded);
-  std::vector<EvalRow> rows = evaluator.Run(EvalShots(c));
+  Evaluator evaluator(ctx, run.model, loaded);
+  std::vector<EvalRow> rows = evaluator.Run();
   if (ctx.grid().rank() == 0) {
     for (const EvalRow& row : rows) LOG(INFO) << "eval shots " << row.shots << ": e.g. " << row.example_answer;
     MetricsOptions mo;  // append: keep every earlier line of eval.jsonl and metrics.jsonl

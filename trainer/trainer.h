@@ -1,6 +1,6 @@
-// `lcl train` and `lcl eval` on this rank (both collective over the world).
+// `lcl train` and `lcl eval` on this rank (both collective over the world, both set up by SetUpRun).
 //
-// One optimizer step, top to bottom (DESIGN.md "Training step"):
+// One optimizer step, top to bottom (DESIGN.md "Training step"; TrainLoop::TrainStep in trainer.cc):
 //   take grad_accum prefetched micro-batches -> count labelled tokens over DP (loss is a mean over the global batch's
 //   tokens, so any dp x grad_accum split gives the same gradient) -> per micro-batch: forward (TP collectives),
 //   loss_sum / global_tokens, backward (the last micro-batch's backward launches the bucketed DP reduction) ->

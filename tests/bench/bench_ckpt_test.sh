@@ -5,22 +5,20 @@
 # read-back checks (what a save holds equals the state at its step) passed, or it would have exited non-zero.
 # Bad flags are clear errors. No timing thresholds: the machine is shared.
 set -u
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/../lib/harness.sh"
+need_lcl
 python=${LCL_PYTHON:-/usr/bin/python3}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
 
+# shellcheck disable=SC2086
 $mpirun -np 2 "$lcl" bench ckpt --json --dir "$tmp" --bytes 64M --repeats 1 --step-ms 50,200 --step-tokens 16 \
   >"$tmp/out.jsonl" 2>"$tmp/err"; rc=$?
-if [ $rc -ne 0 ]; then
-  echo "FAIL: lcl bench ckpt exited $rc"; tail -40 "$tmp/err"; exit 1
-fi
+[ $rc -eq 0 ] || fail "lcl bench ckpt exited $rc: $(tail -40 "$tmp/err")"
 cat "$tmp/out.jsonl"
-if [ -e "$tmp/lcl-bench-ckpt" ]; then echo "FAIL: the bench left $tmp/lcl-bench-ckpt behind"; fail=1; fi
+check "the bench leaves no lcl-bench-ckpt behind" test ! -e "$tmp/lcl-bench-ckpt"
 
-"$python" - "$tmp/out.jsonl" "$(dirname "$0")" <<'PY' || fail=1
+check "every JSON line has its fields, 2 ranks, value / reference as ratio; every measurement is there" \
+  "$python" - "$tmp/out.jsonl" "$(dirname "$0")" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[2])
 from check_bench_json import check
@@ -45,19 +43,17 @@ sys.exit(0 if check(sys.argv[1], expected, zero_ok=lambda j: j["unit"] == "ms", 
 PY
 
 # Bad flags: a clear error naming the flag, non-zero exit, and nothing left on disk.
-expect_error() {  # expect_error "what it must say" args...
-  local want=$1; shift
-  "$lcl" bench ckpt --dir "$tmp/bad" "$@" >"$tmp/bad.out" 2>&1; local rc=$?
-  if [ $rc -eq 0 ] || ! grep -q -- "$want" "$tmp/bad.out"; then
-    echo "FAIL: lcl bench ckpt $* exited $rc without '$want':"; cat "$tmp/bad.out"; fail=1
-  fi
+rejected() {  # rejected "what it must say" args...: lcl bench ckpt ARGS exits non-zero saying WANT
+  local want=$1 rc
+  shift
+  "$lcl" bench ckpt --dir "$tmp/bad" "$@" >"$tmp/bad.out" 2>&1; rc=$?
+  [ $rc -ne 0 ] && grep -q -- "$want" "$tmp/bad.out" && return 0
+  echo "     exit $rc:"; cat "$tmp/bad.out"
+  return 1
 }
-expect_error "--step-ms" --bytes 1M --step-ms -5
-expect_error "--step-ms" --bytes 1M --step-ms fast
-expect_error "--step-tokens" --bytes 1M --step-tokens -1
-expect_error "--repeats" --bytes 1M --repeats 0
-expect_error "--bytes" --bytes lots
-if [ -e "$tmp/bad/lcl-bench-ckpt" ]; then echo "FAIL: a rejected run wrote $tmp/bad/lcl-bench-ckpt"; fail=1; fi
-
-[ $fail -eq 0 ] && echo "bench_ckpt_test: ok"
-exit $fail
+check "--step-ms -5 is refused naming the flag" rejected "--step-ms" --bytes 1M --step-ms -5
+check "--step-ms fast is refused naming the flag" rejected "--step-ms" --bytes 1M --step-ms fast
+check "--step-tokens -1 is refused naming the flag" rejected "--step-tokens" --bytes 1M --step-tokens -1
+check "--repeats 0 is refused naming the flag" rejected "--repeats" --bytes 1M --repeats 0
+check "--bytes lots is refused naming the flag" rejected "--bytes" --bytes lots
+check "a rejected run writes no lcl-bench-ckpt" test ! -e "$tmp/bad/lcl-bench-ckpt"

@@ -3,24 +3,21 @@
 # DDP reference): every stdout line is a JSON object with name, value, unit, reference, ratio and config, every
 # value is positive, and the expected measurements are all there. No timing thresholds: the machine is shared.
 set -u
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/../lib/harness.sh"
+need_lcl
 python=${LCL_PYTHON:-/usr/bin/python3}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 
-if ! "$python" -c 'import torch' 2>/dev/null; then
-  echo "FAIL: $python has no torch module: the reference needs it (apt-get install python3-torch, or set LCL_PYTHON)"
-  exit 1
-fi
+"$python" -c 'import torch' 2>/dev/null ||
+  fail "$python has no torch module: the reference needs it (apt-get install python3-torch, or set LCL_PYTHON)"
 
 "$lcl" bench train --json --presets tiny --ranks 1,2 --steps 3 --warmup 1 --work-dir "$tmp/work" \
   >"$tmp/out.jsonl" 2>"$tmp/err"; rc=$?
-if [ $rc -ne 0 ]; then
-  echo "FAIL: lcl bench train exited $rc"; tail -40 "$tmp/err"; exit 1
-fi
+[ $rc -eq 0 ] || fail "lcl bench train exited $rc: $(tail -40 "$tmp/err")"
 cat "$tmp/out.jsonl"
 
-"$python" - "$tmp/out.jsonl" "$(dirname "$0")" <<'PY'
+check "every JSON line has its fields and a positive value; every measurement is there" \
+  "$python" - "$tmp/out.jsonl" "$(dirname "$0")" <<'PY'
 import sys
 sys.path.insert(0, sys.argv[2])
 from check_bench_json import check

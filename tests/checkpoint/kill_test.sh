@@ -7,19 +7,21 @@
 set -u
 probe=$1
 trials=${2:-10}
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/../lib/harness.sh"
 steps=30 every=3
-fail() { echo "FAIL: $*"; exit 1; }
+job=""
+# A failed trial must not leave its job running while the work directory is removed.
+# shellcheck disable=SC2016  # expanded at exit
+on_exit '[ -n "$job" ] && kill "$job" 2>/dev/null; wait'
 
 # shellcheck disable=SC2086
-$mpirun -np 2 "$probe" "$work/ref" $steps $every none 0 0 >/dev/null 2>&1 || fail "the reference run failed"
-[ "$(wc -l <"$work/ref/losses.txt")" -eq $steps ] || fail "the reference run logged $(wc -l <"$work/ref/losses.txt") losses"
+$mpirun -np 2 "$probe" "$tmp/ref" $steps $every none 0 0 >/dev/null 2>&1 || fail "the reference run failed"
+[ "$(wc -l <"$tmp/ref/losses.txt")" -eq $steps ] || fail "the reference run logged $(wc -l <"$tmp/ref/losses.txt") losses"
 
 RANDOM=20261125  # reproducible kill times
 for trial in $(seq 1 "$trials"); do
-  run="$work/t$trial"
+  run="$tmp/t$trial"
   victim=$((trial % 2))
   # shellcheck disable=SC2086
   $mpirun -np 2 "$probe" "$run" $steps $every none 100 30 >"$run.log1" 2>&1 &
@@ -31,6 +33,7 @@ for trial in $(seq 1 "$trials"); do
   kill -9 "$(cat "$run/pids/rank$victim.pid")" 2>/dev/null
   wait $job
   rc=$?
+  job=""
   newest=$(ls -d "$run"/checkpoints/step_???????? 2>/dev/null | while read -r d; do
              [ -f "$d/manifest.pb" ] && basename "$d"; done | sort | tail -1)
   # shellcheck disable=SC2086
@@ -44,9 +47,9 @@ for trial in $(seq 1 "$trials"); do
   # Every loss line either run wrote equals the reference's line for that step.
   while read -r line; do
     step=$(echo "$line" | cut -d' ' -f2)
-    [ "$line" = "$(sed -n "${step}p" "$work/ref/losses.txt")" ] || fail "trial $trial: '$line' differs from the uninterrupted run"
+    [ "$line" = "$(sed -n "${step}p" "$tmp/ref/losses.txt")" ] || fail "trial $trial: '$line' differs from the uninterrupted run"
   done <"$run/losses.txt"
-  cmp -s "$run/final.txt" "$work/ref/final.txt" || fail "trial $trial: final parameters differ"
+  cmp -s "$run/final.txt" "$tmp/ref/final.txt" || fail "trial $trial: final parameters differ"
   ls -d "$run"/checkpoints/*.tmp >/dev/null 2>&1 && fail "trial $trial: a .tmp directory survived the resume"
   echo "trial $trial: killed rank $victim after ${delay_ms} ms (exit $rc); newest complete ${newest:-none}; resumed at ${resumed:-0}; losses and final parameters match"
 done

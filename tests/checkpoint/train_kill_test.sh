@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fault test of the real trainer's checkpoint saves (issue #6 item 9): under mpirun, kill -9 one rank (rank 0 in
-# half the trials) at a randomized moment of a save (LCL_TEST_CKPT_PHASE_DELAY_MS widens each window: shards
+# Fault test of the real trainer's checkpoint saves: under mpirun, kill -9 one rank (rank 0 in
+# half the trials) at a randomized moment of a save (checkpoint.test_phase_delay_ms widens each window: shards
 # written, reports in, manifest written, renamed, `latest` moved), then `lcl train --resume auto`. The resumed run
 # must start from the newest complete checkpoint (step_N with manifest.pb, never a .tmp), leave no .tmp behind,
 # and every loss both runs logged, and every final tensor, must equal the uninterrupted run's bit for bit.
@@ -17,7 +17,8 @@ mkfifo "$work/nap" || fail "mkfifo $work/nap"
 exec {nap_fd}<>"$work/nap"
 nap() { read -r -t "$1" -u "$nap_fd" _ || :; }
 # A failed trial must not leave its job running while the work directory is removed.
-trap '[ -n "$job" ] && kill "$job" 2>/dev/null; wait; rm -rf "$work"' EXIT
+# shellcheck disable=SC2016  # expanded at exit
+on_exit '[ -n "$job" ] && kill "$job" 2>/dev/null; wait'
 # mpirun ends the job when a rank dies; should a survivor block in a collective first, its watchdog (a low
 # collective timeout) ends it, and `timeout` bounds every run regardless.
 cat >"$work/base.pbtxt" <<EOF
@@ -109,7 +110,7 @@ for trial in $(seq 1 "$trials"); do
     3) trigger=3 offset_ms=$((RANDOM % (phase_ms / 2))) ;;         # renamed, `latest` not moved
     4) trigger=4 offset_ms=$((RANDOM % phase_ms)) ;;               # committed: decision, retention, next steps
   esac
-  LCL_TEST_CKPT_PHASE_DELAY_MS=$phase_ms train 60 "$run" >"$run.log1" 2>&1 &
+  train 60 "$run" --set checkpoint.test_phase_delay_ms=$phase_ms >"$run.log1" 2>&1 &
   job=$!
   pid=""
   for _ in $(seq 1 600); do
@@ -139,8 +140,8 @@ for trial in $(seq 1 "$trials"); do
     fail "trial $trial: the job was still running 60 s after the kill (a surviving rank hung): $(tail -3 "$run.log1")"
   fi
   [ $rc -ne 0 ] || fail "trial $trial: the job exited 0 although rank $victim was killed"
-  grep -q "LCL_TEST_CKPT_PHASE_DELAY_MS=$phase_ms" "$run.log1" "$run"/logs/rank*.log ||
-    fail "trial $trial: the trainer did not take LCL_TEST_CKPT_PHASE_DELAY_MS (an lcl without the test hook?)"
+  grep -q "checkpoint.test_phase_delay_ms=$phase_ms" "$run.log1" "$run"/logs/rank*.log ||
+    fail "trial $trial: the trainer did not take checkpoint.test_phase_delay_ms (its warning is missing from the logs)"
   save_stage "$dir"
   after=${stages[$stage]}
   seen["$after"]=1

@@ -8,12 +8,14 @@
 
 #include "cluster/errors.h"
 #include "cluster/logging.h"
+#include "tests/test_util.h"
 
 namespace lcl::cluster {
 namespace {
 
 TEST(Logging, EveryLineInTheRankFileCarriesTheRankTag) {
-  const auto dir = std::filesystem::temp_directory_path() / ("lcl_logging_test_" + std::to_string(getpid()));
+  const lcl::testing::TempDir tmp("logging_test");
+  const std::filesystem::path dir = tmp.path();
   InitLogging("logging_test", /*rank=*/2, /*size=*/4, dir.string());
   LOG(INFO) << "first line";
   LOG(WARNING) << "second line";
@@ -28,7 +30,6 @@ TEST(Logging, EveryLineInTheRankFileCarriesTheRankTag) {
   }
   EXPECT_EQ(lines, 2);
   InitLogging("logging_test", 0, 1, "");  // back to stderr only for the other tests
-  std::filesystem::remove_all(dir);
 }
 
 TEST(Logging, UnwritableLogDirectoryIsAConfigErrorNamingIt) {

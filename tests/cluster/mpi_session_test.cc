@@ -5,17 +5,13 @@
 #include "cluster/errors.h"
 #include "cluster/mpi_session.h"
 #include "tests/test_main.h"
+#include "tests/test_util.h"
 
 namespace lcl::cluster {
 namespace {
 
 std::string ErrorOf(int rank, int size, int local, const std::map<std::string, std::string>& env) {
-  try {
-    MpiSession::CheckLauncherEnv(rank, size, local, env);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
+  return lcl::testing::ErrorOf<ConfigError>([&] { MpiSession::CheckLauncherEnv(rank, size, local, env); });
 }
 
 TEST(MpiSession, SlurmTaskCountDifferentFromSingletonWorldNamesPmix) {

@@ -1,6 +1,6 @@
 // Hugging Face import/export: HF tensor names, a LLaVA checkpoint plus a separate CLIP checkpoint (sharded, bf16),
 // export -> import -> export bitwise identical, and clear errors for missing, unexpected and mis-shaped tensors.
-#include "trainer/hf_io.h"
+#include "model/hf_io.h"
 
 #include <gtest/gtest.h>
 
@@ -9,14 +9,14 @@
 #include <set>
 
 #include "cluster/errors.h"
-#include "tests/model/model_test_util.h"
+#include "tests/test_util.h"
 #include "tests/model/test_configs.h"
 
-namespace lcl::trainer {
+namespace lcl::model {
 namespace {
 
-using testing::ExpectErrorMentions;
-using testing::ScratchDir;
+using lcl::testing::ExpectErrorMentions;
+using lcl::testing::TempDir;
 using testing::TestConfig;
 
 std::string Slurp(const std::string& path) {
@@ -44,16 +44,13 @@ TEST(HfIo, UsesHuggingFaceTensorNames) {
         "model.vision_tower.vision_tower.vision_model.post_layernorm.weight"}) {
     EXPECT_EQ(names.count(expected), 1u) << expected;
   }
-  EXPECT_EQ(TpSplitDim("model.layers.3.self_attn.o_proj.weight"), 1);
-  EXPECT_EQ(TpSplitDim("lm_head.weight"), 0);
-  EXPECT_EQ(TpSplitDim("model.norm.weight"), -1);
 }
 
 TEST(HfIo, ImportsShardedBf16LlavaCheckpointWithSeparateClipCheckpoint) {
   torch::manual_seed(30);
   ModelConfig c = TestConfig();
   MultimodalModel source(c, TpGroup{});
-  NamedTensors llava, clip;
+  checkpoint::NamedTensors llava, clip;
   const std::string prefix = "model.vision_tower.vision_tower.";
   for (const auto& [name, t] : GatherHfTensors(*source, torch::kBFloat16)) {
     if (name.rfind(prefix, 0) == 0) {
@@ -64,9 +61,9 @@ TEST(HfIo, ImportsShardedBf16LlavaCheckpointWithSeparateClipCheckpoint) {
   }
   clip.emplace_back("vision_model.embeddings.position_ids", torch::arange(5).unsqueeze(0));  // an HF buffer
   llava.emplace_back("model.layers.0.self_attn.rotary_emb.inv_freq", torch::ones({4}));      // old HF buffer
-  ScratchDir llava_dir("hf_llava"), clip_dir("hf_clip");
-  EXPECT_GT(WriteSafetensorsCheckpoint(llava_dir.path(), llava, /*max_shard_bytes=*/4096).size(), 1u);
-  WriteSafetensorsCheckpoint(clip_dir.path(), clip, 1 << 30);
+  TempDir llava_dir("hf_llava"), clip_dir("hf_clip");
+  EXPECT_GT(checkpoint::WriteSafetensorsCheckpoint(llava_dir.path(), llava, /*max_shard_bytes=*/4096).size(), 1u);
+  checkpoint::WriteSafetensorsCheckpoint(clip_dir.path(), clip, 1 << 30);
 
   torch::manual_seed(31);
   MultimodalModel loaded(c, TpGroup{});
@@ -83,7 +80,7 @@ TEST(HfIo, ExportImportExportIsBitwiseIdentical) {
   torch::manual_seed(32);
   ModelConfig c = TestConfig();
   MultimodalModel a(c, TpGroup{});
-  ScratchDir first("hf_rt1"), second("hf_rt2");
+  TempDir first("hf_rt1"), second("hf_rt2");
   ExportHfCheckpoint(*a, first.path(), /*write=*/true);
   EXPECT_EQ(ModelConfig::FromJsonFile(first / "config.json").ToJson(), c.ToJson());
   torch::manual_seed(33);
@@ -98,41 +95,41 @@ TEST(HfIo, ExportImportExportIsBitwiseIdentical) {
 TEST(HfIo, MissingUnexpectedAndMisShapedTensorsAreClearErrors) {
   ModelConfig c = TestConfig();
   MultimodalModel model(c, TpGroup{});
-  NamedTensors all = GatherHfTensors(*model);
-  ScratchDir dir("hf_bad");
+  checkpoint::NamedTensors all = GatherHfTensors(*model);
+  TempDir dir("hf_bad");
   const std::string file = dir / "model.safetensors";
   auto load = [&] { LoadHfCheckpoint(*model, dir.path()); };
 
-  NamedTensors missing(all.begin() + 1, all.end());
-  WriteSafetensors(file, missing);
+  checkpoint::NamedTensors missing(all.begin() + 1, all.end());
+  checkpoint::WriteSafetensors(file, missing);
   ExpectErrorMentions<CheckpointError>(load, {dir.path(), "missing tensor '" + all.front().first + "'"});
 
-  NamedTensors extra = all;
+  checkpoint::NamedTensors extra = all;
   extra.emplace_back("model.layers.9.mlp.up_proj.weight", torch::zeros({2}));
-  WriteSafetensors(file, extra);
+  checkpoint::WriteSafetensors(file, extra);
   ExpectErrorMentions<CheckpointError>(load, {file, "unexpected tensor 'model.layers.9.mlp.up_proj.weight'"});
 
-  NamedTensors shaped = all;
+  checkpoint::NamedTensors shaped = all;
   for (auto& [name, t] : shaped) {
     if (name == "model.layers.1.mlp.gate_proj.weight") t = torch::zeros({40, 32});
   }
-  WriteSafetensors(file, shaped);
+  checkpoint::WriteSafetensors(file, shaped);
   ExpectErrorMentions<CheckpointError>(load,
                                        {file, "model.layers.1.mlp.gate_proj.weight", "[40, 32]", "[48, 32]"});
 
-  NamedTensors ints = all;
+  checkpoint::NamedTensors ints = all;
   ints[0].second = ints[0].second.to(torch::kInt64);
-  WriteSafetensors(file, ints);
+  checkpoint::WriteSafetensors(file, ints);
   ExpectErrorMentions<CheckpointError>(load, {file, ints[0].first, "I64"});
   // The projector may be absent when asked (LLaVA stage 1 from a plain LLaMA).
-  NamedTensors no_proj;
+  checkpoint::NamedTensors no_proj;
   for (const auto& nt : all) {
     if (nt.first.find("mm_projector") == std::string::npos) no_proj.push_back(nt);
   }
-  WriteSafetensors(file, no_proj);
+  checkpoint::WriteSafetensors(file, no_proj);
   EXPECT_THROW(load(), CheckpointError);
   EXPECT_NO_THROW(LoadHfCheckpoint(*model, dir.path(), {"", /*allow_missing_projector=*/true}));
 }
 
 }  // namespace
-}  // namespace lcl::trainer
+}  // namespace lcl::model

@@ -5,13 +5,13 @@
 #include "cluster/errors.h"
 #include "tests/model/reference_model.h"
 #include "tests/model/test_configs.h"
-#include "trainer/attention.h"
-#include "trainer/llama.h"
-#include "trainer/rms_norm.h"
-#include "trainer/rotary.h"
-#include "trainer/tp_layers.h"
+#include "model/attention.h"
+#include "model/llama.h"
+#include "model/rms_norm.h"
+#include "model/rotary.h"
+#include "model/tp_layers.h"
 
-namespace lcl::trainer {
+namespace lcl::model {
 namespace {
 
 using testing::RefAttention;
@@ -149,4 +149,4 @@ TEST(ActivationCheckpointing, GivesEqualLossAndGradients) {
 }
 
 }  // namespace
-}  // namespace lcl::trainer
+}  // namespace lcl::model

@@ -3,15 +3,9 @@
 # tokenizer.model; export-hf at tp=2 (each rank loads its slices, the shards are merged) reproduces the init
 # files byte for byte; a bf16 export is half the size; a bad model directory is one clear error.
 set -u
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/../lib/harness.sh"
+need_lcl
 
 "$lcl" model init --preset tiny --out "$tmp/tiny" >"$tmp/init.log" 2>&1; rc=$?
 check "model init exits 0" test $rc -eq 0
@@ -41,8 +35,4 @@ check "error names the file, the tensor and says truncated" grep -q "broken/mode
 "$lcl" model init --preset huge --out "$tmp/x" >"$tmp/err2" 2>&1; rc=$?
 check "unknown preset exits 1 naming the presets" test $rc -eq 1 -a "$(grep -c 'tiny, small, llava-7b' "$tmp/err2")" -eq 1
 
-if [ $failures -ne 0 ]; then
-  echo "$failures check(s) failed"; cat "$tmp/init.log" "$tmp/exp.log" "$tmp/err" 2>/dev/null | tail -20
-  exit 1
-fi
-echo "all model CLI checks passed"
+if [ "$harness_failures" -ne 0 ]; then cat "$tmp/init.log" "$tmp/exp.log" "$tmp/err" 2>/dev/null | tail -20; fi

@@ -8,11 +8,11 @@
 #include "cluster/errors.h"
 #include "tests/model/reference_model.h"
 #include "tests/model/test_configs.h"
-#include "trainer/generate.h"
-#include "trainer/hf_io.h"
-#include "trainer/multimodal_model.h"
+#include "model/generate.h"
+#include "model/hf_io.h"
+#include "model/multimodal_model.h"
 
-namespace lcl::trainer {
+namespace lcl::model {
 namespace {
 
 using testing::TestConfig;
@@ -174,4 +174,4 @@ TEST(Generate, KvCacheEqualsFullRecomputation) {
 }
 
 }  // namespace
-}  // namespace lcl::trainer
+}  // namespace lcl::model

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-namespace lcl::trainer::testing {
+namespace lcl::model::testing {
 namespace {
 
 torch::Tensor Lin(const Weights& w, const std::string& name, const torch::Tensor& x, bool bias = false) {
@@ -19,7 +19,7 @@ torch::Tensor RefLayerNorm(const torch::Tensor& x, const torch::Tensor& g, const
 
 }  // namespace
 
-Weights ToMap(const NamedTensors& tensors) {
+Weights ToMap(const checkpoint::NamedTensors& tensors) {
   Weights w;
   for (const auto& [name, t] : tensors) w[name] = t;
   return w;
@@ -139,4 +139,4 @@ torch::Tensor RefShiftedLoss(const torch::Tensor& logits, const torch::Tensor& l
   return total / static_cast<double>(std::max<int64_t>(n, 1));
 }
 
-}  // namespace lcl::trainer::testing
+}  // namespace lcl::model::testing

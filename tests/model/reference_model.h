@@ -10,13 +10,13 @@
 #include <map>
 #include <string>
 
-#include "trainer/model_config.h"
-#include "trainer/safetensors.h"
+#include "model/model_config.h"
+#include "checkpoint/safetensors.h"
 
-namespace lcl::trainer::testing {
+namespace lcl::model::testing {
 
 using Weights = std::map<std::string, torch::Tensor>;
-Weights ToMap(const NamedTensors& tensors);
+Weights ToMap(const checkpoint::NamedTensors& tensors);
 
 torch::Tensor RefRmsNorm(const torch::Tensor& x, const torch::Tensor& w, double eps);
 // x [B, H, T, D]: dims i and i + D/2 rotated by position * theta^(-2i/D), element by element.
@@ -35,4 +35,4 @@ torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int l
 // Mean cross entropy of logits[:, t] against labels[:, t + 1] over labels != -100, via log-sum-exp.
 torch::Tensor RefShiftedLoss(const torch::Tensor& logits, const torch::Tensor& labels);
 
-}  // namespace lcl::trainer::testing
+}  // namespace lcl::model::testing

@@ -1,9 +1,9 @@
 // Small model configurations shared by the model tests (fp32, CPU, seconds per test).
 #pragma once
 
-#include "trainer/model_config.h"
+#include "model/model_config.h"
 
-namespace lcl::trainer::testing {
+namespace lcl::model::testing {
 
 // 2 layers, 4 heads / 2 KV heads (GQA), vocab 64, a 2-layer vision tower on 16 px images with 4 patches.
 inline ModelConfig TestConfig(int kv_heads = 2, bool tied = false, const char* projector = "mlp2x_gelu") {
@@ -29,4 +29,4 @@ inline ModelConfig TestConfig(int kv_heads = 2, bool tied = false, const char* p
   return c;
 }
 
-}  // namespace lcl::trainer::testing
+}  // namespace lcl::model::testing

@@ -4,17 +4,15 @@
 // the divisibility errors.
 #include <gtest/gtest.h>
 #include <mpi.h>
-#include <unistd.h>
-
-#include <filesystem>
 
 #include "cluster/errors.h"
 #include "cluster/mpi_communicator.h"
 #include "tests/model/test_configs.h"
-#include "trainer/generate.h"
-#include "trainer/hf_io.h"
+#include "tests/test_util.h"
+#include "model/generate.h"
+#include "model/hf_io.h"
 
-namespace lcl::trainer {
+namespace lcl::model {
 namespace {
 
 using testing::TestConfig;
@@ -32,15 +30,10 @@ ModelConfig TpConfig(bool checkpointing) {
   return c;
 }
 
-// Rank 0 exports `full` to a directory every rank can read; returns its path.
-std::string ShareCheckpoint(MultimodalModelImpl& full, int rank, const std::string& tag) {
-  int pid = ::getpid();
-  MPI_Bcast(&pid, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  const std::string dir =
-      (std::filesystem::temp_directory_path() / ("lcl_tp_" + tag + std::to_string(pid))).string();
+// Rank 0 exports `full` into `dir`, a directory every rank sees (a TempDir made on MPI_COMM_WORLD), for all to read.
+void ShareCheckpoint(MultimodalModelImpl& full, int rank, const std::string& dir) {
   if (rank == 0) ExportHfCheckpoint(full, dir, /*write=*/true);
   MPI_Barrier(MPI_COMM_WORLD);
-  return dir;
 }
 
 MultimodalBatch Batch(const ModelConfig& c) {
@@ -68,9 +61,10 @@ TEST_P(TensorParallel, LogitsLossAndEveryGradientMatchTp1) {
     torch::NoGradGuard g;
     for (auto& p : full->parameters()) p.add_(torch::randn_like(p) * 0.05);
   }
-  const std::string dir = ShareCheckpoint(*full, tp.rank(), checkpointing ? "ckpt" : "plain");
+  const lcl::testing::TempDir dir("tp", MPI_COMM_WORLD);
+  ShareCheckpoint(*full, tp.rank(), dir.path());
   MultimodalModel sharded(c, tp);
-  LoadHfCheckpoint(*sharded, dir);  // each rank reads its slices
+  LoadHfCheckpoint(*sharded, dir.path());  // each rank reads its slices
 
   MultimodalBatch batch = Batch(c);
   MultimodalOutput ref = full->forward(batch);
@@ -85,32 +79,29 @@ TEST_P(TensorParallel, LogitsLossAndEveryGradientMatchTp1) {
   EXPECT_EQ(out.num_tokens, ref.num_tokens);
   auto ref_params = full->named_parameters();
   int checked = 0;
-  for (const auto& p : sharded->named_parameters()) {
-    const torch::Tensor& want_full = ref_params[p.key()].grad();
-    if (!p.value().requires_grad()) {
-      EXPECT_FALSE(p.value().grad().defined()) << p.key();
+  for (const ParamPlacement& p : TpPlacements(*sharded)) {
+    const torch::Tensor& want_full = ref_params[p.name].grad();
+    if (!p.param.requires_grad()) {
+      EXPECT_FALSE(p.param.grad().defined()) << p.name;
       continue;
     }
-    ASSERT_TRUE(p.value().grad().defined()) << p.key();
-    const int dim = TpSplitDim(HfTensorName(p.key()));
-    torch::Tensor want =
-        dim < 0 ? want_full : want_full.narrow(dim, tp.rank() * p.value().size(dim), p.value().size(dim));
-    EXPECT_TRUE(torch::allclose(p.value().grad(), want, 1e-4, 1e-6))
-        << p.key() << " max diff " << (p.value().grad() - want).abs().max().item<float>();
+    ASSERT_TRUE(p.param.grad().defined()) << p.name;
+    const int dim = p.split.dim;
+    torch::Tensor want = dim < 0 ? want_full : want_full.narrow(dim, p.offsets[dim], p.param.size(dim));
+    EXPECT_TRUE(torch::allclose(p.param.grad(), want, 1e-4, 1e-6))
+        << p.name << " max diff " << (p.param.grad() - want).abs().max().item<float>();
     ++checked;
   }
   EXPECT_GT(checked, 20);
 
   // Export merges the slices back into exactly the weights that were imported.
-  NamedTensors merged = GatherHfTensors(*sharded);
-  NamedTensors original = GatherHfTensors(*full);
+  checkpoint::NamedTensors merged = GatherHfTensors(*sharded);
+  checkpoint::NamedTensors original = GatherHfTensors(*full);
   ASSERT_EQ(merged.size(), original.size());
   for (size_t i = 0; i < merged.size(); ++i) {
     EXPECT_EQ(merged[i].first, original[i].first);
     EXPECT_TRUE(torch::equal(merged[i].second, original[i].second)) << merged[i].first;
   }
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (tp.rank() == 0) std::filesystem::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpointing, TensorParallel, ::testing::Bool());
@@ -146,15 +137,14 @@ TEST(TensorParallelGenerate, GreedyTokensMatchTp1) {
     torch::NoGradGuard g;
     for (auto& p : full->parameters()) p.add_(torch::randn_like(p) * 0.3);
   }
-  const std::string dir = ShareCheckpoint(*full, tp.rank(), "gen");
+  const lcl::testing::TempDir dir("tp_gen", MPI_COMM_WORLD);
+  ShareCheckpoint(*full, tp.rank(), dir.path());
   MultimodalModel sharded(c, tp);
-  LoadHfCheckpoint(*sharded, dir);
+  LoadHfCheckpoint(*sharded, dir.path());
   MultimodalBatch prompt = Batch(c);
   prompt.labels = torch::Tensor();
   GenerateOptions options{/*max_new_tokens=*/6, -1, true};
   EXPECT_EQ(GreedyGenerate(*sharded, prompt, options), GreedyGenerate(*full, prompt, options));
-  MPI_Barrier(MPI_COMM_WORLD);
-  if (tp.rank() == 0) std::filesystem::remove_all(dir);
 }
 
 TEST(TensorParallelConfig, IndivisibleHeadsOrVocabAreConfigErrors) {
@@ -169,4 +159,4 @@ TEST(TensorParallelConfig, IndivisibleHeadsOrVocabAreConfigErrors) {
 }
 
 }  // namespace
-}  // namespace lcl::trainer
+}  // namespace lcl::model

@@ -5,29 +5,28 @@
 # and stripe angle) are nearer each other than chance, and that the tower still tells family members apart
 # (tower_probe.py). Needs LCL_BIN, python3, and Debian's python3-torch and python3-pil.
 set -euo pipefail
-: "${LCL_BIN:?set LCL_BIN to the lcl binary}"
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=tests/lib/harness.sh
+source "$(dirname "$0")/../lib/harness.sh"
+need_lcl
 
-"$LCL_BIN" data synth --out "$T/s" --classes 16 --images-per-class 10 --size 96x96 --family-size 4 --seed 3 \
+"$lcl" data synth --out "$tmp/s" --classes 16 --images-per-class 10 --size 96x96 --family-size 4 --seed 3 \
   > /dev/null
-"$LCL_BIN" model init --preset tiny --out "$T/m" > /dev/null 2>&1 || fail "model init failed"
+"$lcl" model init --preset tiny --out "$tmp/m" > /dev/null 2>&1 || fail "model init failed"
 
-"$LCL_BIN" data neighbors --root "$T/s" --model "$T/m" --images-per-class 5 --neighbors 3 --samples 2 \
-  --save-features "$T/f.safetensors" --out "$T/tower.jsonl" > "$T/out.txt"
-grep -q "vision tower" "$T/out.txt" || fail "summary does not name the tower: $(cat "$T/out.txt")"
+"$lcl" data neighbors --root "$tmp/s" --model "$tmp/m" --images-per-class 5 --neighbors 3 --samples 2 \
+  --save-features "$tmp/f.safetensors" --out "$tmp/tower.jsonl" > "$tmp/out.txt"
+grep -q "vision tower" "$tmp/out.txt" || fail "summary does not name the tower: $(cat "$tmp/out.txt")"
 
 # The saved features give the same table through the existing --image-features path.
-"$LCL_BIN" data neighbors --root "$T/s" --image-features "$T/f.safetensors" --neighbors 3 --samples 2 \
-  --out "$T/file.jsonl" > /dev/null
-cmp -s "$T/tower.jsonl" "$T/file.jsonl" || fail "--save-features then --image-features gives another table"
+"$lcl" data neighbors --root "$tmp/s" --image-features "$tmp/f.safetensors" --neighbors 3 --samples 2 \
+  --out "$tmp/file.jsonl" > /dev/null
+cmp -s "$tmp/tower.jsonl" "$tmp/file.jsonl" || fail "--save-features then --image-features gives another table"
 
 # Exactly one feature source.
-if "$LCL_BIN" data neighbors --root "$T/s" --out "$T/x.jsonl" 2> "$T/err.txt"; then fail "no features accepted"; fi
-grep -q "exactly one of --image-features" "$T/err.txt" || fail "unclear error: $(cat "$T/err.txt")"
+if "$lcl" data neighbors --root "$tmp/s" --out "$tmp/x.jsonl" 2> "$tmp/err.txt"; then fail "no features accepted"; fi
+grep -q "exactly one of --image-features" "$tmp/err.txt" || fail "unclear error: $(cat "$tmp/err.txt")"
 
-python3 - "$T/tower.jsonl" "$T/f.safetensors" "$T/s/class_split.json" <<'PY'
+python3 - "$tmp/tower.jsonl" "$tmp/f.safetensors" "$tmp/s/class_split.json" <<'PY'
 import json, math, struct, sys
 pairs = [json.loads(l) for l in open(sys.argv[1])]
 assert len(pairs) == 16, len(pairs)
@@ -62,6 +61,6 @@ PY
 # The held-out test pairs are learnable at all: in the frozen tower's features, the nearest support image is on
 # the query's side well above chance within a family (a tree whose members differed by stripe angle
 # alone was near chance; docs/data.md). Debian's torch and PIL (python3-torch, python3-pil).
-/usr/bin/python3 "$(dirname "$0")/tower_probe.py" "$T/m" "$T/s" --shots 4 --trials 400 --min-family 0.65 ||
+/usr/bin/python3 "$(dirname "$0")/tower_probe.py" "$tmp/m" "$tmp/s" --shots 4 --trials 400 --min-family 0.65 ||
   fail "the tower cannot tell the synth test pairs apart"
 echo "neighbors_tower_test: OK"

@@ -50,14 +50,8 @@ TEST(SynsetMapping, IdsAreOneBasedLineOrderAndNameIsTheFirstSynonym) {
 TEST(SynsetMapping, DuplicateAndMalformedLinesNameTheLine) {
   TempDir dir;
   WriteText(dir.path() + "/m.txt", "n1 a\nn2 b\nn1 c\n");
-  try {
-    ReadSynsetMapping(dir.path() + "/m.txt");
-    FAIL();
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("m.txt:3: wnid n1 already listed on line 1"),
-              std::string::npos)
-        << e.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { ReadSynsetMapping(dir.path() + "/m.txt"); },
+                                          {"m.txt:3: wnid n1 already listed on line 1"});
   WriteText(dir.path() + "/m.txt", "n1 a\njustoneword\n");
   EXPECT_THROW(ReadSynsetMapping(dir.path() + "/m.txt"), DataError);
 }
@@ -89,20 +83,11 @@ TEST(ImageNetIndex, ValPerClassFoldersAndNoMappingFile) {
 
 TEST(ImageNetIndex, ErrorsNameThePathAndReason) {
   TempDir dir;
-  try {
-    IndexImageNetRoot(dir.path() + "/missing", {});
-    FAIL();
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("has no train/ directory"), std::string::npos) << e.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { IndexImageNetRoot(dir.path() + "/missing", {}); },
+                                          {"has no train/ directory"});
   MakeTree(dir.path());
   WriteText(dir.path() + "/train/n99999999/x.JPEG", "");
-  try {
-    IndexImageNetRoot(dir.path(), {});
-    FAIL();
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("train/n99999999"), std::string::npos) << e.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { IndexImageNetRoot(dir.path(), {}); }, {"train/n99999999"});
   std::filesystem::remove_all(dir.path() + "/train/n99999999");
   WriteText(dir.path() + "/LOC_val_solution.csv",
             "ImageId,PredictionString\nILSVRC2012_val_00000001,n0 1\n");
@@ -114,12 +99,7 @@ TEST(ImageNetIndex, MissingMappingFileNamesThePath) {
   MakeTree(dir.path());
   IndexOptions options;
   options.synset_path = dir.path() + "/absent_mapping.txt";
-  try {
-    IndexImageNetRoot(dir.path(), options);
-    FAIL();
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("absent_mapping.txt"), std::string::npos) << e.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { IndexImageNetRoot(dir.path(), options); }, {"absent_mapping.txt"});
 }
 
 TEST(ClassSplit, SeededDisjointAndComplete) {

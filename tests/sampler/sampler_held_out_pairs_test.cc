@@ -14,7 +14,6 @@
 namespace lcl::sampler {
 namespace {
 
-using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -43,7 +42,7 @@ std::string MakeIndex(const std::string& root, const std::vector<int>& test_ids,
 }
 
 std::string ErrorOf(const std::string& index, const std::string& image_root = "") {
-  return DataErrorOf([&] { ReadHeldOutPairs(index, image_root); });
+  return testing::ErrorOf<DataError>([&] { ReadHeldOutPairs(index, image_root); });
 }
 
 TEST(HeldOutPairs, TestClassesPairInTheIndexOrderWithHalfTheTrainImagesAsSupport) {

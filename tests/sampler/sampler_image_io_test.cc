@@ -13,7 +13,6 @@
 namespace lcl::sampler {
 namespace {
 
-using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteBytes;
 
@@ -57,7 +56,7 @@ cv::Mat TestImage() {
 }
 
 std::string ErrorOf(const std::string& path, const ImageSpec& spec = {}) {
-  return DataErrorOf([&] { LoadImage(path, spec); });
+  return testing::ErrorOf<DataError>([&] { LoadImage(path, spec); });
 }
 
 TEST(ImageIo, MatchesAnOpenCvReferenceOfExpand2SquareResizeAndClipNormalisation) {
@@ -191,12 +190,8 @@ TEST(ImageLoader, StopsWithADataErrorPastTheBadFraction) {
   ImageLoader loader(dir.path(), spec, /*max_bad_fraction=*/0.2, /*min_window=*/10);
   loader.Load({"bad.JPEG", 0}, {"good.png"});  // 1 bad of a 10-image window: tolerated
   loader.Load({"bad.JPEG", 0}, {"good.png"});  // 2 of 10: at the limit, still tolerated
-  try {
-    loader.Load({"bad.JPEG", 0}, {"good.png"});
-    FAIL() << "expected the bad fraction to stop the run";
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("3 bad images"), std::string::npos) << e.what();
-  }
+  // The third bad image of the window is past the limit: the run stops.
+  testing::ExpectErrorMentions<DataError>([&] { loader.Load({"bad.JPEG", 0}, {"good.png"}); }, {"3 bad images"});
 }
 
 }  // namespace

@@ -12,7 +12,6 @@
 namespace lcl::sampler {
 namespace {
 
-using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -29,7 +28,7 @@ std::string ErrorOf(const std::string& text) {
   TempDir dir;
   const std::string path = dir.path() + "/isekai.jsonl";
   WriteText(path, text);
-  return DataErrorOf([&] { ReadIsekaiFile(path, ""); });
+  return testing::ErrorOf<DataError>([&] { ReadIsekaiFile(path, ""); });
 }
 
 std::string WithKey(const std::string& key, const std::string& value) {  // kLinePositive with one key replaced

@@ -1,69 +1,18 @@
-// Neighbour tables from class features: safetensors reading (F32/F16/BF16), the weighted similarity
-// checked by hand, interval draws, and the official table it makes.
+// Neighbour tables from class features: the weighted similarity checked by hand, interval draws, and the
+// official table it makes (reading feature files is tested with trainer/class_features).
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
-#include <nlohmann/json.hpp>
 #include <set>
 
 #include "cluster/errors.h"
 #include "sampler/neighbors.h"
-#include "tests/sampler/test_util.h"
 
 namespace lcl::sampler {
 namespace {
 
-// A safetensors file: 8-byte little-endian header length, JSON header, then the raw tensor bytes.
-void WriteSafetensors(const std::string& path,
-                      const std::vector<std::tuple<std::string, std::string, std::vector<int64_t>,
-                                                   std::vector<uint8_t>>>& ts) {
-  nlohmann::json h;
-  std::vector<uint8_t> body;
-  for (const auto& [name, dtype, shape, bytes] : ts) {
-    h[name] = {{"dtype", dtype},
-               {"shape", shape},
-               {"data_offsets", {body.size(), body.size() + bytes.size()}}};
-    body.insert(body.end(), bytes.begin(), bytes.end());
-  }
-  std::string header = h.dump();
-  uint64_t n = header.size();
-  std::vector<uint8_t> file(8);
-  std::memcpy(file.data(), &n, 8);
-  file.insert(file.end(), header.begin(), header.end());
-  file.insert(file.end(), body.begin(), body.end());
-  testing::WriteBytes(path, file);
-}
-
-template <typename T>
-std::vector<uint8_t> Bytes(const std::vector<T>& v) {
-  std::vector<uint8_t> out(v.size() * sizeof(T));
-  std::memcpy(out.data(), v.data(), out.size());
-  return out;
-}
-
 FeatureMatrix Matrix(int64_t rows, int64_t cols, std::vector<float> data) {
   return {rows, cols, std::move(data)};
-}
-
-TEST(FeatureFile, ReadsF32F16AndBf16AndNamesWhatIsMissing) {
-  testing::TempDir dir;
-  const std::string path = dir.path() + "/f.safetensors";
-  WriteSafetensors(path,
-                   {{"image_features", "F32", {2, 2}, Bytes<float>({1.f, 2.f, 3.f, -4.f})},
-                    {"text_features", "F16", {1, 3}, Bytes<uint16_t>({0x3C00, 0xC000, 0x3800})},
-                    {"b", "BF16", {1, 2}, Bytes<uint16_t>({0x3F80, 0xC040})}});
-  FeatureMatrix f = ReadFeatureMatrix(path, "image_features");
-  EXPECT_EQ(f.rows, 2);
-  EXPECT_EQ(f.data, (std::vector<float>{1.f, 2.f, 3.f, -4.f}));
-  EXPECT_EQ(ReadFeatureMatrix(path, "text_features").data, (std::vector<float>{1.f, -2.f, 0.5f}));
-  EXPECT_EQ(ReadFeatureMatrix(path, "b").data, (std::vector<float>{1.f, -3.f}));
-  try {
-    ReadFeatureMatrix(path, "absent");
-    FAIL();
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("no tensor \"absent\""), std::string::npos) << e.what();
-  }
 }
 
 TEST(ClassSimilarity, MatchesTheOfficialWeightedSumComputedByHand) {

@@ -13,7 +13,6 @@ namespace lcl::sampler {
 namespace {
 
 using testing::SharedData;
-using testing::DataErrorOf;
 using testing::TempDir;
 using testing::WriteText;
 
@@ -25,7 +24,7 @@ const char* kLineB =
     R"("neighbors": [["1", "kit fox", "train/a/2.JPEG"]]})";
 
 std::string ErrorOf(const std::string& path) {
-  return DataErrorOf([&] { PairsTable::Read(path); });
+  return testing::ErrorOf<DataError>([&] { PairsTable::Read(path); });
 }
 
 TEST(PairsFile, RealTrain900FileParsesWith900ClassesAnd63559Images) {
@@ -146,12 +145,7 @@ TEST(Templates, OfficialIclJsonLoadsAll66TemplatesEachWithOneImage) {
 TEST(Templates, TemplateWithoutImageNamesTheElement) {
   TempDir dir;
   WriteText(dir.path() + "/t.json", R"(["what is <image>?", "no marker here"])");
-  try {
-    LoadTemplates(dir.path() + "/t.json");
-    FAIL() << "expected a DataError";
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("element 1"), std::string::npos) << e.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { LoadTemplates(dir.path() + "/t.json"); }, {"element 1"});
   for (const std::string& s : DefaultTemplates()) EXPECT_NE(s.find("<image>"), std::string::npos);
 }
 

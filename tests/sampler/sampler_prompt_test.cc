@@ -247,13 +247,8 @@ TEST_F(PromptTest, SupportNamesFollowEachExampleLabelButNeverTheFinalAnswer) {
   }
   // An example without a class name (ISEKAI files have none) is a clear error, not a silent plain prompt.
   e.examples[0].class_name.clear();
-  try {
-    RenderTurns(e, PromptLayout::kCompact, true);
-    FAIL() << "expected a DataError";
-  } catch (const DataError& err) {
-    EXPECT_NE(std::string(err.what()).find("support_names"), std::string::npos) << err.what();
-    EXPECT_NE(std::string(err.what()).find(e.examples[0].image.path), std::string::npos) << err.what();
-  }
+  testing::ExpectErrorMentions<DataError>([&] { RenderTurns(e, PromptLayout::kCompact, true); },
+                                          {"support_names", e.examples[0].image.path});
 }
 
 TEST_F(PromptTest, OverLongEpisodesDropWholeExamplePairsOrAreRejectedWithCounts) {
@@ -280,14 +275,8 @@ TEST_F(PromptTest, OverLongEpisodesDropWholeExamplePairsOrAreRejectedWithCounts)
   EXPECT_EQ(reduced.examples.size(), 2u * p.shot);
   // Reject mode: a clear count.
   config.reduce_shots = false;
-  try {
-    TokenizeEpisode(e, tok, config);
-    FAIL() << "expected a DataError";
-  } catch (const DataError& err) {
-    std::string msg = err.what();
-    EXPECT_NE(msg.find("33 images x 258"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("max_length is 2048"), std::string::npos) << msg;
-  }
+  testing::ExpectErrorMentions<DataError>([&] { TokenizeEpisode(e, tok, config); },
+                                          {"33 images x 258", "max_length is 2048"});
 }
 
 }  // namespace

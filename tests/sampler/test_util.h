@@ -1,46 +1,23 @@
-// Small helpers for sampler tests: a self-deleting temp directory and file writers.
+// Small helpers for sampler tests: file writers and the official data files, plus the common TempDir, ErrorOf
+// and ExpectErrorMentions of tests/test_util.h.
 //
-//   TempDir dir;  WriteText(dir.path() + "/a.txt", "hello");
+//   TempDir dir;  WriteText(dir / "a.txt", "hello");
 #pragma once
 
-#include <cstdlib>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
-#include "cluster/errors.h"
+#include "tests/test_util.h"
 
 namespace lcl::sampler::testing {
 
-// The message of the DataError that `fn` throws, or "(no error)" (other exceptions propagate).
-template <typename F>
-std::string DataErrorOf(F fn) {
-  try {
-    fn();
-  } catch (const DataError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "lcl_sampler_XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+// The common scratch directory and error helpers, under the names the sampler tests use.
+using lcl::testing::ErrorOf;
+using lcl::testing::ExpectErrorMentions;
+using lcl::testing::TempDir;
 
 inline void WriteText(const std::string& path, const std::string& text) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());

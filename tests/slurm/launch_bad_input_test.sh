@@ -7,19 +7,12 @@
 #   LCL_BIN=build/launch/lcl tests/slurm/launch_bad_input_test.sh
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-lcl=$(cd "$(dirname "$lcl")" && pwd)/$(basename "$lcl")
-mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root --bind-to none --mca btl_vader_single_copy_mechanism none}
+# shellcheck source=tests/lib/harness.sh
+source "$here/tests/lib/harness.sh"
+need_lcl
 launch=$here/launch/mpirun.sh
 export LCL_BIN=$lcl
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
-cd "$tmp" || exit 1
+cd "$tmp" || fail "cd $tmp"
 cp "$here/launch/configs/tiny.pbtxt" tiny.pbtxt
 sed 's/^\( *\)tp: 1/\1tp: 2/' tiny.pbtxt >tp2.pbtxt
 touch not_a_dir
@@ -63,11 +56,7 @@ check "mpirun.sh with a 2-host hostfile and --ppn 4: 8 ranks, 4 per node" \
 [ $rc -eq 0 ] || cat dry2.txt
 
 # ---- lcl train itself under mpirun (no launcher script in front): exit 1, one clear message, no metrics ----------
-if ! "$lcl" train --help 2>&1 | grep -q -- "--run-dir"; then
-  echo "FAIL '$lcl train' is not built: the trainer's own checks cannot run"
-  echo "$((failures + 1)) failed"
-  exit 1
-fi
+"$lcl" train --help 2>&1 | grep -q -- "--run-dir" || fail "'$lcl train' is not built: the trainer's own checks cannot run"
 "$lcl" data synth --out data/synth --classes 32 --images-per-class 12 --size 64x64 >synth.log 2>&1 || cat synth.log
 cut -d' ' -f2- data/synth/LOC_synset_mapping.txt | sed 's/,.*//' >data/class_names.txt
 "$lcl" model init --preset tiny --out data/tiny-model --class-names data/class_names.txt >model.log 2>&1 || cat model.log
@@ -84,6 +73,3 @@ train_case() {  # train_case NAME EXPECTED_MESSAGE RUN_DIR lcl-train-arguments..
 train_case "world size 2, tp=3" "parallel.tp" "$tmp/run-tp" --config tiny.pbtxt "${paths[@]}" --set parallel.tp=3
 train_case "missing config" "missing.pbtxt" "$tmp/run-missing" --config missing.pbtxt
 train_case "unwritable run dir" "not_a_dir/run" "not_a_dir/run" --config tiny.pbtxt "${paths[@]}"
-
-echo "$failures failed"
-[ "$failures" -eq 0 ]

@@ -3,7 +3,7 @@
 # sockets, slurm.conf, state, logs) in one temporary directory, free ports. Sourced by the tests in tests/slurm/.
 #   . tests/slurm/slurm_harness.sh
 #   slurm_start "$tmp/slurm" || exit 1     # exports SLURM_CONF; a failure prints the daemons' logs
-#   trap slurm_stop EXIT                   # stops only the daemons slurm_start started (by their pids)
+#   on_exit slurm_stop                     # (tests/lib/harness.sh) stops only the daemons slurm_start started
 #   jid=$(sbatch --parsable ...); slurm_wait_job "$jid" COMPLETED 120
 # Needs root (slurmd runs jobs as their user) and the Debian packages munge, slurmctld, slurmd, slurm-client.
 

@@ -8,27 +8,15 @@
 #   LCL_BIN=build/launch/lcl tests/slurm/slurm_harness_test.sh
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-LCL_MPIRUN=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root --bind-to none --mca btl_vader_single_copy_mechanism none}
-lcl=$(cd "$(dirname "$lcl")" && pwd)/$(basename "$lcl")
+# shellcheck source=tests/lib/harness.sh
+source "$here/tests/lib/harness.sh"
+need_lcl
 . "$here/tests/slurm/slurm_harness.sh"
 
-tmp=$(mktemp -d)
 chmod 0711 "$tmp"  # munged (user munge) must reach its socket under here
-cleanup() { slurm_stop; rm -rf "$tmp"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
-
-if ! slurm_start "$tmp/slurm"; then
-  echo "FAIL could not start the test Slurm cluster (see above)"
-  exit 1
-fi
-cd "$tmp" || exit 1
+on_exit slurm_stop
+slurm_start "$tmp/slurm" || fail "could not start the test Slurm cluster (see above)"
+cd "$tmp" || fail "cd $tmp"
 
 # --- srun --mpi=pmix wires 2 tasks into one MPI world -----------------------------------------------------------
 srun --mpi=pmix -n 2 "$lcl" bench comm --min-bytes 1K --max-bytes 4K --rounds 1 >pmix.out 2>&1; rc=$?
@@ -49,7 +37,7 @@ else
     grep -q 'direct launched using "srun"' nopmix.out
 fi
 # mpirun with fewer ranks than the allocation's tasks.
-jid=$(sbatch --parsable -n 2 -o mismatch.out --wrap "$LCL_MPIRUN -np 1 $lcl bench comm --max-bytes 1K")
+jid=$(sbatch --parsable -n 2 -o mismatch.out --wrap "$mpirun -np 1 $lcl bench comm --max-bytes 1K")
 slurm_wait_job "$jid" FAILED 60
 check "mpirun -np 1 in a 2-task allocation fails with exit 1" test "$(slurm_job_field "$jid" ExitCode)" = "1:0"
 check "mpirun -np 1 in a 2-task allocation: lcl names SLURM_NTASKS and the world size" \
@@ -113,7 +101,7 @@ run_requeue_job() {
       grep -q "args=train --config tiny.pbtxt --set a.b=1 --resume auto --run-dir $tmp/$name/run" "$f"
     check "$name: rank $r finished in the second start" grep -q "finished rank=$r" "$f"
   done
-  if [ "$failures" -gt 0 ]; then echo "----- $log"; cat "$log"; fi
+  if [ "$harness_failures" -gt 0 ]; then echo "----- $log"; cat "$log"; fi
 }
 run_requeue_job requeue-srun srun timelimit
 run_requeue_job requeue-mpirun mpirun scancel
@@ -135,6 +123,3 @@ bad_job missing-config "config file 'nope.pbtxt' does not exist" nope.pbtxt
 export FAKE_LCL_OUT=$tmp/bad-run-dir LCL_RUN_DIR=$tmp/tiny.pbtxt/run
 mkdir -p "$tmp/bad-run-dir"
 bad_job bad-run-dir "run directory '$tmp/tiny.pbtxt/run' cannot be created or is not writable" tiny.pbtxt
-
-echo "$failures failed"
-[ "$failures" -eq 0 ]

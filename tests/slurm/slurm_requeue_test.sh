@@ -6,7 +6,7 @@
 # (launch/mpirun.sh, same layout). Fails (never skips) when Slurm cannot start; stops only the daemons it started.
 #   LCL_BIN=build/launch/lcl tests/slurm/slurm_requeue_test.sh
 # Environment: LCL_SLURM_TEST_STEPS (default 12), LCL_SLURM_TEST_LAUNCHER (srun | mpirun, default srun),
-# LCL_SLURM_TEST_KEEP=1 keeps the temporary directory.
+# LCL_SLURM_TEST_KEEP=1 (or LCL_TEST_KEEP=1) keeps the temporary directory.
 #
 # Why the test sends USR1 itself (`scancel --signal=USR1 --batch`, what Slurm does at `--signal=B:USR1@<lead>`):
 # Slurm's time limits are whole minutes and it may send the warning up to a minute early, so a time-limit signal
@@ -15,38 +15,28 @@
 # --time/--signal path (with a stand-in trainer).
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
-lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-lcl=$(cd "$(dirname "$lcl")" && pwd)/$(basename "$lcl")
 steps=${LCL_SLURM_TEST_STEPS:-12}
 launcher=${LCL_SLURM_TEST_LAUNCHER:-srun}
+[ "${LCL_SLURM_TEST_KEEP:-0}" = 1 ] && export LCL_TEST_KEEP=1
+# shellcheck source=tests/lib/harness.sh
+source "$here/tests/lib/harness.sh"
+need_lcl
 . "$here/tests/slurm/slurm_harness.sh"
 
-tmp=$(mktemp -d)
 chmod 0711 "$tmp"  # munged (user munge) must reach its socket under here
-cleanup() {
-  slurm_stop
-  if [ "${LCL_SLURM_TEST_KEEP:-0}" = 1 ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-failures=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
-die() { echo "FAIL $*"; exit 1; }
+on_exit slurm_stop
 elapsed() { echo "$(($(date +%s) - t_start)) s"; }
 t_start=$(date +%s)
 
-"$lcl" train --help 2>&1 | grep -q -- "--run-dir" || die "'$lcl train' is not built"
-cd "$tmp" || exit 1
+"$lcl" train --help 2>&1 | grep -q -- "--run-dir" || fail "'$lcl train' is not built"
+cd "$tmp" || fail "cd $tmp"
 
 # ---- tiny data and model, as launch/quickstart.sh makes them (smaller) ------------------------------------------
 "$lcl" data synth --out data/synth --classes 32 --images-per-class 12 --size 64x64 >synth.log 2>&1 ||
-  { cat synth.log; die "lcl data synth failed"; }
+  { cat synth.log; fail "lcl data synth failed"; }
 cut -d' ' -f2- data/synth/LOC_synset_mapping.txt | sed 's/,.*//' >data/class_names.txt
 "$lcl" model init --preset tiny --out data/tiny-model --class-names data/class_names.txt >model.log 2>&1 ||
-  { cat model.log; die "lcl model init failed"; }
+  { cat model.log; fail "lcl model init failed"; }
 cp "$here/launch/configs/tiny.pbtxt" tiny.pbtxt
 # One episode per rank per step (the config has 8) in the official layout, without support names, keeps a step ~1 s on 2 busy cores, so
 # the signal lands mid-run.
@@ -61,18 +51,18 @@ echo "     data and model ready ($(elapsed))"
 LCL_BIN=$lcl "$here/launch/mpirun.sh" -n 2 --allow-root --container --oversubscribe -- \
   --config tiny.pbtxt "${overrides[@]}" --run-dir "$tmp/ref" >ref.log 2>&1; rc=$?
 check "uninterrupted run (launch/mpirun.sh -n 2) exits 0" test $rc -eq 0
-[ $rc -eq 0 ] || { tail -30 ref.log; die "the reference run failed"; }
+[ $rc -eq 0 ] || { tail -30 ref.log; fail "the reference run failed"; }
 echo "     reference run done ($(elapsed))"
 
 # ---- the Slurm run -------------------------------------------------------------------------------------------------
-slurm_start "$tmp/slurm" || die "could not start the test Slurm cluster (see above)"
+slurm_start "$tmp/slurm" || fail "could not start the test Slurm cluster (see above)"
 mkdir -p logs
 export LCL_BIN=$lcl LCL_LAUNCHER=$launcher LCL_RUN_DIR=$tmp/run LCL_MPIRUN_SH_ARGS="--container --bind none"
 # The template's shape is 2 nodes x 8 GPUs; this node gives 2 tasks, no GPUs. The time limit is long: the warning
 # signal is sent below, at a measured moment.
 jid=$(sbatch --parsable -J requeue --nodes=1 --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 --time=10 \
       -o "logs/%x-%j.out" "$here/launch/slurm/train.sbatch" tiny.pbtxt "${overrides[@]}")
-[ -n "$jid" ] || die "sbatch refused the job"
+[ -n "$jid" ] || fail "sbatch refused the job"
 joblog=$tmp/logs/requeue-$jid.out
 metrics=$tmp/run/metrics.jsonl
 last_step() { python3 -c '
@@ -90,7 +80,7 @@ for ((i = 0; i < 600; i++)); do
 done
 step_at_signal=$(last_step "$metrics")
 check "the first start reached step $signal_at while running" test "$step_at_signal" -ge "$signal_at"
-[ "$step_at_signal" -ge "$signal_at" ] || { cat "$joblog"; die "training did not progress under Slurm"; }
+[ "$step_at_signal" -ge "$signal_at" ] || { cat "$joblog"; fail "training did not progress under Slurm"; }
 scancel --signal=USR1 --batch "$jid"
 echo "     USR1 sent to the batch shell at step $step_at_signal ($(elapsed))"
 
@@ -124,7 +114,8 @@ check "every rank of the second start resumed from the checkpoint" test "$(grep 
 echo "     second start done ($(elapsed))"
 
 # ---- the metrics: resumed at the checkpoint, final step reached, the uninterrupted run's losses --------------------
-python3 - "$tmp/ref/metrics.jsonl" "$metrics" "$ckpt_step" "$steps" >compare.log 2>&1 <<'PY'
+check "the metrics: every step once, the restart counts, the uninterrupted run's losses (lines above)" \
+  python3 - "$tmp/ref/metrics.jsonl" "$metrics" "$ckpt_step" "$steps" <<'PY'
 import json, sys
 ref_path, run_path, ckpt, total = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ref = [json.loads(l) for l in open(ref_path) if l.strip()]
@@ -153,13 +144,9 @@ diff = [(s, ref_loss.get(s), run_loss.get(s)) for s in sorted(set(ref_loss) | se
 check("losses equal the uninterrupted run's at every step (bitwise)", not diff, "differ at %s" % diff[:5])
 sys.exit(0 if ok else 1)
 PY
-rc=$?
-cat compare.log
-[ $rc -eq 0 ] || failures=$((failures + 1))
 
-if [ "$failures" -gt 0 ]; then
+if [ "$harness_failures" -gt 0 ]; then
   echo "----- $joblog"; cat "$joblog"
   echo "----- rank 0 log"; tail -40 "$tmp/run/logs/rank0.log" 2>/dev/null || ls "$tmp/run" "$tmp/run/logs" 2>&1
 fi
-echo "$failures failed ($(elapsed))"
-[ "$failures" -eq 0 ]
+echo "done in $(elapsed)"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `lcl eval` on its three inputs (issue #5 item 9), end to end on a synthetic tree and a tiny untrained model:
+# `lcl eval` on its three inputs, end to end on a synthetic tree and a tiny untrained model:
 #   1. an ISEKAI-style jsonl (relative paths against the file's directory, one line with absolute paths, one line
 #      whose query is on the negative_list side, one line with short lists) writes eval.jsonl rows with n = lines
 #      and counts the short line; --image-root resolves a copy of the file kept elsewhere;

@@ -4,7 +4,6 @@
 #include "trainer/metrics.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -18,6 +17,7 @@
 #include <vector>
 
 #include "cluster/errors.h"
+#include "tests/test_util.h"
 #include "trainer/tensorboard.pb.h"
 #include "trainer/tfevents.h"
 
@@ -25,28 +25,9 @@ namespace lcl::trainer {
 namespace {
 
 namespace fs = std::filesystem;
+using lcl::testing::ExpectErrorMentions;
+using lcl::testing::TempDir;
 using nlohmann::json;
-
-// A fresh directory removed at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    static int counter = 0;
-    path_ = fs::temp_directory_path() /
-            ("lcl_metrics_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
 
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -168,7 +149,7 @@ TEST(TfEvents, ScalarsReadBackWithTagsStepsAndValues) {
 
 TEST(TfEvents, FirstRecordIsTheFileVersionEvent) {
   TempDir dir;
-  TfEventsWriter writer(dir.str(), "");
+  TfEventsWriter writer(dir.path(), "");
   writer.AddScalar("x", 7, 1.0);
   writer.Flush();
   const std::string bytes = ReadFile(writer.path());
@@ -184,7 +165,7 @@ TEST(TfEvents, EveryFlippedByteIsReportedWithFileAndRecordOffset) {
   TempDir dir;
   std::string path;
   {
-    TfEventsWriter writer(dir.str(), "");
+    TfEventsWriter writer(dir.path(), "");
     path = writer.path();
     for (int step = 0; step < 3; ++step)
       writer.AddScalar("train/loss", step, 1.0 / (step + 1), 5.0);
@@ -199,16 +180,9 @@ TEST(TfEvents, EveryFlippedByteIsReportedWithFileAndRecordOffset) {
     WriteFile(path, bad);
     size_t record = 0;
     while (record + 1 < offsets.size() && offsets[record + 1] <= i) ++record;
-    try {
-      ReadTfEvents(path);
-      ADD_FAILURE() << "flipping byte " << i << " went unnoticed";
-    } catch (const DataError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find(path), std::string::npos) << what;
-      EXPECT_NE(what.find("offset " + std::to_string(offsets[record]) + ":"), std::string::npos)
-          << "byte " << i << ": " << what;
-      EXPECT_NE(what.find("CRC mismatch"), std::string::npos) << what;
-    }
+    SCOPED_TRACE("flipped byte " + std::to_string(i));
+    ExpectErrorMentions<DataError>([&] { ReadTfEvents(path); },
+                                   {path, "offset " + std::to_string(offsets[record]) + ":", "CRC mismatch"});
   }
 }
 
@@ -216,7 +190,7 @@ TEST(TfEvents, TruncatedTailIsAnErrorUnlessAllowed) {
   TempDir dir;
   std::string path;
   {
-    TfEventsWriter writer(dir.str(), "");
+    TfEventsWriter writer(dir.path(), "");
     path = writer.path();
     writer.AddScalar("a", 1, 1.0);
     writer.AddScalar("a", 2, 2.0);
@@ -231,19 +205,15 @@ TEST(TfEvents, TruncatedTailIsAnErrorUnlessAllowed) {
 
 TEST(TfEvents, WriterInTheSameSecondMakesANewFile) {
   TempDir dir;
-  TfEventsWriter first(dir.str(), "");
-  TfEventsWriter second(dir.str(), "");
+  TfEventsWriter first(dir.path(), "");
+  TfEventsWriter second(dir.path(), "");
   EXPECT_NE(first.path(), second.path());
-  EXPECT_EQ(FindTfEventsFiles(dir.str()).size(), 2u);
+  EXPECT_EQ(FindTfEventsFiles(dir.path()).size(), 2u);
 }
 
 TEST(TfEvents, MissingFileIsADataErrorNamingIt) {
-  try {
-    ReadTfEvents("/nonexistent/events.out.tfevents.1");
-    FAIL() << "no error";
-  } catch (const DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("/nonexistent/events.out.tfevents.1"), std::string::npos);
-  }
+  ExpectErrorMentions<DataError>([] { ReadTfEvents("/nonexistent/events.out.tfevents.1"); },
+                                 {"/nonexistent/events.out.tfevents.1"});
 }
 
 // --- metrics.jsonl / eval.jsonl ---
@@ -251,7 +221,7 @@ TEST(TfEvents, MissingFileIsADataErrorNamingIt) {
 TEST(MetricsWriter, EachStepIsOneJsonLineWithTheFields) {
   TempDir run;
   {
-    MetricsWriter writer(run.str());
+    MetricsWriter writer(run.path());
     for (int64_t step = 1; step <= 3; ++step) writer.WriteStep(MetricsAt(step));
     // No close yet: each line must already be in the file.
     const std::vector<json> rows = ReadJsonl(run / "metrics.jsonl");
@@ -272,7 +242,7 @@ TEST(MetricsWriter, EachStepIsOneJsonLineWithTheFields) {
 
 TEST(MetricsWriter, NonFiniteValuesAreWrittenAsNull) {
   TempDir run;
-  MetricsWriter writer(run.str());
+  MetricsWriter writer(run.path());
   StepMetrics m = MetricsAt(1);
   m.loss = NAN;
   m.grad_norm = INFINITY;
@@ -285,7 +255,7 @@ TEST(MetricsWriter, NonFiniteValuesAreWrittenAsNull) {
 
 TEST(MetricsWriter, EvalRowsGoToEvalJsonl) {
   TempDir run;
-  MetricsWriter writer(run.str());
+  MetricsWriter writer(run.path());
   writer.WriteEval(100, 16, 0.8125, 512, {{"loss", 0.5}});
   writer.WriteEval(100, 2, 0.625, 512);
   const std::vector<json> rows = ReadJsonl(run / "eval.jsonl");
@@ -303,14 +273,14 @@ TEST(MetricsWriter, EvalRowsGoToEvalJsonl) {
 TEST(MetricsWriter, ResumeDropsRowsPastTheResumeStepMatchingAnUninterruptedRun) {
   TempDir interrupted;
   {
-    MetricsWriter writer(interrupted.str());
+    MetricsWriter writer(interrupted.path());
     for (int64_t step = 1; step <= 10; ++step) {
       writer.WriteStep(MetricsAt(step));
       if (step % 5 == 0) writer.WriteEval(step, 16, 0.5, 64);
     }
   }
   {
-    MetricsWriter writer = MetricsWriter::Open(interrupted.str(), 6);
+    MetricsWriter writer = MetricsWriter::Open(interrupted.path(), 6);
     EXPECT_EQ(Steps(ReadJsonl(interrupted / "metrics.jsonl")),
               (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
     EXPECT_EQ(Steps(ReadJsonl(interrupted / "eval.jsonl")), (std::vector<int64_t>{5}));
@@ -321,7 +291,7 @@ TEST(MetricsWriter, ResumeDropsRowsPastTheResumeStepMatchingAnUninterruptedRun) 
   }
   TempDir uninterrupted;
   {
-    MetricsWriter writer(uninterrupted.str());
+    MetricsWriter writer(uninterrupted.path());
     for (int64_t step = 1; step <= 12; ++step) {
       writer.WriteStep(MetricsAt(step));
       if (step % 5 == 0) writer.WriteEval(step, 16, 0.5, 64);
@@ -347,14 +317,14 @@ TEST(MetricsWriter, ResumeDropsRowsPastTheResumeStepMatchingAnUninterruptedRun) 
 TEST(MetricsWriter, LineTornByAKillIsDroppedOnOpen) {
   TempDir run;
   {
-    MetricsWriter writer(run.str());
+    MetricsWriter writer(run.path());
     for (int64_t step = 1; step <= 4; ++step) writer.WriteStep(MetricsAt(step));
   }
   {
     std::ofstream out(run / "metrics.jsonl", std::ios::app | std::ios::binary);
     out << R"({"step":5,"loss":1.2)";  // no closing brace, no newline
   }
-  MetricsWriter writer = MetricsWriter::Open(run.str(), 100);
+  MetricsWriter writer = MetricsWriter::Open(run.path(), 100);
   writer.WriteStep(MetricsAt(5));
   EXPECT_EQ(Steps(ReadJsonl(run / "metrics.jsonl")), (std::vector<int64_t>{1, 2, 3, 4, 5}));
 }
@@ -373,7 +343,7 @@ TEST(MetricsWriter, ScalarsAreMirroredToTensorBoard) {
   TempDir run;
   std::string tb_path;
   {
-    MetricsWriter writer(run.str());
+    MetricsWriter writer(run.path());
     tb_path = writer.tensorboard_path();
     for (int64_t step = 1; step <= 3; ++step) writer.WriteStep(MetricsAt(step));
     writer.WriteEval(3, 16, 0.75, 128);
@@ -398,7 +368,7 @@ TEST(MetricsWriter, TensorBoardCanBeTurnedOff) {
   TempDir run;
   MetricsOptions options;
   options.tensorboard = false;
-  MetricsWriter writer(run.str(), options);
+  MetricsWriter writer(run.path(), options);
   writer.WriteStep(MetricsAt(1));
   EXPECT_TRUE(writer.tensorboard_path().empty());
   EXPECT_FALSE(fs::exists(run / "tb"));
@@ -410,7 +380,7 @@ TEST(MetricsWriter, TensorBoardCanBeTurnedOff) {
 TEST(TfEventsExport, WritesARunForTheExternalReader) {
   TempDir tmp;
   const char* env = std::getenv("LCL_TFEVENTS_EXPORT_DIR");
-  const std::string run = env != nullptr ? std::string(env) : tmp.str();
+  const std::string run = env != nullptr ? std::string(env) : tmp.path();
   MetricsWriter writer(run);
   for (int64_t step = 0; step <= 20; ++step) writer.WriteStep(MetricsAt(step));
   writer.WriteEval(20, 16, 0.8125, 512);

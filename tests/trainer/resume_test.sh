@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Exact resume and resharding with the real trainer (issue #6 items 4-6), on real MPI ranks:
+# Exact resume and resharding with the real trainer, on real MPI ranks:
 #   1. SIGUSR1 to one rank mid-run -> every rank agrees at the step boundary, a checkpoint is committed, exit 42;
 #      `--resume auto` continues; the loss sequence and every final tensor (model and optimizer) are bitwise the
 #      uninterrupted run's.

@@ -1,40 +1,27 @@
-// The training config: text-format parsing with line-numbered errors, --set overrides, value checks and the
-// batch arithmetic of the run plan.
+// The training config: text-format parsing with line-numbered errors, --set overrides, the value and layout checks,
+// and the batch arithmetic of the run plan.
 #include "trainer/train_config.h"
 
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
-#include <unistd.h>
-
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 
 #include "cluster/errors.h"
+#include "tests/test_util.h"
 
 namespace lcl::trainer {
 namespace {
 
-namespace fs = std::filesystem;
+using lcl::testing::ErrorOf;
 
+// Writes `text` to `name` in the binary's scratch directory (removed at exit); returns the path.
 std::string WriteTemp(const std::string& name, const std::string& text) {
-  const fs::path dir = fs::temp_directory_path() / ("lcl_config_test_" + std::to_string(::getpid()));
-  fs::create_directories(dir);
-  const std::string path = (dir / name).string();
+  static const lcl::testing::TempDir dir("config_test");
+  const std::string path = dir / name;
   std::ofstream(path) << text;
   return path;
-}
-
-// The message of the ConfigError `fn` throws ("" if it does not throw one).
-template <class F>
-std::string ErrorOf(F fn) {
-  try {
-    fn();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
 }
 
 const char* kGood = R"(run_dir: "runs/x"
@@ -54,6 +41,8 @@ TEST(TrainConfig, ParsesTheShippedTinyConfig) {
   LoadedConfig c = LoadTrainConfig(std::string(source) + "/launch/configs/tiny.pbtxt", {});
   EXPECT_EQ(c.config.model().path(), "runs/data/tiny-model");
   EXPECT_GT(c.config.schedule().total_steps(), 0);
+  ValidateConfig(c);
+  ValidateLayout(c, 2);
   RunPlan plan = PlanRun(c, 2, 48);
   EXPECT_EQ(plan.dp, 2);
   EXPECT_EQ(plan.global_batch, plan.micro_batch * plan.grad_accum * plan.dp);
@@ -70,7 +59,7 @@ TEST(TrainConfig, ReadsFieldsAndRecordsTheirLines) {
 
 TEST(TrainConfig, UnknownFieldNamesTheFileLineAndField) {
   const std::string path = WriteTemp("unknown.pbtxt", "run_dir: \"x\"\noptimizer {\n  lrr: 3\n}\n");
-  const std::string err = ErrorOf([&] { LoadTrainConfig(path, {}); });
+  const std::string err = ErrorOf<ConfigError>([&] { LoadTrainConfig(path, {}); });
   EXPECT_NE(err.find("unknown.pbtxt:3"), std::string::npos) << err;
   EXPECT_NE(err.find("lrr"), std::string::npos) << err;
 }
@@ -78,36 +67,36 @@ TEST(TrainConfig, UnknownFieldNamesTheFileLineAndField) {
 TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
   const std::string path = WriteTemp("bad.pbtxt", std::string(kGood) + "logging { every_steps: 0 }\n");
   LoadedConfig c = LoadTrainConfig(path, {});
-  const std::string err = ErrorOf([&] { PlanRun(c, 1, 10); });
+  const std::string err = ErrorOf<ConfigError>([&] { ValidateConfig(c); });
   EXPECT_NE(err.find("bad.pbtxt:10"), std::string::npos) << err;
   EXPECT_NE(err.find("logging.every_steps"), std::string::npos) << err;
   // A value outside a field's choices names the field and the choices.
   LoadedConfig layout = LoadTrainConfig(WriteTemp("layout.pbtxt", kGood), {"data.prompt_layout=verbose"});
-  const std::string choice = ErrorOf([&] { PlanRun(layout, 1, 10); });
+  const std::string choice = ErrorOf<ConfigError>([&] { ValidateConfig(layout); });
   EXPECT_NE(choice.find("data.prompt_layout"), std::string::npos) << choice;
   EXPECT_NE(choice.find("compact"), std::string::npos) << choice;
   // A type error is caught by the parser, with the line.
   const std::string typed = WriteTemp("typed.pbtxt", "run_dir: \"x\"\ndata { shot: \"four\" }\n");
-  EXPECT_NE(ErrorOf([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
 }
 
 TEST(TrainConfig, DataRootIsNeededUnlessEvaluationReadsAnIsekaiFileOrAnIndex) {
   const std::string path = WriteTemp("root.pbtxt", kGood);
   LoadedConfig no_root = LoadTrainConfig(path, {"data.root="});
-  const std::string err = ErrorOf([&] { PlanRun(no_root, 1, 10); });
+  const std::string err = ErrorOf<ConfigError>([&] { ValidateConfig(no_root); });
   EXPECT_NE(err.find("data.root"), std::string::npos) << err;
   for (const std::string input : {"eval.format=isekai", "eval.format=index"}) {
     const std::string file = input == "eval.format=isekai" ? "eval.isekai=/data/isekai.jsonl" : "eval.index=/d/i.json";
     LoadedConfig eval_only = LoadTrainConfig(path, {"data.root=", input, file});
-    EXPECT_EQ(ErrorOf([&] { PlanRun(eval_only, 1, 10); }), "") << input;
+    EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateConfig(eval_only); }), "") << input;
   }
   // So does evaluating a test-pairs file named outright.
   LoadedConfig named = LoadTrainConfig(path, {"data.root=", "eval.test_pairs=/d/test_pairs.jsonl"});
-  EXPECT_EQ(ErrorOf([&] { PlanRun(named, 1, 10); }), "");
+  EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateConfig(named); }), "");
 }
 
 TEST(TrainConfig, MissingFileIsAClearError) {
-  const std::string err = ErrorOf([] { LoadTrainConfig("/nonexistent/x.pbtxt", {}); });
+  const std::string err = ErrorOf<ConfigError>([] { LoadTrainConfig("/nonexistent/x.pbtxt", {}); });
   EXPECT_NE(err.find("/nonexistent/x.pbtxt"), std::string::npos) << err;
   EXPECT_NE(err.find("--config"), std::string::npos) << err;
 }
@@ -127,13 +116,15 @@ TEST(TrainConfig, OverridesSetScalarsListsAndRecordTheirOrigin) {
 
 TEST(TrainConfig, BadOverridesSayWhatIsWrong) {
   LoadedConfig c;
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer.lrr=1", &c); }).find("fields there: lr,"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer.lr=fast", &c); }).find("'fast' is not a double"),
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("optimizer.lrr=1", &c); }).find("fields there: lr,"),
             std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("optimizer=1", &c); }).find("is a section"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("seed", &c); }).find("path.to.field=value"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("seed=-3", &c); }).find("not a uint64"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { ApplyOverride("parallel.zero1=maybe", &c); }).find("not a bool"), std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("optimizer.lr=fast", &c); }).find("'fast' is not a double"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("optimizer=1", &c); }).find("is a section"), std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("seed", &c); }).find("path.to.field=value"), std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("seed=-3", &c); }).find("not a uint64"), std::string::npos);
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ApplyOverride("parallel.zero1=maybe", &c); }).find("not a bool"),
+            std::string::npos);
 }
 
 TEST(RunPlan, DerivesAccumulationFromTheGlobalBatch) {
@@ -150,16 +141,28 @@ TEST(RunPlan, DerivesAccumulationFromTheGlobalBatch) {
 
 TEST(RunPlan, RejectsLayoutsThatCannotFormTheBatch) {
   LoadedConfig c = LoadTrainConfig(WriteTemp("l.pbtxt", kGood), {});
-  std::string err = ErrorOf([&] { PlanRun(c, 3, 10); });  // 2 x 3 = 6 does not divide 8
+  EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateLayout(c, 2); }), "");  // 2 x 2 = 4 divides 8
+  std::string err = ErrorOf<ConfigError>([&] { ValidateLayout(c, 3); });  // 2 x 3 = 6 does not divide 8
   EXPECT_NE(err.find("batch.global_batch"), std::string::npos) << err;
   EXPECT_NE(err.find("multiple of 6"), std::string::npos) << err;
   ApplyOverride("parallel.tp=2", &c);
-  err = ErrorOf([&] { PlanRun(c, 3, 10); });
+  err = ErrorOf<ConfigError>([&] { ValidateLayout(c, 3); });
   EXPECT_NE(err.find("does not divide the world size 3"), std::string::npos) << err;
   ApplyOverride("parallel.tp=1", &c);
   ApplyOverride("batch.grad_accum=3", &c);
-  err = ErrorOf([&] { PlanRun(c, 2, 10); });
+  err = ErrorOf<ConfigError>([&] { ValidateLayout(c, 2); });
   EXPECT_NE(err.find("set only one of them"), std::string::npos) << err;
+}
+
+TEST(TrainConfig, ValuesAreCheckedWithoutAWorldSize) {
+  // tp 2 fits no world of one rank, yet the values are valid: `--print-config` (ValidateConfig only) accepts them.
+  LoadedConfig c = LoadTrainConfig(WriteTemp("v.pbtxt", kGood), {"parallel.tp=2"});
+  EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateConfig(c); }), "");
+  EXPECT_NE(ErrorOf<ConfigError>([&] { ValidateLayout(c, 1); }).find("parallel.tp"), std::string::npos);
+  ApplyOverride("checkpoint.test_phase_delay_ms=-1", &c);
+  const std::string err = ErrorOf<ConfigError>([&] { ValidateConfig(c); });
+  EXPECT_NE(err.find("--set checkpoint.test_phase_delay_ms=-1: checkpoint.test_phase_delay_ms"), std::string::npos)
+      << err;
 }
 
 TEST(TrainConfig, PrintedConfigShowsEveryDefaultAndParsesBack) {

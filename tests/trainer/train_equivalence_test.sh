@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training-step correctness on real MPI ranks (issue #5 item 10), comparing `lcl train` runs' metrics.jsonl:
+# Training-step correctness on real MPI ranks, comparing `lcl train` runs' metrics.jsonl:
 #   same config twice -> bitwise-identical losses; DP=2 == DP=1 with twice the accumulation; TP=2 x DP=2 ==
 #   TP=1 x DP=1 with matching accumulation; ZeRO-1 on == off; overlapped == non-overlapped gradient sync;
 #   the frozen tower is byte-identical after training; a fixed batch is overfitted.

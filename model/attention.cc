@@ -1,0 +1,79 @@
+// Attention core, masks and LLaMA self-attention.
+#include "model/attention.h"
+
+#include <torch/version.h>
+
+#include <cmath>
+#include <limits>
+
+namespace lcl::model {
+
+torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t q_len, int64_t past_len) {
+  const int64_t s = past_len + q_len;
+  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(1) == s, "attention_mask must be [B, ", s,
+              "], got ", attention_mask.sizes());
+  auto opts = torch::TensorOptions().dtype(torch::kInt64).device(attention_mask.device());
+  torch::Tensor q_pos = torch::arange(past_len, s, opts).unsqueeze(1);             // [T, 1]
+  torch::Tensor k_pos = torch::arange(0, s, opts).unsqueeze(0);                    // [1, S]
+  torch::Tensor causal = k_pos.le(q_pos);                                          // [T, S]
+  torch::Tensor keys = attention_mask.to(torch::kBool).unsqueeze(1).unsqueeze(1);  // [B, 1, 1, S]
+  return (causal & keys) | k_pos.eq(q_pos);                                        // [B, 1, T, S]
+}
+
+torch::Tensor ScaledDotProductAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                        const torch::Tensor& mask, bool force_explicit) {
+#if TORCH_VERSION_MAJOR >= 2
+  if (!force_explicit) {
+    return at::scaled_dot_product_attention(
+        q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::optional<at::Tensor>(),
+        /*dropout_p=*/0.0, /*is_causal=*/false);
+  }
+#else
+  (void)force_explicit;
+#endif
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S]
+  if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());
+  torch::Tensor probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
+  return torch::matmul(probs, v);  // [B, H, T, D]
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, TpGroup tp)
+    : local_heads_(c.num_attention_heads / tp.size()),
+      local_kv_heads_(c.num_key_value_heads / tp.size()),
+      head_dim_(c.head_dim()) {
+  const int64_t d = c.head_dim();
+  q_proj = register_module("q_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_attention_heads * d, false));
+  k_proj = register_module("k_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, false));
+  v_proj = register_module("v_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, false));
+  o_proj = register_module("o_proj", RowParallelLinear(tp, c.num_attention_heads * d, c.hidden_size, false));
+}
+
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope,
+                                          const torch::Tensor& mask, LayerKvCache* cache) {
+  const int64_t b = x.size(0), t = x.size(1);
+  auto heads = [&](const torch::Tensor& y, int64_t n) {  // [B, T, n*D] -> [B, n, T, D]
+    return y.view({b, t, n, head_dim_}).transpose(1, 2);
+  };
+  torch::Tensor q = ApplyRotary(heads(q_proj(x), local_heads_), rope);
+  torch::Tensor k = ApplyRotary(heads(k_proj(x), local_kv_heads_), rope);
+  torch::Tensor v = heads(v_proj(x), local_kv_heads_);
+  if (cache != nullptr) {
+    if (cache->k.defined()) {
+      k = torch::cat({cache->k, k}, 2);
+      v = torch::cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+  }
+  // Grouped-query attention: query head h reads KV head h / (H / Hkv), matching HF's repeat_kv.
+  const int64_t groups = local_heads_ / local_kv_heads_;
+  if (groups > 1) {
+    k = k.repeat_interleave(groups, 1);
+    v = v.repeat_interleave(groups, 1);
+  }
+  torch::Tensor y = ScaledDotProductAttention(q, k, v, mask);  // [B, H/tp, T, D]
+  return o_proj(y.transpose(1, 2).reshape({b, t, local_heads_ * head_dim_}));
+}
+
+}  // namespace lcl::model

@@ -1,0 +1,85 @@
+// Model hyper-parameters: the LLaMA decoder (Hugging Face LlamaConfig fields), the CLIP vision tower
+// (CLIPVisionConfig fields) and the LLaVA glue (projector, feature layer, image token), read from and written to a
+// Hugging Face style config.json; plus the named presets tiny | small | llava-7b.
+//
+//   ModelConfig config = ModelConfig::FromPreset("tiny");
+//   config.Validate(/*tp=*/2);                       // throws lcl::ConfigError if heads or vocab do not divide
+//   nlohmann::json j = config.ToJson();              // what `lcl model init` writes as config.json
+//   ModelConfig again = ModelConfig::FromJsonFile(dir + "/config.json");
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace lcl::model {
+
+// LLaMA / Vicuna decoder (HF LlamaConfig names).
+struct LlamaConfig {
+  int vocab_size = 32000;
+  int hidden_size = 4096;
+  int intermediate_size = 11008;
+  int num_hidden_layers = 32;
+  int num_attention_heads = 32;
+  int num_key_value_heads = 32;  // < num_attention_heads: grouped-query attention
+  int max_position_embeddings = 4096;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  bool tie_word_embeddings = false;
+
+  int head_dim() const { return hidden_size / num_attention_heads; }
+};
+
+// CLIP ViT vision tower (HF CLIPVisionConfig names). hidden_act is always quick_gelu (as in OpenAI CLIP).
+struct ClipVisionConfig {
+  int hidden_size = 1024;
+  int intermediate_size = 4096;
+  int num_hidden_layers = 24;
+  int num_attention_heads = 16;
+  int image_size = 224;
+  int patch_size = 14;
+  int num_channels = 3;
+  double layer_norm_eps = 1e-5;
+
+  int head_dim() const { return hidden_size / num_attention_heads; }
+  int grid() const { return image_size / patch_size; }
+  // Patch tokens per image after the class token is dropped: 256 for 224 px, patch 14.
+  int num_patches() const { return grid() * grid(); }
+};
+
+struct ModelConfig {
+  LlamaConfig text;
+  ClipVisionConfig vision;
+  // "linear" (LLaVA v1) or "mlp2x_gelu" (LLaVA 1.5). HF key: mm_projector_type.
+  std::string projector_type = "mlp2x_gelu";
+  // Index into the tower's hidden states (HF convention: 0 = embeddings, -1 = last layer). HF key:
+  // mm_vision_select_layer.
+  int vision_feature_layer = -2;
+  // Token ids of the image placeholders (one per patch) and the span delimiters; -1 = not set. HF keys:
+  // image_token_index, im_start_token, im_end_token.
+  int image_token_id = -1;
+  int im_start_token_id = -1;
+  int im_end_token_id = -1;
+  // Recompute each decoder layer in backward instead of keeping its activations.
+  bool activation_checkpointing = false;
+
+  static ModelConfig FromPreset(const std::string& name);  // tiny | small | llava-7b
+  static std::vector<std::string> PresetNames();
+  // Accepts a LLaVA config.json (LlamaConfig fields at the top level, mm_* keys, an optional "vision_config"
+  // object), a HF LlavaConfig ("text_config" + "vision_config"), or a plain LlamaConfig. `origin` names the file
+  // in error messages.
+  static ModelConfig FromJson(const nlohmann::json& j, const std::string& origin);
+  static ModelConfig FromJsonFile(const std::string& path);
+  nlohmann::json ToJson() const;
+
+  // Throws lcl::ConfigError naming the field, the value and what to change when the shapes are inconsistent or
+  // do not divide by the tensor-parallel size `tp`.
+  void Validate(int tp) const;
+  // Vision layers actually run to produce the selected features.
+  int VisionLayersUsed() const;
+};
+
+// Reads the CLIP vision hyper-parameters from a CLIPVisionConfig or CLIPConfig ("vision_config") json.
+ClipVisionConfig ClipVisionConfigFromJson(const nlohmann::json& j, const std::string& origin);
+
+}  // namespace lcl::model

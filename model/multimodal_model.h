@@ -1,0 +1,58 @@
+// The LLaVA-style multimodal model: frozen CLIP tower -> projector -> LLaMA decoder. Token ids carry one
+// placeholder (config.image_token_id) per image patch; the projected patches of the batch's images replace the
+// placeholder embeddings in order of appearance. Loss covers labelled positions only (HF shift: logits at t
+// predict labels at t + 1; -100 = no loss).
+//
+//   MultimodalModel model(config, tp);
+//   MultimodalOutput out = model->forward(batch);  // out.loss: mean over labelled tokens; out.logits [B, T, V/tp]
+//   out.loss.backward();
+#pragma once
+
+#include <torch/torch.h>
+
+#include "model/clip_vision.h"
+#include "model/llama.h"
+#include "model/model_config.h"
+#include "model/projector.h"
+#include "model/tp_layers.h"
+
+namespace lcl::model {
+
+struct MultimodalBatch {
+  torch::Tensor input_ids;       // [B, T] int64, image placeholders = config.image_token_id
+  torch::Tensor attention_mask;  // [B, T] 1 = real, 0 = padding; undefined = all real
+  torch::Tensor position_ids;    // [B, T]; undefined = cumsum(attention_mask) - 1 (works for left padding)
+  torch::Tensor labels;          // [B, T] int64, -100 = no loss; undefined = no loss computed
+  torch::Tensor images;          // [N, 3, H, W], one per image span in order of appearance; may be undefined
+};
+
+struct MultimodalOutput {
+  torch::Tensor logits;    // [B, T, V/tp]: this rank's vocabulary slice
+  torch::Tensor loss;      // scalar: loss_sum / max(num_tokens, 1); undefined without labels
+  torch::Tensor loss_sum;  // scalar: summed token losses (for gradient accumulation weighted by tokens)
+  int64_t num_tokens = 0;  // labelled tokens that entered the loss
+};
+
+class MultimodalModelImpl : public torch::nn::Module {
+ public:
+  MultimodalModelImpl(const ModelConfig& config, TpGroup tp);
+  MultimodalOutput forward(const MultimodalBatch& batch);
+  // Token embeddings with projected image patches written into the placeholder positions: [B, T, C].
+  torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& images);
+  // Default position ids from an attention mask [B, T] (or all-ones when undefined).
+  static torch::Tensor PositionIds(const torch::Tensor& attention_mask, const torch::Tensor& input_ids);
+
+  const ModelConfig& config() const { return config_; }
+  TpGroup tp() const { return tp_; }
+
+  LlamaForCausalLM language_model{nullptr};
+  ClipVisionModel vision_tower{nullptr};
+  Projector mm_projector{nullptr};
+
+ private:
+  ModelConfig config_;
+  TpGroup tp_;
+};
+TORCH_MODULE(MultimodalModel);
+
+}  // namespace lcl::model

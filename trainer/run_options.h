@@ -1,0 +1,72 @@
+// The one place the training config (trainer/config.proto) becomes each part's options: the training and evaluation
+// episodes and their prompts, the optimizer, checkpoints, the cluster, the default file paths and the threads per
+// rank. `lcl train`, `lcl eval` and `lcl data episodes --config` all take them from here, so a field means the same
+// thing in every command (STYLE.md 15).
+//
+//   DataPaths paths = DataPathsOf(config);                   // <data.root>/train_pairs.jsonl when unset, ...
+//   sampler::EpisodeConfig episodes = EpisodeOptionsOf(config);  // policy, shot, seed, templates (read here)
+//   sampler::PromptConfig prompt = PromptOptionsOf(config, model.vision.num_patches(), EpisodeUse::kTraining);
+//   optim::OptimizerOptions opt = OptimizerOptionsOf(config);
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpointer.h"
+#include "cluster/cluster_context.h"
+#include "cluster/mpi_session.h"
+#include "cluster/process_grid.h"
+#include "optim/optimizer.h"
+#include "sampler/episode.h"
+#include "sampler/prompt.h"
+#include "trainer/config.pb.h"
+
+namespace lcl::trainer {
+
+// The files a config names, with the defaults of the fields left empty.
+struct DataPaths {
+  std::string train_pairs;   // data.train_pairs, or <data.root>/train_pairs.jsonl
+  std::string test_pairs;    // eval.test_pairs, or <data.root>/test_pairs.jsonl
+  std::string tokenizer;     // model.tokenizer, or <model.path>/tokenizer.model
+  std::string model_config;  // <model.path>/config.json
+};
+DataPaths DataPathsOf(const TrainConfig& config);
+
+// Training episodes: data.policy, data.shot, seed, data.made_up_*, and data.templates read from its file (empty =
+// the built-in templates). Throws what LoadTemplates throws for a bad templates file.
+sampler::EpisodeConfig EpisodeOptionsOf(const TrainConfig& config);
+
+// Evaluation episodes (test pairs, ISEKAI lines and index classes alike).
+struct EvalEpisodeOptions {
+  std::vector<int> shots;  // eval.shots; {data.shot} when the list is empty
+  uint64_t seed = 0;       // eval.seed
+  sampler::EvalLabels labels = sampler::EvalLabels::kMadeUpWords;  // eval.labels
+  std::vector<std::string> templates;                               // data.templates, read
+  int made_up_max_letters = 10;                                     // data.made_up_max_letters
+};
+EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config);
+
+// What a prompt is built for: evaluation keeps the paper's prompt (data.support_names is a training aid only).
+enum class EpisodeUse { kTraining, kEvaluation };
+
+// How episodes become tokens: `image_tokens` patch tokens per image (the model's vision.num_patches()),
+// data.max_length, data.prompt_layout, data.image_markers, and data.support_names for training.
+sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_tokens, EpisodeUse use);
+
+// AdamW (optimizer.*) and the DP gradient sync (parallel.zero1, bucket_mb, overlap_grad_sync).
+lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config);
+
+// The learning rate of optimizer step `step` of `total_steps`: optimizer.lr, min_lr, warmup_ratio.
+double LearningRateAt(const TrainConfig& config, int64_t step, int64_t total_steps);
+
+// Saves into run_dir with checkpoint.* (retention, async, fail_on_error, the test phase delay), recording `grid`.
+checkpoint::CheckpointOptions CheckpointOptionsOf(const TrainConfig& config, const cluster::GridShape& grid);
+
+// The process grid and communicators: parallel.tp, collective_timeout_s, and whether parallel.device allows CUDA.
+cluster::ClusterOptions ClusterOptionsOf(const TrainConfig& config);
+
+// Intra-op threads per rank: parallel.threads, or the node's cores shared by the ranks on this node.
+int RankThreads(const TrainConfig& config, const cluster::MpiSession& mpi);
+
+}  // namespace lcl::trainer
