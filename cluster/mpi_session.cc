@@ -1,7 +1,6 @@
 // MpiSession: MPI initialisation, rank discovery and launcher cross-checks.
 #include "cluster/mpi_session.h"
 
-#include <glog/logging.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -10,6 +9,7 @@
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 

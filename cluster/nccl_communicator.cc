@@ -2,7 +2,6 @@
 #include "cluster/nccl_communicator.h"
 
 #include <cuda_runtime_api.h>
-#include <glog/logging.h>
 #include <nccl.h>
 
 #include <sstream>
@@ -14,6 +13,7 @@
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 namespace {

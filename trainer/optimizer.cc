@@ -3,14 +3,13 @@
 // grad_buckets.cc.
 #include "trainer/optimizer.h"
 
-#include <glog/logging.h>
-
 #include <chrono>
 #include <cmath>
 #include <set>
 #include <sstream>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "trainer/grad_buckets.h"
 
 namespace lcl::trainer {

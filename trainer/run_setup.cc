@@ -2,13 +2,13 @@
 #include "trainer/run_setup.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <glog/logging.h>
 
 #include <algorithm>
 #include <cstring>
 #include <thread>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "trainer/hf_io.h"
 
 namespace lcl::trainer {
