@@ -5,6 +5,7 @@
 #include "cluster/errors.h"
 #include "cluster/logging.h"
 #include "launch/cli.h"
+#include "lcl/build_info.h"
 #include "sampler/data_bench.h"
 #include "tests/bench/ckpt_bench.h"
 #include "tests/bench/comm_bench.h"
@@ -162,9 +163,8 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
                   "launcher command line (default $LCL_MPIRUN, else mpirun with the "
                   "tests' flags)");
   cmd->add_option("--python", o.python,
-                  "Python with torch for the reference ($LCL_PYTHON overrides the "
-                  "default)")
-      ->capture_default_str();
+                  "Python with torch for the reference (default $LCL_PYTHON, else the "
+                  "build's .venv: " LCL_BUILD_PYTHON ")");
   cmd->add_option(
       "--reference-script", o.reference_script,
       "train_reference.py (default: tests/bench/ in the source tree, or $LCL_SOURCE_DIR)");

@@ -7,7 +7,7 @@
 set -u
 lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
 mpirun=${LCL_MPIRUN:-mpirun --oversubscribe --allow-run-as-root}
-python=${LCL_PYTHON:-/usr/bin/python3}
+python=${LCL_PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail=0

@@ -4,12 +4,12 @@
 # value is positive, and the expected measurements are all there. No timing thresholds: the machine is shared.
 set -u
 lcl=${LCL_BIN:?LCL_BIN must point to the lcl binary}
-python=${LCL_PYTHON:-/usr/bin/python3}
+python=${LCL_PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 if ! "$python" -c 'import torch' 2>/dev/null; then
-  echo "FAIL: $python has no torch module: the reference needs it (apt-get install python3-torch, or set LCL_PYTHON)"
+  echo "FAIL: $python has no torch module: the reference needs it (run launch/setup.sh to make .venv, or set LCL_PYTHON)"
   exit 1
 fi
 
