@@ -87,8 +87,8 @@ if [ -n "${LCL_LIBTORCH_DIR:-}" ]; then
 else
   torch_dir=$("$venv/bin/python" -c 'import os, torch.utils; print(os.path.dirname(os.path.dirname(torch.utils.cmake_prefix_path)))')
 fi
-python_args=()
-[ -x "$venv/bin/python" ] && python_args=(-DLCL_PYTHON="$venv/bin/python")
+python_args=()  # without a complete .venv, CMake's default (python3) stays
+[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && python_args=(-DLCL_PYTHON="$venv/bin/python")
 
 if [ "$do_build" -eq 1 ]; then
   # shellcheck disable=SC2086
