@@ -1,6 +1,8 @@
 // The data pipeline benchmark against a bare OpenCV decode+resize loop.
 #include "bench/data_bench.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>

@@ -41,7 +41,7 @@ class CountingAllocator : public c10::Allocator {
  public:
   static constexpr size_t kHeader = 64;  // keeps c10's 64-byte alignment
 
-  c10::DataPtr allocate(size_t n) const override {
+  c10::DataPtr allocate(size_t n) override {
     auto* block = static_cast<char*>(c10::alloc_cpu(n + kHeader));
     *reinterpret_cast<size_t*>(block) = n;
     const int64_t live = live_.fetch_add(static_cast<int64_t>(n)) + static_cast<int64_t>(n);
@@ -52,11 +52,9 @@ class CountingAllocator : public c10::Allocator {
     return {data, data, &Free, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &Free; }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
   }
-#endif
 
   static int64_t live() { return live_.load(); }
   static int64_t peak() { return peak_.load(); }

@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "cluster/errors.h"
+#include "lcl/build_info.h"
 
 extern char** environ;
 
@@ -430,8 +431,10 @@ void ResolveOptions(TrainBenchOptions& o) {
                            : "mpirun --oversubscribe --allow-run-as-root --bind-to none "
                              "--mca btl_vader_single_copy_mechanism none";
   }
-  if (const char* py = std::getenv("LCL_PYTHON"); py && *py && o.python == "/usr/bin/python3")
-    o.python = py;
+  if (o.python.empty()) {
+    const char* py = std::getenv("LCL_PYTHON");
+    o.python = py && *py ? py : LCL_BUILD_PYTHON;
+  }
   if (o.reference_script.empty()) {
     const char* src = std::getenv("LCL_SOURCE_DIR");
     o.reference_script =

@@ -26,7 +26,7 @@ struct TrainBenchOptions {
   bool memory = true;    // also run ZeRO-1 off at the largest rank count (peak RSS)
   std::string work_dir;  // data, models, run dirs, logs; default /tmp/lcl_bench_train
   std::string mpirun;    // launcher command line; default $LCL_MPIRUN, else mpirun + test flags
-  std::string python = "/usr/bin/python3";  // an interpreter with torch ($LCL_PYTHON overrides)
+  std::string python;            // an interpreter with torch; default $LCL_PYTHON, else the build's (.venv)
   std::string reference_script;             // train_reference.py; default from the source tree
   std::string lcl;                          // the lcl binary; default this executable
   bool json = false;

@@ -5,7 +5,7 @@ placeholder embeddings replaced by projected patches), trained on random synthet
 torch.nn.parallel.DistributedDataParallel over gloo. One process per MPI rank (rank and world from
 OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE, or PMI_RANK / PMI_SIZE, else a single process).
 
-    mpirun --allow-run-as-root --oversubscribe -np 2 python3 bench/train_reference.py \\
+    mpirun --allow-run-as-root --oversubscribe -np 2 .venv/bin/python bench/train_reference.py \\
         --model runs/tiny-model --micro-batch 1 --seq-len 512 --images 4 --steps 8 --warmup 2 --threads 1 \\
         --rendezvous /tmp/lcl-ref.rdzv
 
@@ -15,8 +15,7 @@ after warmup, slowest rank), peak_rss_mib (largest over ranks), parameters (all,
 checked against the tensors in the directory's safetensors files (header parsed with json + struct) and every
 shape against this model's; a mismatch exits 1.
 
-Needs Debian's python3-torch (apt-get install python3-torch); when the `python3` on PATH has no torch the script
-re-runs itself under /usr/bin/python3.
+Needs torch: run it with the project's .venv/bin/python (launch/setup.sh makes it from launch/requirements.txt).
 """
 import argparse
 import json
@@ -30,9 +29,8 @@ import time
 try:
     import torch
 except ImportError:
-    if os.path.exists("/usr/bin/python3") and os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3"] + sys.argv)
-    raise SystemExit("train_reference.py: no torch module; install Debian's python3-torch (apt-get install python3-torch)")
+    raise SystemExit(f"train_reference.py: {sys.executable} has no torch module; run it with the project's "
+                     ".venv/bin/python (launch/setup.sh makes it)")
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,8 +1,6 @@
 // CheckpointReader, listing and resume resolution.
 #include "checkpoint/checkpoint_reader.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <filesystem>
 
@@ -12,6 +10,7 @@
 #include "checkpoint/safetensors.h"
 #include "cluster/control_plane.h"
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::checkpoint {
 namespace fs = std::filesystem;

@@ -1,8 +1,6 @@
 // Checkpointer: shard writing on every rank, the rank-0 commit, abandonment and retention.
 #include "checkpoint/checkpointer.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <sstream>
@@ -13,6 +11,7 @@
 #include "cluster/control.pb.h"
 #include "cluster/errors.h"
 #include "cluster/version.h"
+#include "cluster/log.h"
 #include "lcl/build_info.h"
 
 namespace lcl::checkpoint {

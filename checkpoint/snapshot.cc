@@ -1,9 +1,9 @@
 // Snapshot: chunk states shared by the writer thread (Read, Close) and the owner thread (Release).
 #include "checkpoint/snapshot.h"
 
-#include <glog/logging.h>
-
 #include <chrono>
+
+#include "cluster/log.h"
 
 namespace lcl::checkpoint {
 namespace {

@@ -1,9 +1,9 @@
 // ClusterContext: builds grid, watchdog, communicators and control plane for this process.
 #include "cluster/cluster_context.h"
 
-#include <glog/logging.h>
 #include <torch/cuda.h>
 
+#include "cluster/log.h"
 #include "cluster/mpi_communicator.h"
 #include "cluster/nccl_communicator.h"
 

@@ -1,7 +1,6 @@
 // Rank-aware glog sink: formats glog's line, inserts the rank tag, writes the per-rank file and stderr.
 #include "cluster/logging.h"
 
-#include <glog/logging.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -12,6 +11,7 @@
 #include <mutex>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 namespace {

@@ -1,7 +1,7 @@
 // MpiComm: creating and freeing owned MPI communicators.
 #include "cluster/mpi_comm.h"
 
-#include <glog/logging.h>
+#include "cluster/log.h"
 
 #include <utility>
 

@@ -1,8 +1,6 @@
 // MpiCommunicator: collectives on CPU tensors with blocking and nonblocking MPI.
 #include "cluster/mpi_communicator.h"
 
-#include <glog/logging.h>
-
 #include <climits>
 #include <functional>
 #include <sstream>
@@ -11,6 +9,7 @@
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 

@@ -1,7 +1,6 @@
 // MpiSession: MPI initialisation, rank discovery and launcher cross-checks.
 #include "cluster/mpi_session.h"
 
-#include <glog/logging.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -11,6 +10,7 @@
 #include "cluster/check.h"
 #include "cluster/errors.h"
 #include "cluster/mpi_comm.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 

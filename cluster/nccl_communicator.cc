@@ -1,7 +1,8 @@
 // NcclCommunicator: NCCL collectives on a private stream, ordered after the compute stream with CUDA events.
 #include "cluster/nccl_communicator.h"
 
-#include <glog/logging.h>
+#include <cuda_runtime_api.h>
+#include <nccl.h>
 
 #include <sstream>
 #include <thread>
@@ -13,6 +14,7 @@
 #include "cluster/check.h"
 #include "cluster/errors.h"
 #include "cluster/nccl_handles.h"
+#include "cluster/log.h"
 
 namespace lcl::cluster {
 namespace {

@@ -1,7 +1,7 @@
 // The NCCL backend's error reporting and the owners of its NCCL and CUDA handles.
 #include "cluster/nccl_handles.h"
 
-#include <glog/logging.h>
+#include "cluster/log.h"
 
 #include <sstream>
 #include <utility>

@@ -1,13 +1,12 @@
 // Watchdog: times collectives and ends the job when one hangs.
 #include "cluster/watchdog.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <sstream>
 
 #include "cluster/exit_codes.h"
+#include "cluster/log.h"
 #include "cluster/mpi_session.h"
 
 namespace lcl::cluster {

@@ -1,12 +1,43 @@
 # Finds what the project links: LibTorch, MPI, Protobuf, glog, GoogleTest; NCCL/CUDA, OpenCV and SentencePiece
 # are switchable (AUTO|ON|OFF) so that a GPU box with only the core libraries can still build the trainer.
 
-# Debian's libtorch-dev installs its CMake package under /usr/lib/<arch>/cmake/Torch; official LibTorch 2.x is
-# given with -DCMAKE_PREFIX_PATH=/path/to/libtorch.
+# Protobuf before Torch, and not from CMAKE_PREFIX_PATH. LibTorch's Caffe2Config defines protobuf::libprotobuf as
+# an empty alias when no such target exists yet, which would leave lcl unlinked from protobuf. And LibTorch 2.x
+# (wheel and zip) ships an old protoc and part of that release's headers (bin/protoc, include/google/protobuf), which
+# CMAKE_PREFIX_PATH=<libtorch> would find ahead of the protobuf whose library we link. Another protobuf is chosen
+# with -DProtobuf_ROOT=...
+set(CMAKE_FIND_USE_CMAKE_PATH FALSE)
+set(CMAKE_FIND_USE_CMAKE_ENVIRONMENT_PATH FALSE)
+find_package(Protobuf REQUIRED)
+unset(CMAKE_FIND_USE_CMAKE_PATH)
+unset(CMAKE_FIND_USE_CMAKE_ENVIRONMENT_PATH)
+# Torch's include directory comes before the compiler's own /usr/include, where Debian's protobuf lives: a directory
+# holding only a link to protobuf's headers, put first on every target's include path, makes those win.
+set(_lcl_pb_first ${PROJECT_BINARY_DIR}/include-protobuf-first)
+file(MAKE_DIRECTORY ${_lcl_pb_first}/google)
+file(CREATE_LINK ${Protobuf_INCLUDE_DIR}/google/protobuf ${_lcl_pb_first}/google/protobuf SYMBOLIC)
+include_directories(BEFORE SYSTEM ${_lcl_pb_first})
+
+# LibTorch 2.x: by default the PyTorch wheel in the project's .venv (launch/setup.sh passes its torch/ directory as
+# CMAKE_PREFIX_PATH), or any other LibTorch 2.x with -DCMAKE_PREFIX_PATH=/path/to/libtorch (LCL_LIBTORCH_DIR for
+# setup.sh). Give the torch/ or libtorch/ directory itself, not only its share/cmake: TorchConfig looks for
+# libtorch.so on the default paths before its own lib/, and would take another LibTorch's (say Debian's) from there.
 find_package(Torch REQUIRED)
+if(Torch_VERSION VERSION_LESS 2.0)
+  message(FATAL_ERROR "lcl needs LibTorch 2.x; found ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}. Run "
+                      "launch/setup.sh (it installs the tested wheel) or pass -DCMAKE_PREFIX_PATH=/path/to/libtorch.")
+elseif(Torch_VERSION VERSION_LESS 2.12)
+  message(WARNING "LibTorch ${Torch_VERSION} is older than 2.12, the version CI builds and tests; it may work.")
+endif()
+get_filename_component(_lcl_torch_lib_dir ${TORCH_LIBRARY} DIRECTORY)
+get_filename_component(_lcl_torch_prefix_lib ${TORCH_INSTALL_PREFIX}/lib ABSOLUTE)
+if(NOT _lcl_torch_lib_dir STREQUAL _lcl_torch_prefix_lib)
+  message(FATAL_ERROR "TorchConfig.cmake from ${TORCH_INSTALL_PREFIX} picked ${TORCH_LIBRARY}, another LibTorch's "
+                      "library. Pass the LibTorch directory itself: -DCMAKE_PREFIX_PATH=${TORCH_INSTALL_PREFIX} "
+                      "(and remove the build directory's CMakeCache.txt).")
+endif()
 # TorchConfig adds flags such as -D_GLIBCXX_USE_CXX11_ABI to TORCH_CXX_FLAGS; the imported target carries them.
 find_package(MPI REQUIRED COMPONENTS C)
-find_package(Protobuf REQUIRED)
 find_package(Threads REQUIRED)
 
 # glog: 0.6 ships a CMake package; fall back to pkg-config for older installs.
@@ -30,10 +61,25 @@ if(NOT XXHASH_INCLUDE_DIR OR NOT XXHASH_LIBRARY)
 endif()
 
 # --- NCCL (and the CUDA runtime it needs for streams and events) -------------------------------------------
+# Which libnccl.so.2: LibTorch's own. libtorch_cuda.so needs libnccl.so.2 (the wheel finds it through its RPATH
+# in site-packages/nvidia/nccl/lib), and a process holds one library per soname: whichever libnccl.so.2 the loader
+# meets first serves both lcl and LibTorch. Linking the toolkit's (2.28 under /usr/local/cuda) would hand LibTorch,
+# built against the wheel's 2.29, an older NCCL than it was built for. So the header and library are looked for next
+# to LibTorch first (the wheel's nvidia/nccl, then libtorch/lib), then NCCL_HOME and LCL_CUDA_ROOT.
 set(LCL_HAVE_NCCL OFF)
 if(NOT LCL_WITH_NCCL STREQUAL "OFF")
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${LCL_CUDA_ROOT}/include $ENV{NCCL_HOME}/include)
-  find_library(NCCL_LIBRARY nccl HINTS ${LCL_CUDA_ROOT}/lib64 ${LCL_CUDA_ROOT}/lib $ENV{NCCL_HOME}/lib)
+  set(_lcl_nccl_roots ${TORCH_INSTALL_PREFIX}/../nvidia/nccl ${TORCH_INSTALL_PREFIX} $ENV{NCCL_HOME} ${LCL_CUDA_ROOT})
+  set(_lcl_nccl_inc)
+  set(_lcl_nccl_lib)
+  foreach(root ${_lcl_nccl_roots})
+    list(APPEND _lcl_nccl_inc ${root}/include)
+    list(APPEND _lcl_nccl_lib ${root}/lib ${root}/lib64)
+  endforeach()
+  find_path(NCCL_INCLUDE_DIR nccl.h PATHS ${_lcl_nccl_inc} NO_DEFAULT_PATH)
+  find_path(NCCL_INCLUDE_DIR nccl.h)
+  # The wheel ships libnccl.so.2 without the libnccl.so development link.
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR PATHS ${_lcl_nccl_lib} NO_DEFAULT_PATH)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2)
   find_path(CUDART_INCLUDE_DIR cuda_runtime_api.h HINTS ${LCL_CUDA_ROOT}/include)
   find_library(CUDART_LIBRARY cudart HINTS ${LCL_CUDA_ROOT}/lib64 ${LCL_CUDA_ROOT}/lib)
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY AND CUDART_INCLUDE_DIR AND CUDART_LIBRARY)

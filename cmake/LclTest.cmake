@@ -18,9 +18,9 @@ function(lcl_add_test)
 endfunction()
 
 # Environment for MPI under CTest: root-safe, containers without CMA, and no Open MPI warnings about the
-# interfaces it cannot use in a sandbox.
+# interfaces it cannot use in a sandbox. LCL_PYTHON: the interpreter with torch (the project's .venv).
 set(LCL_TEST_ENV
-    "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_rmaps_base_oversubscribe=1;LCL_SOURCE_DIR=${PROJECT_SOURCE_DIR};LCL_BINARY_DIR=${PROJECT_BINARY_DIR}")
+    "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_btl_vader_single_copy_mechanism=none;OMPI_MCA_rmaps_base_oversubscribe=1;LCL_SOURCE_DIR=${PROJECT_SOURCE_DIR};LCL_BINARY_DIR=${PROJECT_BINARY_DIR};LCL_PYTHON=${LCL_PYTHON}")
 
 # The mpirun command line tests use (also exported to scripts as LCL_MPIRUN).
 set(LCL_MPIRUN ${MPIEXEC_EXECUTABLE} --oversubscribe --allow-run-as-root --bind-to none

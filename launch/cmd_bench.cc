@@ -10,6 +10,7 @@
 #include "bench/comm_bench.h"
 #include "bench/model_bench.h"
 #include "bench/train_bench.h"
+#include "lcl/build_info.h"
 
 namespace lcl::launch {
 
@@ -162,9 +163,8 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
                   "launcher command line (default $LCL_MPIRUN, else mpirun with the "
                   "tests' flags)");
   cmd->add_option("--python", o.python,
-                  "Python with torch for the reference ($LCL_PYTHON overrides the "
-                  "default)")
-      ->capture_default_str();
+                  "Python with torch for the reference (default $LCL_PYTHON, else the "
+                  "build's .venv: " LCL_BUILD_PYTHON ")");
   cmd->add_option(
       "--reference-script", o.reference_script,
       "train_reference.py (default: bench/ in the source tree, or $LCL_SOURCE_DIR)");

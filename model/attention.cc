@@ -22,15 +22,11 @@ torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t
 
 torch::Tensor ScaledDotProductAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                         const torch::Tensor& mask, bool force_explicit) {
-#if TORCH_VERSION_MAJOR >= 2
   if (!force_explicit) {
     return at::scaled_dot_product_attention(
         q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::optional<at::Tensor>(),
         /*dropout_p=*/0.0, /*is_causal=*/false);
   }
-#else
-  (void)force_explicit;
-#endif
   const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
   torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;  // [B, H, T, S]
   if (mask.defined()) scores = scores.masked_fill(mask.logical_not(), -std::numeric_limits<float>::infinity());

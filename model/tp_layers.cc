@@ -1,7 +1,7 @@
 // Tensor-parallel layers: each collective is an autograd Function so that backward issues the dual collective.
 #include "model/tp_layers.h"
 
-#include <glog/logging.h>
+#include "cluster/log.h"
 
 #include "cluster/errors.h"
 

@@ -2,13 +2,13 @@
 // and the all-gather of updated rows.
 #include "optim/grad_buckets.h"
 
-#include <glog/logging.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
 #include <chrono>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 
 namespace lcl::optim::internal {
 namespace {

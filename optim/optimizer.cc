@@ -3,14 +3,13 @@
 // grad_buckets.cc.
 #include "optim/optimizer.h"
 
-#include <glog/logging.h>
-
 #include <chrono>
 #include <cmath>
 #include <set>
 
 #include "checkpoint/safetensors.h"
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "optim/grad_buckets.h"
 
 namespace lcl::optim {

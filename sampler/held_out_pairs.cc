@@ -1,8 +1,6 @@
 // Held-out classes of an index as 2-way evaluation pairs; see held_out_pairs.h.
 #include "sampler/held_out_pairs.h"
 
-#include <glog/logging.h>
-
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "sampler/class_index.h"
 
 namespace lcl::sampler {

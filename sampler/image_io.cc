@@ -1,14 +1,13 @@
 // OpenCV image decoding, validation and CLIP preprocessing; the replacing ImageLoader.
 #include "sampler/image_io.h"
 
-#include <glog/logging.h>
-
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "sampler/rng.h"
 
 namespace lcl::sampler {

@@ -1,8 +1,6 @@
 // ISEKAI-style evaluation files and their episodes; see isekai.h.
 #include "sampler/isekai.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include <fstream>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "sampler/json_fields.h"
 #include "sampler/rng.h"
 #include "sampler/templates.h"

@@ -1,8 +1,6 @@
 // 2-way evaluation by greedy generation; see evaluator.h.
 #include "trainer/evaluator.h"
 
-#include <glog/logging.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -10,6 +8,7 @@
 #include <functional>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "sampler/held_out_pairs.h"
 #include "sampler/pipeline.h"
 #include "sampler/prompt.h"

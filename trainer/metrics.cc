@@ -2,7 +2,6 @@
 // progress line.
 #include "trainer/metrics.h"
 
-#include <glog/logging.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +14,7 @@
 #include <set>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "trainer/tfevents.h"
 
 namespace lcl::trainer {

@@ -3,7 +3,6 @@
 #include "trainer/run_setup.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <glog/logging.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,6 +10,7 @@
 #include <fstream>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "cluster/logging.h"
 #include "model/hf_io.h"
 

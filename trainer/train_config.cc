@@ -2,7 +2,7 @@
 // and the run plan.
 #include "trainer/train_config.h"
 
-#include <glog/logging.h>
+#include "cluster/log.h"
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>

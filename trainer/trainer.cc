@@ -1,7 +1,6 @@
 // The training loop and the evaluation entry point; see trainer.h for the step's order.
 #include "trainer/trainer.h"
 
-#include <glog/logging.h>
 #include <torch/torch.h>
 #include <sys/resource.h>
 
@@ -16,6 +15,7 @@
 #include "cluster/cluster_context.h"
 #include "cluster/errors.h"
 #include "cluster/exit_codes.h"
+#include "cluster/log.h"
 #include "cluster/signals.h"
 #include "optim/optimizer.h"
 #include "sampler/pairs_file.h"

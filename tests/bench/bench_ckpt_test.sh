@@ -8,7 +8,7 @@ set -u
 # shellcheck source=tests/lib/harness.sh
 source "$(dirname "$0")/../lib/harness.sh"
 need_lcl
-python=${LCL_PYTHON:-/usr/bin/python3}
+python=${LCL_PYTHON:-python3}
 
 # shellcheck disable=SC2086
 $mpirun -np 2 "$lcl" bench ckpt --json --dir "$tmp" --bytes 64M --repeats 1 --step-ms 50,200 --step-tokens 16 \

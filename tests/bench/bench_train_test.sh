@@ -6,10 +6,10 @@ set -u
 # shellcheck source=tests/lib/harness.sh
 source "$(dirname "$0")/../lib/harness.sh"
 need_lcl
-python=${LCL_PYTHON:-/usr/bin/python3}
+python=${LCL_PYTHON:-python3}
 
 "$python" -c 'import torch' 2>/dev/null ||
-  fail "$python has no torch module: the reference needs it (apt-get install python3-torch, or set LCL_PYTHON)"
+  fail "$python has no torch module: the reference needs it (run launch/setup.sh to make .venv, or set LCL_PYTHON)"
 
 "$lcl" bench train --json --presets tiny --ranks 1,2 --steps 3 --warmup 1 --work-dir "$tmp/work" \
   >"$tmp/out.jsonl" 2>"$tmp/err"; rc=$?

@@ -1,5 +1,5 @@
-// Logging: one file per rank, `[rank r/N]` on every line, clear error for an unwritable directory.
-#include <glog/logging.h>
+// Logging: one file per rank, `[rank r/N]` on every line, clear error for an unwritable directory, and glog's
+// LOG/VLOG in effect after LibTorch's headers (cluster/log.h).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -7,8 +7,11 @@
 #include <sstream>
 
 #include "cluster/errors.h"
+#include "cluster/log.h"
 #include "cluster/logging.h"
 #include "tests/test_util.h"
+// After cluster/log.h on purpose: the order in which a LibTorch built without glog used to take LOG over.
+#include <torch/torch.h>
 
 namespace lcl::cluster {
 namespace {
@@ -30,6 +33,26 @@ TEST(Logging, EveryLineInTheRankFileCarriesTheRankTag) {
   }
   EXPECT_EQ(lines, 2);
   InitLogging("logging_test", 0, 1, "");  // back to stderr only for the other tests
+}
+
+TEST(Logging, InfoAndVlogFromAFileIncludingTorchReachTheRankFile) {
+  const auto dir = std::filesystem::temp_directory_path() / ("lcl_logging_vlog_" + std::to_string(getpid()));
+  InitLogging("logging_test", /*rank=*/1, /*size=*/2, dir.string());
+  const int v = FLAGS_v;
+  FLAGS_v = 1;
+  LOG(INFO) << "info after torch " << torch::ones({2}).sum().item<float>();
+  VLOG(1) << "vlog after torch";
+  VLOG(2) << "not at -v 1";
+  FLAGS_v = v;
+  FlushLogs();
+  std::ifstream in(dir / "rank1.log");
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("] [rank 1/2] info after torch 2"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("] [rank 1/2] vlog after torch"), std::string::npos) << text.str();
+  EXPECT_EQ(text.str().find("not at -v 1"), std::string::npos) << text.str();
+  InitLogging("logging_test", 0, 1, "");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Logging, UnwritableLogDirectoryIsAConfigErrorNamingIt) {

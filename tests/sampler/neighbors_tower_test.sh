@@ -3,7 +3,7 @@
 # synthetic tree, then the neighbour table. Checks that the output parses, that the saved features reproduce the
 # same table through --image-features, that classes of the same synth family (same shape and hue, other shade
 # and stripe angle) are nearer each other than chance, and that the tower still tells family members apart
-# (tower_probe.py). Needs LCL_BIN, python3, and Debian's python3-torch and python3-pil.
+# (tower_probe.py). Needs LCL_BIN and LCL_PYTHON (torch and pillow: the project's .venv).
 set -euo pipefail
 # shellcheck source=tests/lib/harness.sh
 source "$(dirname "$0")/../lib/harness.sh"
@@ -60,7 +60,7 @@ assert same_first >= 7, f"first neighbours not in the same family more often tha
 PY
 # The held-out test pairs are learnable at all: in the frozen tower's features, the nearest support image is on
 # the query's side well above chance within a family (a tree whose members differed by stripe angle
-# alone was near chance; docs/data.md). Debian's torch and PIL (python3-torch, python3-pil).
-/usr/bin/python3 "$(dirname "$0")/tower_probe.py" "$tmp/m" "$tmp/s" --shots 4 --trials 400 --min-family 0.65 ||
+# alone was near chance; docs/data.md).
+"${LCL_PYTHON:-python3}" "$(dirname "$0")/tower_probe.py" "$tmp/m" "$tmp/s" --shots 4 --trials 400 --min-family 0.65 ||
   fail "the tower cannot tell the synth test pairs apart"
 echo "neighbors_tower_test: OK"

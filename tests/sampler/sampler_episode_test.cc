@@ -2,6 +2,7 @@
 // the draw frequencies of the 2way_weight / 2way_random_shot recipes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>

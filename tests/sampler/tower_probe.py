@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Can a model's frozen vision tower tell a synth tree's held-out 2-way test pairs apart at all?
 
 For each trial: a test pair (two classes of one family, as `lcl eval` pairs them) or, for reference, two random
@@ -7,9 +7,10 @@ the support image nearest to the query in the tower's features (the layer the pr
 flattened). Chance is 0.5. A model that links labels to images can only do as well as what the tower shows it,
 so a tree whose within-family accuracy is near 0.5 cannot teach link-context learning (docs/data.md).
 
-    /usr/bin/python3 tests/sampler/tower_probe.py MODEL_DIR SYNTH_ROOT [--shots 4] [--trials 600] [--min-family X]
+    .venv/bin/python tests/sampler/tower_probe.py MODEL_DIR SYNTH_ROOT [--shots 4] [--trials 600] [--min-family X]
 
-Reads the HF safetensors and config.json that `lcl model init` writes; decodes JPEGs with PIL (python3-pil).
+Reads the HF safetensors and config.json that `lcl model init` writes; decodes JPEGs with PIL. Needs torch and pillow
+(the project's .venv: launch/setup.sh).
 Exits 1 when --min-family is given and within-family accuracy is below it.
 """
 import argparse

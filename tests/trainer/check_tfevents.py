@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Checks lcl's TensorBoard event files with a reader that shares no code with the C++ one.
 
-TensorBoard itself is not installable here (Debian has no python3-tensorboard), so this re-implements what its
-EventFileLoader does: TFRecord framing with masked CRC32C (bitwise, not table-driven as in C++) and protobuf
-wire decoding by hand, using the field numbers of tensorflow's event.proto / summary.proto. It then checks the
-scalars against metrics.jsonl, which the same MetricsWriter wrote.
+Two readers: one written here after TensorBoard's EventFileLoader (TFRecord framing with masked CRC32C, bitwise,
+not table-driven as in C++, and protobuf wire decoding by hand with the field numbers of tensorflow's event.proto /
+summary.proto), whose scalars are checked against metrics.jsonl, which the same MetricsWriter wrote; and
+TensorBoard's own EventAccumulator (the tensorboard package of the project's .venv), which must read the same
+scalars, tags, steps and wall times.
 
 usage: check_tfevents.py <metrics_test binary>
 """
@@ -104,6 +105,25 @@ def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
+def check_with_tensorboard(tb_dir, scalars):
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError as e:
+        raise SystemExit(f"check_tfevents.py: {sys.executable} cannot import tensorboard ({e}); run it with the "
+                         "project's .venv/bin/python (launch/setup.sh makes it)")
+    acc = event_accumulator.EventAccumulator(tb_dir, size_guidance={event_accumulator.SCALARS: 0})
+    acc.Reload()
+    seen = {}
+    for tag in acc.Tags()["scalars"]:
+        for point in acc.Scalars(tag):
+            seen[(tag, point.step)] = (point.value, point.wall_time)
+    assert seen.keys() == scalars.keys(), sorted(set(seen) ^ set(scalars))[:5]
+    for key, (value, wall_time) in scalars.items():
+        assert seen[key][0] == value, (key, seen[key], value)
+        assert seen[key][1] == wall_time, (key, seen[key], wall_time)
+    return len(seen)
+
+
 def main():
     binary = sys.argv[1]
     with tempfile.TemporaryDirectory(prefix="lcl_tfevents_check_") as run_dir:
@@ -136,7 +156,9 @@ def main():
         assert scalars[("eval/16shot/accuracy", 20)][0] == 0.8125
         zero_loss_steps = [s for (t, s), (v, _) in scalars.items() if t == "train/bad_images" and v == 0.0]
         assert zero_loss_steps, "zero-valued scalars must be present (proto3 oneof)"
-        print(f"ok: {len(events)} events, {checked} scalars match metrics.jsonl in {files[0]}")
+        tensorboard_points = check_with_tensorboard(os.path.join(run_dir, "tb"), scalars)
+        print(f"ok: {len(events)} events, {checked} scalars match metrics.jsonl in {files[0]}; TensorBoard's "
+              f"EventAccumulator read the same {tensorboard_points} points")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """Does a decoder trained from scratch learn link-context learning, and what makes it? A PyTorch prototype of the
 tiny recipe on precomputed frozen-tower features (the same tower, synth tree and decoder blocks as lcl's; labels are
 26 letter tokens, names one token per class), fast enough to compare recipes in minutes. It is how
 data.support_names was found (README, "What the quickstart shows"):
 
-    /usr/bin/python3 tests/trainer/linking_prototype.py runs/data/tiny-model runs/data/synth \
+    .venv/bin/python tests/trainer/linking_prototype.py runs/data/tiny-model runs/data/synth \
         --patches mean --markers 0 --batch 16 --steps 1000 [--aux 1]
 
 prints, every --every steps, the training loss and the query accuracy (argmax over the 26 letters) on training
