@@ -35,6 +35,19 @@ std::string ListCommand(const std::string& step_dir) {
   return "`lcl ckpt list " + (checkpoints.has_parent_path() ? checkpoints.parent_path().string() : ".") + "`";
 }
 
+// Why the manifest at `path` cannot describe a committed step ("" when it can): a 0-byte or unparsable file, or
+// one without a format version (every committed manifest has one; an empty protobuf parses as all defaults).
+std::string ManifestProblem(const std::string& path, Manifest* out) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "no manifest.pb";
+  if (fs::file_size(path, ec) == 0) return "manifest.pb is empty";
+  Manifest m;
+  if (!m.ParseFromString(ReadFile(path))) return "manifest.pb does not parse";
+  if (m.format_version() == 0) return "manifest.pb has no format version";
+  if (out) *out = std::move(m);
+  return "";
+}
+
 }  // namespace
 
 std::vector<CheckpointListing> ListCheckpoints(const std::string& run_dir) {
@@ -52,8 +65,9 @@ std::vector<CheckpointListing> ListCheckpoints(const std::string& run_dir) {
     c.step = step;
     if (name.size() > 4 && name.substr(name.size() - 4) == ".tmp") {
       c.status = "incomplete (unfinished save: .tmp)";
-    } else if (!fs::exists(entry.path() / "manifest.pb")) {
-      c.status = "incomplete (no manifest.pb)";
+    } else if (const std::string why = ManifestProblem((entry.path() / "manifest.pb").string(), nullptr);
+               !why.empty()) {
+      c.status = "incomplete (" + why + ")";
     } else {
       c.complete = true;
       c.status = "complete";
@@ -82,11 +96,11 @@ std::string ResolveResume(const std::string& run_dir, const std::string& spec) {
   // The commit point is the rename of step_N.tmp to step_N: a complete directory is committed even if a kill
   // came before `latest` moved, so the newest complete step wins and `latest` is only cross-checked.
   const fs::path latest = fs::path(run_dir) / "checkpoints" / "latest";
-  if (fs::exists(latest)) {
+  if (fs::is_regular_file(latest)) {
     std::string name = ReadFile(latest.string());
     name.erase(name.find_last_not_of(" \n\r\t") + 1);
     const fs::path named = fs::path(run_dir) / "checkpoints" / name;
-    if (!fs::exists(named / "manifest.pb")) {
+    if (!ManifestProblem((named / "manifest.pb").string(), nullptr).empty()) {
       LOG(WARNING) << "`latest` names " << name << ", which is missing or incomplete; "
                    << (newest.empty() ? std::string("no complete checkpoint exists: starting fresh")
                                       : "falling back to the newest complete checkpoint " + newest);
@@ -104,8 +118,9 @@ CheckpointReader::CheckpointReader(const std::string& step_dir) : dir_(step_dir)
     throw CheckpointError(step_dir + " is not a complete checkpoint: manifest.pb is missing (an unfinished "
                           "save); resume from another step (`lcl ckpt list`)");
   }
-  if (!manifest_.ParseFromString(ReadFile(path))) {
-    throw CheckpointError(path + " does not parse as a checkpoint manifest (corrupt file)");
+  if (const std::string why = ManifestProblem(path, &manifest_); !why.empty()) {
+    throw CheckpointError(step_dir + " is not a usable checkpoint: " + why +
+                          " (a corrupt or torn file); resume from another step (" + ListCommand(step_dir) + ")");
   }
   if (manifest_.format_version() > kFormatVersion) {
     throw CheckpointError(path + " has checkpoint format version " + std::to_string(manifest_.format_version()) +

@@ -306,11 +306,19 @@ std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& r
       fs::remove_all(final_dir, ec);
     }
     fs::rename(tmp, final_dir);
+  } catch (const std::exception& e) {
+    return std::string("rank 0 could not commit: ") + e.what();
+  }
+  // The rename is the commit point: from here the step is a complete checkpoint that --resume auto loads, so a
+  // failure below is a warning about `latest` (a pointer `auto` only cross-checks), not an abandoned save.
+  try {
     FsyncDir(dir.string());
     Pause();  // window: renamed, `latest` not moved
     WriteFileAtomic((dir / "latest").string(), StepDirName(step) + "\n");
   } catch (const std::exception& e) {
-    return std::string("rank 0 could not commit: ") + e.what();
+    LOG(WARNING) << "checkpoint step " << step << " is committed (" << final_dir.string()
+                 << "), but `latest` could not be updated: " << e.what()
+                 << "; --resume auto still takes the newest complete step";
   }
   Retain(step);
   return "";

@@ -29,5 +29,6 @@ void RegisterDataCommands(CLI::App& data, Launch& launch);   // data synth|index
 void RegisterModelCommands(CLI::App& model, Launch& launch); // model init|export-hf
 void RegisterCkptCommands(CLI::App& ckpt, Launch& launch);   // ckpt list|verify|inspect
 void RegisterBenchCommands(CLI::App& bench, Launch& launch); // bench comm|data|model|train|ckpt
+void RegisterReportCommands(CLI::App& app, Launch& launch);  // report
 
 }  // namespace lcl::launch

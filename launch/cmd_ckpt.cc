@@ -1,8 +1,9 @@
 // `lcl ckpt list|verify|inspect`: a run's checkpoints with their status, checksum and manifest verification
 // (non-zero exit naming the bad file or tensor), and a checkpoint's tensors and metadata.
+#include <filesystem>
 #include <iomanip>
-#include <set>
 #include <iostream>
+#include <set>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checksum.h"
@@ -13,6 +14,11 @@ namespace lcl::launch {
 namespace {
 
 int List(const std::string& run_dir) {
+  if (!std::filesystem::is_directory(run_dir)) {
+    throw ConfigError("lcl ckpt list: run directory '" + run_dir + "' " +
+                      (std::filesystem::exists(run_dir) ? "is not a directory" : "does not exist") +
+                      "; give the run_dir a training run wrote (it holds checkpoints/)");
+  }
   auto all = checkpoint::ListCheckpoints(run_dir);
   if (all.empty()) {
     std::cout << "no checkpoints under " << run_dir << "/checkpoints\n";

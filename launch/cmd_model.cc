@@ -114,6 +114,14 @@ int RunExportCheckpoint(const ExportArgs& args) {
                           ": neither a committed step directory (with manifest.pb) nor a run directory with one");
   }
   checkpoint::CheckpointReader reader(dir);
+  // Sizes and checksums first, as `ckpt verify`, `eval` and `--resume` do: a flipped bit must not ship.
+  const std::vector<std::string> problems = reader.VerifyFiles();
+  if (!problems.empty()) {
+    std::string all;
+    for (const auto& p : problems) all += "\n  " + p;
+    throw CheckpointError(dir + " failed verification, not exported:" + all +
+                          "\nexport another step (`lcl ckpt list RUN_DIR`) or restore the files");
+  }
   const auto& meta = reader.manifest().metadata();
   auto it = meta.find("model_config_json");
   if (it == meta.end()) throw CheckpointError(dir + ": the manifest has no model_config_json; not a `lcl train` checkpoint");

@@ -1,13 +1,14 @@
 // `lcl train` and `lcl eval`.
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "cluster/errors.h"
 #include "cluster/exit_codes.h"
 #include "cluster/logging.h"
-#include "cluster/signals.h"
 #include "launch/cli.h"
 #include "trainer/train_config.h"
 #include "trainer/trainer.h"
@@ -21,6 +22,7 @@ struct TrainArgs {
   std::string resume;
   std::string run_dir;
   bool print_config = false;
+  std::vector<CLI::Option*> run_dir_options;  // train's and eval's: was --run-dir given at all (even as "")
   std::string checkpoint;  // eval only
   // eval only: shorthands for eval.format + its file, and eval.image_root
   std::string test_pairs, isekai, index, image_root;
@@ -28,6 +30,11 @@ struct TrainArgs {
 
 trainer::LoadedConfig Load(const TrainArgs& a) {
   std::vector<std::string> overrides = a.overrides;
+  const bool run_dir_given = std::any_of(a.run_dir_options.begin(), a.run_dir_options.end(),
+                                         [](const CLI::Option* o) { return o->count() > 0; });
+  if (run_dir_given && a.run_dir.empty()) {
+    throw ConfigError("--run-dir is empty; give a directory, or leave --run-dir out to use the config's run_dir");
+  }
   if (!a.run_dir.empty()) overrides.push_back("run_dir=" + a.run_dir);
   for (const auto& [format, file] : {std::pair<std::string, std::string>{"test_pairs", a.test_pairs},
                                      {"isekai", a.isekai},
@@ -50,13 +57,11 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
   train->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
   train->add_option("--resume", args->resume,
                     "auto (newest complete checkpoint of run_dir, or a fresh start) | a step directory");
-  train->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR");
+  args->run_dir_options.push_back(train->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR"));
   train->add_flag("--print-config", args->print_config, "print the effective config (every field) and exit");
   train->callback([&launch, args] {
     launch.action = [&launch, args] {
-      // Before MPI and the model: a SIGUSR1/SIGTERM forwarded by a job script during set-up is recorded (the
-      // training loop acts on it at its first step boundary) instead of killing the rank without a checkpoint.
-      cluster::SignalWatcher early_signals;
+      // main installed the SIGTERM/SIGUSR1 watcher for `lcl train` before anything else.
       trainer::LoadedConfig loaded = Load(*args);
       if (args->print_config) {
         trainer::ValidateConfig(loaded);  // values only: the layout is checked at launch, against the world size
@@ -72,7 +77,8 @@ void RegisterTrainCommands(CLI::App& app, Launch& launch) {
   auto* eval = app.add_subcommand("eval", "2-way LCL evaluation at chosen shots (greedy generation)");
   eval->add_option("--config", args->config, "config (protobuf text format): model, data, eval sections")->required();
   eval->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
-  eval->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR (eval.jsonl goes there)");
+  args->run_dir_options.push_back(
+      eval->add_option("--run-dir", args->run_dir, "shorthand for --set run_dir=DIR (eval.jsonl goes there)"));
   eval->add_option("--checkpoint", args->checkpoint,
                    "evaluate a checkpoint's model: auto (newest of run_dir) | a step directory; default: model.path");
   auto* test_pairs = eval->add_option("--test-pairs", args->test_pairs,

@@ -5,10 +5,14 @@
 
 #include <cstdio>
 #include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "cluster/errors.h"
 #include "cluster/exit_codes.h"
 #include "cluster/logging.h"
+#include "cluster/signals.h"
 #include "cluster/version.h"
 #include "launch/cli.h"
 
@@ -27,6 +31,29 @@ int Fail(lcl::launch::Launch& launch, const std::string& message) {
   return lcl::kExitError;
 }
 
+// The word of the command line that names no subcommand where one is required (CLI11 only says that a subcommand
+// is required), as "unknown subcommand 'X' of 'lcl ckpt' (one of: list, verify, inspect)"; "" when there is none.
+std::string UnknownSubcommand(CLI::App& app, int argc, char** argv) {
+  CLI::App* at = &app;
+  std::string path = "lcl";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') return "";
+    const std::vector<CLI::App*> subs = at->get_subcommands([](CLI::App*) { return true; });
+    if (subs.empty()) return "";
+    std::string names;
+    CLI::App* next = nullptr;
+    for (CLI::App* sub : subs) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      if (sub->get_name() == word) next = sub;
+    }
+    if (!next) return "unknown subcommand '" + word + "' of '" + path + "' (one of: " + names + ")";
+    at = next;
+    path += " " + word;
+  }
+  return "";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -36,6 +63,11 @@ int main(int argc, char** argv) {
   mallopt(M_MMAP_THRESHOLD, 256 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 64 << 20);
+  // `lcl train` records SIGTERM/SIGUSR1 from here on, before MPI and any set-up (the job script forwards a
+  // preemption warning as soon as the ranks exist); the training loop acts on it at its first step boundary.
+  // Other commands keep the default action: a TERM ends them. docs/launching.md: what a signal does, and when.
+  std::optional<lcl::cluster::SignalWatcher> train_signals;
+  if (argc > 1 && std::string(argv[1]) == "train") train_signals.emplace();
   lcl::launch::Launch launch;
   launch.argc = &argc;
   launch.argv = &argv;
@@ -54,10 +86,15 @@ int main(int argc, char** argv) {
   lcl::launch::RegisterBenchCommands(
       *app.add_subcommand("bench", "benchmarks (each measures a reference in the same run)")->require_subcommand(1),
       launch);
+  lcl::launch::RegisterReportCommands(app, launch);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (const std::string unknown = UnknownSubcommand(app, argc, argv); !unknown.empty()) {
+      std::fprintf(stderr, "lcl: %s; see `lcl --help`\n", unknown.c_str());
+      return lcl::kExitUsage;
+    }
     return app.exit(e) == 0 ? lcl::kExitOk : lcl::kExitUsage;
   }
   try {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on a built-in tiny default, on a fresh Debian machine: install, build, make a synthetic ImageNet-format
 # tree and a tiny model, build the neighbour table from the frozen tower, evaluate the untrained model on held-out
-# classes, train on 2 MPI ranks, evaluate again, and print both tables.
+# classes, train on 2 MPI ranks, evaluate again, print both tables, and draw the run (lcl report: runs/tiny/report/).
 #   launch/quickstart.sh                       # everything under runs/ (re-running reuses the data and model)
 #   LCL_QUICKSTART_STEPS=50 launch/quickstart.sh   # a shorter run
 set -euo pipefail
@@ -50,6 +50,8 @@ if [ ! -f "$data/train_pairs.jsonl" ]; then
 fi
 
 rm -rf "$run"
+# Into the run directory: eval.jsonl's step 0 rows are the untrained model's, which lcl report draws beside the last
+# evaluation.
 echo "quickstart: held-out evaluation of the untrained model"
 mpirun "${mpirun_args[@]}" -np 2 "$lcl" eval --config "$config" --run-dir "$run" "${overrides[@]}" |
   tee "$run.before.txt"
@@ -61,4 +63,6 @@ echo "quickstart: before training"
 grep '^|' "$run.before.txt"
 echo "quickstart: after training"
 grep '^|' "$run.after.txt"
+echo "quickstart: figures of the run ($run/report/index.html)"
+"$lcl" report "$run" --config "$config" "${overrides[@]}"
 echo "quickstart: done in $(( $(date +%s) - start )) s (data, model, 2 evaluations, training); run directory $run"

@@ -1,8 +1,11 @@
 // Episode policies: every draw comes from a CounterRng keyed by (seed, epoch, index, purpose).
 #include "sampler/episode.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 
 #include "cluster/errors.h"
@@ -96,6 +99,34 @@ TrainEpisodes::TrainEpisodes(const PairsTable& table, EpisodeConfig config)
   if (config_.shot < 1)
     throw ConfigError("episode shot=" + std::to_string(config_.shot) + " must be >= 1");
   if (config_.templates.empty()) config_.templates = DefaultTemplates();
+  // Up front rather than at the first episode that draws the class: every class is a positive once per epoch, and
+  // every policy takes its negative from the positive's neighbours.
+  std::string no_neighbors;
+  size_t short_classes = 0, short_min = SIZE_MAX;
+  std::string short_example;
+  const size_t wanted = static_cast<size_t>(config_.shot) + 1;  // the shots of one side, plus a query
+  for (const ClassPairs& c : table_.classes()) {
+    if (c.neighbors.empty() && no_neighbors.size() < 200) {
+      no_neighbors += (no_neighbors.empty() ? "" : ", ") + ("\"" + c.class_id + "\" (" + c.class_name + ")");
+    }
+    if (c.samples.size() < wanted) {
+      if (c.samples.size() < short_min) {
+        short_min = c.samples.size();
+        short_example = "\"" + c.class_id + "\" has " + std::to_string(short_min);
+      }
+      ++short_classes;
+    }
+  }
+  if (!no_neighbors.empty()) {
+    throw DataError("the pairs table has classes with empty \"neighbors\": " + no_neighbors +
+                    "; a 2-way episode takes its negative from the positive's neighbours (regenerate the pairs "
+                    "file, e.g. `lcl data neighbors`, or drop those classes)");
+  }
+  if (short_classes > 0) {
+    LOG(WARNING) << short_classes << " of " << table_.size() << " classes have fewer than shot + 1 = " << wanted
+                 << " images (class " << short_example << "): their episodes repeat images; lower data.shot or add "
+                 << "images";
+  }
 }
 
 Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {

@@ -201,8 +201,8 @@ void ImageLoader::RecordBad(const std::string& message) {
   if (double(bad) > max_bad_fraction_ * double(seen)) {
     throw DataError(std::to_string(bad) + " bad images out of " + std::to_string(loaded_.load()) +
                     " loaded, over the limit of " + std::to_string(max_bad_fraction_ * 100) +
-                    "% (image.max_bad_fraction); last: " + message +
-                    ". Fix the dataset or raise the limit.");
+                    "% (data.max_bad_fraction); last: " + message +
+                    ". Fix the dataset or raise data.max_bad_fraction.");
   }
 }
 

@@ -14,11 +14,12 @@ namespace {
 
 using internal::JsonLine;
 
-std::ifstream OpenForRead(const std::string& path, const char* what) {
+// `official`: the official release's file of that kind, named in the hint.
+std::ifstream OpenForRead(const std::string& path, const char* what, const char* official) {
   std::ifstream in(path);
   if (!in) {
     throw DataError("cannot open " + std::string(what) + " " + path +
-                    " for reading; check the path (the official file is train900_pairs.jsonl)");
+                    " for reading; check the path (the official file is " + official + ")");
   }
   return in;
 }
@@ -61,7 +62,7 @@ ClassPairs ParseClassLine(const JsonLine& line) {
 }  // namespace
 
 PairsTable PairsTable::Read(const std::string& path) {
-  std::ifstream in = OpenForRead(path, "pairs file");
+  std::ifstream in = OpenForRead(path, "pairs file", "train900_pairs.jsonl");
   std::vector<ClassPairs> classes;
   std::vector<size_t> lines;
   internal::ForEachJsonLine(in, path, [&](const JsonLine& line) {
@@ -150,7 +151,7 @@ size_t PairsTable::DistinctImageCount() const {
 }
 
 std::vector<TestClass> ReadTestPairs(const std::string& path) {
-  std::ifstream in = OpenForRead(path, "test pairs file");
+  std::ifstream in = OpenForRead(path, "test pairs file", "test100_pairs.jsonl");
   std::vector<TestClass> out;
   internal::ForEachJsonLine(in, path, [&](const JsonLine& line) {
     TestClass c{line.String("class_id"), line.String("class_name"),

@@ -22,6 +22,25 @@ done
 
 "$lcl" no-such-command >"$tmp/u" 2>&1; rc=$?
 check "unknown subcommand is a usage error (exit 2)" test $rc -eq 2
+check "...naming the word and the choices" grep -qF "unknown subcommand 'no-such-command' of 'lcl' (one of: train, eval" "$tmp/u"
+"$lcl" ckpt lst "$tmp" >"$tmp/u" 2>&1; rc=$?
+check "unknown nested subcommand names it and its parent" \
+  test $rc -eq 2 -a -n "$(grep -lF "unknown subcommand 'lst' of 'lcl ckpt' (one of: list, verify, inspect)" "$tmp/u")"
+
+"$lcl" ckpt list "$tmp/no-such-run" >"$tmp/e" 2>&1; rc=$?
+check "ckpt list of a missing run dir exits 1 and says so" \
+  test $rc -eq 1 -a -n "$(grep -lF "run directory '$tmp/no-such-run' does not exist" "$tmp/e")"
+mkdir -p "$tmp/confdir"
+"$lcl" train --config "$tmp/confdir" --print-config >"$tmp/e" 2>&1; rc=$?
+check "a directory as --config exits 1 and says so" \
+  test $rc -eq 1 -a -n "$(grep -lF "config file '$tmp/confdir' is a directory" "$tmp/e")"
+: >"$tmp/empty.pbtxt"
+"$lcl" train --config "$tmp/empty.pbtxt" --run-dir "" --print-config >"$tmp/e" 2>&1; rc=$?
+check "an empty --run-dir exits 1 and says so" test $rc -eq 1 -a -n "$(grep -lF -- "--run-dir is empty" "$tmp/e")"
+"$lcl" eval --config "$tmp/empty.pbtxt" --checkpoint "$tmp/no-such-step" >"$tmp/e" 2>&1; rc=$?
+check "eval --checkpoint of a missing step names --checkpoint, not --resume" \
+  test $rc -eq 1 -a -n "$(grep -lF -- "--checkpoint $tmp/no-such-step: not a complete checkpoint" "$tmp/e")" \
+  -a -z "$(grep -lF -- "--resume" "$tmp/e")"
 
 "$lcl" bench comm --min-bytes potato >"$tmp/e" 2>&1; rc=$?
 check "bad size exits 1" test $rc -eq 1

@@ -51,6 +51,19 @@ void PrepareRunDir(cluster::ClusterContext& ctx, const LoadedConfig& loaded) {
   if (!verdict.empty()) throw ConfigError(verdict);
 }
 
+// A NaN or Inf weight would only show as a non-finite loss at step 1, with advice about the learning rate: name
+// the tensor and where it came from instead.
+void ExpectFiniteWeights(lcl::model::MultimodalModelImpl& model, const std::string& source) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters()) {
+    if (!torch::isfinite(item.value()).all().item<bool>()) {
+      throw DataError(source + ": tensor '" + lcl::model::HfTensorName(item.key()) +
+                      "' holds NaN or Inf values; the weights are corrupt (or were saved after training diverged): "
+                      "use another model or checkpoint");
+    }
+  }
+}
+
 }  // namespace
 
 RunSetup SetUpRun(cluster::MpiSession& mpi, const LoadedConfig& loaded) {
@@ -112,6 +125,7 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
   lcl::model::HfLoadOptions load;
   load.vision_checkpoint = c.model().vision_checkpoint();
   lcl::model::LoadHfCheckpoint(*m.model, dir, load);
+  ExpectFiniteWeights(*m.model, dir);
   m.model->to(m.device, m.dtype);
   for (auto& p : m.model->vision_tower->parameters()) p.set_requires_grad(false);
   return m;
@@ -167,6 +181,7 @@ void LoadModelShards(lcl::model::MultimodalModelImpl& model, const cluster::Proc
       reader.ReadInto(name, where.offsets, data);
     }
   }
+  ExpectFiniteWeights(model, reader.dir());
 }
 
 std::string CpuRngState() {

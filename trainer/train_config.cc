@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -244,6 +245,11 @@ LoadedConfig LoadTrainConfig(const std::string& path, const std::vector<std::str
   loaded.path = path;
   if (!path.empty()) {
     std::ifstream in(path);
+    // An ifstream opens a directory and reads it as empty: an empty config, silently.
+    if (std::filesystem::is_directory(path)) {
+      throw ConfigError("config file '" + path +
+                        "' is a directory; give a .pbtxt file with --config (examples: launch/configs/)");
+    }
     if (!in) {
       throw ConfigError("config file '" + path + "' cannot be read (" + std::strerror(errno) +
                         "); give an existing .pbtxt with --config (examples: launch/configs/)");

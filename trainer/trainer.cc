@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 
@@ -85,6 +86,17 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   if (c.data().root().empty()) {
     throw ConfigError("data.root is empty; training needs an ImageNet-style root (`lcl data synth` makes one)");
   }
+  // Said here, by name: otherwise every image fails to load and the run stops over the bad-image limit.
+  std::error_code ec;
+  const std::filesystem::path root(c.data().root());
+  if (!std::filesystem::is_directory(root, ec) ||
+      std::filesystem::directory_iterator(root, ec) == std::filesystem::directory_iterator()) {
+    throw DataError("data.root '" + c.data().root() + "' " +
+                    (!std::filesystem::exists(root, ec)         ? "does not exist"
+                     : !std::filesystem::is_directory(root, ec) ? "is not a directory"
+                                                                : "is an empty directory") +
+                    "; point data.root at an ImageNet-style root (train/<wnid>/*.JPEG; `lcl data synth` makes one)");
+  }
   Data d;
   d.table = std::make_unique<sampler::PairsTable>(sampler::PairsTable::Read(DataPathsOf(c).train_pairs));
   d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, EpisodeOptionsOf(c));
@@ -123,6 +135,11 @@ class TrainLoop {
     model_ = std::move(run.model);
     data_ = BuildData(c_, model_);
     plan_ = PlanRun(loaded_, mpi.size(), data_.episodes->EpisodesPerEpoch());
+    // The evaluation inputs (test pairs, ISEKAI file, index) are read now, so a bad one stops the run before its
+    // first step rather than at the first evaluation.
+    if (c_.eval().every_steps() > 0 || c_.eval().at_end()) {
+      evaluator_ = std::make_unique<Evaluator>(*ctx_, model_, loaded_);
+    }
     if (plan_.total_steps < 1) throw ConfigError(loaded_.Where("schedule.total_steps") + ": no step to train");
 
     optimizer_ = std::make_unique<lcl::optim::DistributedOptimizer>(
@@ -168,6 +185,14 @@ class TrainLoop {
     ProgressOptions po;
     po.plain_every = c_.logging().every_steps();
     ProgressLine progress(plan_.total_steps, po);
+    // A signal during set-up: no step has run, so what there is to commit is already committed (the resumed
+    // step, or nothing on a fresh start); exit as preempted at once rather than train a step first.
+    if (const int early = static_cast<int>(ctx_->control().Max(signals.Pending())); early != 0) {
+      LOG(WARNING) << "signal " << early << " received before the first step: nothing new to save ("
+                   << (step_ > 0 ? "the run resumes from step " + std::to_string(step_) : std::string("no step ran"))
+                   << "); exiting with " << kExitPreempted << " so the job script can requeue";
+      return kExitPreempted;
+    }
     while (step_ < plan_.total_steps) {
       const StepReport r = TrainStep(prefetch);
       ++step_;
@@ -176,9 +201,12 @@ class TrainLoop {
           step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1;
       // The largest rank's peak RSS; a collective, so every rank takes part on every logged step.
       const int64_t max_rss_kib = logged ? ctx_->control().Max(PeakRssKib()) : 0;
+      // Bad images over the DP ranks (the TP ranks of one DP rank load the same images): also a collective.
+      const double bad_images = logged ? SumOver(ctx_->dp(), model_.device, {double(data_.loader->bad())})[0] : 0;
       if (metrics_) {
         StepMetrics m = MetricsOf(r);
         if (logged) {
+          m.bad_images = static_cast<int64_t>(bad_images);
           m.extra["max_rss_mb"] = static_cast<double>(max_rss_kib) / 1024.0;
           metrics_->WriteStep(m);
         }
@@ -188,21 +216,34 @@ class TrainLoop {
       const int signal = static_cast<int>(ctx_->control().Max(signals.Pending()));
       const bool last = step_ == plan_.total_steps;
       const bool periodic = c_.checkpoint().every_steps() > 0 && step_ % c_.checkpoint().every_steps() == 0;
+      const bool eval_step = c_.eval().every_steps() > 0 && step_ % c_.eval().every_steps() == 0 && !last;
       if (signal != 0 || periodic || (last && c_.checkpoint().at_end())) Save();
       if (signal != 0) {
         progress.Finish();
-        checkpoint::SaveResult saved = ckpt_->Wait();
-        LOG(WARNING) << "signal " << signal << " received: checkpoint at step " << step_
-                     << (saved.committed ? " committed" : " NOT committed (" + saved.reason + ")")
-                     << "; exiting with " << kExitPreempted << " so the job script can requeue";
-        if (!saved.committed) return kExitError;
+        // The resumed run starts after this step, so its evaluation runs now (while the save writes) or never.
+        if (eval_step) RunEval();
+        const checkpoint::SaveResult saved = ckpt_->Wait();
+        if (!saved.committed) {
+          LOG(ERROR) << "signal " << signal << " received: checkpoint at step " << step_ << " NOT committed ("
+                     << saved.reason << "); exiting with " << kExitSaveFailed << " (not requeued)";
+          return kExitSaveFailed;
+        }
+        LOG(WARNING) << "signal " << signal << " received: checkpoint at step " << step_ << " committed; exiting with "
+                     << kExitPreempted << " so the job script can requeue";
         return kExitPreempted;
       }
-      if (c_.eval().every_steps() > 0 && step_ % c_.eval().every_steps() == 0 && !last) RunEval();
+      if (eval_step) RunEval();
     }
     progress.Finish();
-    ckpt_->Wait();
+    const checkpoint::SaveResult final_save = ckpt_->Wait();
     if (c_.eval().at_end()) RunEval();
+    // checkpoint.fail_on_error=false lets training outlive failed periodic saves, but a run whose final save
+    // failed leaves no trained model behind: that must not look like success.
+    if (step_ > first_step && c_.checkpoint().at_end() && final_save.step == step_ && !final_save.committed) {
+      LOG(ERROR) << "the final checkpoint (step " << step_ << ") was NOT committed: " << final_save.reason
+                 << "; exiting with " << kExitSaveFailed;
+      return kExitSaveFailed;
+    }
     return kExitOk;
   }
 
@@ -372,6 +413,12 @@ int Train(cluster::MpiSession& mpi, const LoadedConfig& config, const std::strin
 
 int Evaluate(cluster::MpiSession& mpi, const LoadedConfig& loaded, const std::string& checkpoint) {
   const TrainConfig& c = loaded.config;
+  // Before the model loads, and in this command's words (ResolveResume speaks of --resume).
+  if (!checkpoint.empty() && checkpoint != "auto" &&
+      !std::filesystem::exists(std::filesystem::path(checkpoint) / "manifest.pb")) {
+    throw CheckpointError("--checkpoint " + checkpoint + ": not a complete checkpoint (no manifest.pb); give auto " +
+                          "or a step directory (`lcl ckpt list " + c.run_dir() + "`)");
+  }
   RunSetup run = SetUpRun(mpi, loaded);
   cluster::ClusterContext& ctx = *run.ctx;
   int64_t step = 0;

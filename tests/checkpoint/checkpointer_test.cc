@@ -60,6 +60,18 @@ class CheckpointerTest : public ::testing::Test {
   std::string run_;
 };
 
+TEST_F(CheckpointerTest, AStepRenamedButWithoutLatestCountsAsCommitted) {
+  // `latest` as a directory: rank 0 renames step_N.tmp to step_N, then cannot replace `latest`.
+  if (rank_ == 0) fs::create_directories(fs::path(run_) / "checkpoints/latest/blocker");
+  MPI_Barrier(MPI_COMM_WORLD);
+  Checkpointer ckpt(MPI_COMM_WORLD, Options(/*async=*/false));
+  ckpt.Save(7, StateAt(rank_, world_, 7));
+  const SaveResult r = ckpt.Wait();
+  EXPECT_TRUE(r.committed) << r.reason;
+  MPI_Barrier(MPI_COMM_WORLD);
+  EXPECT_EQ(ResolveResume(run_, "auto"), run_ + "/checkpoints/" + Checkpointer::StepDirName(7));
+}
+
 TEST_F(CheckpointerTest, SyncAndAsyncSavesCommitAManifestAndMoveLatest) {
   for (bool async : {false, true}) {
     Checkpointer ckpt(MPI_COMM_WORLD, Options(async));

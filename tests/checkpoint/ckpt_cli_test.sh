@@ -43,3 +43,18 @@ check "missing shard exits 1 and names it" test $rc -eq 1 -a -n "$(grep -l 'shar
 
 "$lcl" ckpt verify "$tmp/checkpoints/step_00000012.tmp" >"$tmp/v" 2>&1; rc=$?
 check "an unfinished save is refused" test $rc -eq 1 -a -n "$(grep -l 'manifest.pb is missing' "$tmp/v")"
+
+# A flipped bit must not become a shipped model: export-hf checks sizes and checksums before reading a tensor.
+"$lcl" model export-hf --checkpoint "$tmp/flip" --out "$tmp/exported" >"$tmp/x" 2>&1; rc=$?
+check "export-hf of a flipped byte exits 1 naming the file" \
+  test $rc -eq 1 -a -n "$(grep -l 'failed verification, not exported.*' "$tmp/x")" -a \
+  -n "$(grep -l 'shard-r00001-of-00002.safetensors: checksum' "$tmp/x")"
+check "export-hf of a flipped byte writes no model" test ! -e "$tmp/exported/model.safetensors"
+
+# A 0-byte manifest.pb (a torn write) is no checkpoint: verify refuses it, list and --resume auto pass it over.
+cp -r "$ck" "$tmp/checkpoints/step_00000010"; : >"$tmp/checkpoints/step_00000010/manifest.pb"
+"$lcl" ckpt verify "$tmp/checkpoints/step_00000010" >"$tmp/v" 2>&1; rc=$?
+check "verify of a 0-byte manifest exits 1 and says so" test $rc -eq 1 -a -n "$(grep -l 'manifest.pb is empty' "$tmp/v")"
+"$lcl" ckpt list "$tmp" >"$tmp/list3" 2>&1
+check "list marks the 0-byte manifest incomplete" grep -q "step_00000010 .*incomplete (manifest.pb is empty)" "$tmp/list3"
+check "...and resumes from step 9" grep -q "step_00000009 .*<- resume" "$tmp/list3"

@@ -303,5 +303,22 @@ TEST(CheckpointReader, ManifestFromANewerFormatIsRefusedWithTheFix) {
   EXPECT_NE(msg.find("does not parse"), std::string::npos) << msg;
 }
 
+TEST(ResolveResume, AutoSkipsAnEmptyManifestAndTakesTheOlderGoodStep) {
+  const TempDir tmp("ckpt_empty_manifest");
+  const fs::path run = tmp.path();
+  MakeStep(run, 10, true);
+  const fs::path torn = run / "checkpoints/step_00000020";
+  fs::create_directories(torn);
+  std::ofstream(torn / "manifest.pb").flush();  // 0 bytes: parses as an all-default manifest
+  WriteFileAtomic((run / "checkpoints/latest").string(), "step_00000020\n");
+  const auto all = ListCheckpoints(run.string());
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_FALSE(all[1].complete);
+  EXPECT_EQ(all[1].status, "incomplete (manifest.pb is empty)");
+  EXPECT_EQ(ResolveResume(run.string(), "auto"), (run / "checkpoints/step_00000010").string());
+  lcl::testing::ExpectErrorMentions<CheckpointError>([&] { CheckpointReader r(torn.string()); },
+                                                     {torn.string(), "manifest.pb is empty", "another step"});
+}
+
 }  // namespace
 }  // namespace lcl::checkpoint

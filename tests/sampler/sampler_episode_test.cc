@@ -250,5 +250,13 @@ TEST(EvalEpisodes, PairsPartnersAndAsksTheTestImageFromThePositiveSide) {
   EXPECT_EQ(w.query_label, w.positive_label);
 }
 
+TEST(TrainEpisodes, AClassWithoutNeighboursIsRefusedUpFrontNamingIt) {
+  std::vector<ClassPairs> classes = RingTable(4).classes();
+  classes[2].neighbors.clear();
+  const PairsTable table = PairsTable::FromClasses(std::move(classes), "ring");
+  lcl::testing::ExpectErrorMentions<DataError>([&] { TrainEpisodes episodes(table, EpisodeConfig{}); },
+                                               {"empty \"neighbors\"", "\"3\" (class 2)", "regenerate"});
+}
+
 }  // namespace
 }  // namespace lcl::sampler

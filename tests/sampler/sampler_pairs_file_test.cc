@@ -149,5 +149,15 @@ TEST(Templates, TemplateWithoutImageNamesTheElement) {
   for (const std::string& s : DefaultTemplates()) EXPECT_NE(s.find("<image>"), std::string::npos);
 }
 
+TEST(PairsFile, AMissingFileIsReportedWithTheOfficialFileOfItsKind) {
+  TempDir dir;
+  const std::string train = ErrorOf(dir.path() + "/none.jsonl");
+  EXPECT_NE(train.find("train900_pairs.jsonl"), std::string::npos) << train;
+  const std::string test = testing::ErrorOf<DataError>([&] { ReadTestPairs(dir.path() + "/none.jsonl"); });
+  EXPECT_NE(test.find("cannot open test pairs file " + dir.path() + "/none.jsonl"), std::string::npos) << test;
+  EXPECT_NE(test.find("test100_pairs.jsonl"), std::string::npos) << test;
+  EXPECT_EQ(test.find("train900"), std::string::npos) << test;
+}
+
 }  // namespace
 }  // namespace lcl::sampler

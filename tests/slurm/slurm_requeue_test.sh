@@ -10,8 +10,8 @@
 #
 # Why the test sends USR1 itself (`scancel --signal=USR1 --batch`, what Slurm does at `--signal=B:USR1@<lead>`):
 # Slurm's time limits are whole minutes and it may send the warning up to a minute early, so a time-limit signal
-# lands anywhere from before the first step to after the last one of a short run. Sending it once metrics.jsonl
-# shows a third of the steps puts it mid-run every time. tests/slurm/slurm_harness_test.sh covers the real
+# lands anywhere from before the first step to after the last one of a short run. Sending it to ranks held still
+# (SIGSTOP) once metrics.jsonl shows a third of the steps puts it mid-run every time, however fast a step is. tests/slurm/slurm_harness_test.sh covers the real
 # --time/--signal path (with a stand-in trainer).
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,8 +38,7 @@ cut -d' ' -f2- data/synth/LOC_synset_mapping.txt | sed 's/,.*//' >data/class_nam
 "$lcl" model init --preset tiny --out data/tiny-model --class-names data/class_names.txt >model.log 2>&1 ||
   { cat model.log; fail "lcl model init failed"; }
 cp "$here/launch/configs/tiny.pbtxt" tiny.pbtxt
-# One episode per rank per step (the config has 8) in the official layout, without support names, keeps a step ~1 s on 2 busy cores, so
-# the signal lands mid-run.
+# One episode per rank per step (the config has 8) in the official layout, without support names: small steps.
 overrides=(--set "schedule.total_steps=$steps" --set batch.micro_batch=1 --set batch.global_batch=2
            --set logging.every_steps=1 --set checkpoint.every_steps=0 --set eval.at_end=false
            --set logging.progress=false --set "model.path=$tmp/data/tiny-model" --set "data.root=$tmp/data/synth"
@@ -70,18 +69,45 @@ import json, sys
 steps = [json.loads(l)["step"] for l in open(sys.argv[1]) if l.strip()]
 print(max(steps) if steps else 0)' "$1" 2>/dev/null || echo 0; }
 
-# Wait for a third of the steps, then send what --signal=B:USR1 sends: USR1 to the batch shell only.
+# Sends what --signal=B:USR1 sends (USR1 to the batch shell only) while the ranks cannot finish: once metrics.jsonl
+# shows a third of the steps, both ranks are stopped (SIGSTOP), the signal goes to the batch shell, the test waits
+# until the shell -> srun -> task relay has left USR1 pending at both ranks (/proc/PID/status), and only then lets
+# them go on (SIGCONT). Every wait is on an event, none on time: a step can take 60 ms or 2 s.
+mkfifo "$tmp/nap" || fail "mkfifo $tmp/nap"
+exec {nap_fd}<>"$tmp/nap"
+nap() { read -r -t "$1" -u "$nap_fd" _ || :; }  # a sleep without a fork: the poll stays fast on a busy machine
+rows() { rows_n=0; [ -f "$metrics" ] && { mapfile -t rows_l <"$metrics"; rows_n=${#rows_l[@]}; }; }
+usr1_pending() {  # usr1_pending PID: SIGUSR1 (bit 10) is pending for the process or one of its threads
+  local m
+  for m in $(sed -n 's/^\(ShdPnd\|SigPnd\):\t//p' "/proc/$1/status" "/proc/$1"/task/*/status 2>/dev/null); do
+    (((0x$m >> 9) & 1)) && return 0
+  done
+  return 1
+}
 signal_at=$((steps / 3))
-for ((i = 0; i < 600; i++)); do
-  [ -f "$metrics" ] && [ "$(last_step "$metrics")" -ge "$signal_at" ] && break
-  state=$(slurm_job_field "$jid" JobState)
-  case $state in RUNNING|PENDING|CONFIGURING) ;; *) break ;; esac
-  sleep 0.5
+ranks=()
+for ((i = 0; i < 60000; i++)); do
+  rows
+  if [ "$rows_n" -ge "$signal_at" ]; then
+    mapfile -t ranks < <(pgrep -f "^$lcl train .*--run-dir $tmp/run\$")
+    [ "${#ranks[@]}" -eq 2 ] && kill -STOP "${ranks[@]}" && break
+  fi
+  ((i % 100 == 99)) && case $(slurm_job_field "$jid" JobState) in RUNNING|PENDING|CONFIGURING) ;; *) break ;; esac
+  nap 0.01
 done
-step_at_signal=$(last_step "$metrics")
-check "the first start reached step $signal_at while running" test "$step_at_signal" -ge "$signal_at"
-[ "$step_at_signal" -ge "$signal_at" ] || { cat "$joblog"; fail "training did not progress under Slurm"; }
+on_exit '[ ${#ranks[@]} -gt 0 ] && kill -CONT "${ranks[@]}" 2>/dev/null'
+rows
+step_at_signal=$rows_n
+check "both ranks stopped mid-run (at step $step_at_signal of $steps, pids ${ranks[*]:-none})" \
+  test "${#ranks[@]}" -eq 2 -a "$step_at_signal" -ge "$signal_at" -a "$step_at_signal" -lt "$steps"
+[ "${#ranks[@]}" -eq 2 ] && [ "$step_at_signal" -lt "$steps" ] || { cat "$joblog"; fail "could not stop the ranks mid-run"; }
 scancel --signal=USR1 --batch "$jid"
+for ((i = 0; i < 3000; i++)); do
+  usr1_pending "${ranks[0]}" && usr1_pending "${ranks[1]}" && break
+  nap 0.01
+done
+check "USR1 reached both ranks through the batch shell and srun" usr1_pending "${ranks[0]}"
+kill -CONT "${ranks[@]}"
 echo "     USR1 sent to the batch shell at step $step_at_signal ($(elapsed))"
 
 # The script requeues: the job becomes PENDING with Restarts=1 (Slurm delays a requeued job's start ~2 min).

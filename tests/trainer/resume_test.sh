@@ -46,13 +46,20 @@ run="$work/pre"
 $mpirun -np 2 "$lcl" train --config "$work/base.pbtxt" --run-dir "$run" --set schedule.total_steps=8 \
   --set checkpoint.every_steps=0 >"$work/pre.log" 2>&1 &
 job=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 6000); do
   [ -f "$run/metrics.jsonl" ] && [ "$(wc -l <"$run/metrics.jsonl")" -ge 2 ] && break
-  sleep 0.1
+  kill -0 $job 2>/dev/null || break
+  sleep 0.01
 done
-victim=$(pgrep -f "^$lcl train .*--run-dir $run" | tail -1)
-[ -n "$victim" ] || fail "no rank process found to signal"
+# Both ranks held still (SIGSTOP) while USR1 reaches one of them, so the signal lands mid-run however fast a step
+# is: the run cannot finish between this check and the signal.
+mapfile -t ranks < <(pgrep -f "^$lcl train .*--run-dir $run ")
+[ "${#ranks[@]}" -eq 2 ] || fail "found ${#ranks[@]} rank processes to signal, expected 2"
+kill -STOP "${ranks[@]}"
+[ "$(wc -l <"$run/metrics.jsonl")" -lt 8 ] || { kill -CONT "${ranks[@]}"; fail "the run finished before the signal"; }
+victim=${ranks[1]}
 kill -USR1 "$victim"
+kill -CONT "${ranks[@]}"
 wait $job
 rc=$?
 [ $rc -eq 42 ] || fail "after SIGUSR1 the job exited $rc, expected 42: $(grep -v '^I' "$work/pre.log" | tail -5)"
