@@ -27,6 +27,7 @@ packages=(
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgtest-dev libgmock-dev
   libcli11-dev nlohmann-json3-dev libxxhash-dev
   libopencv-dev libsentencepiece-dev sentencepiece
+  chromium  # tests/launch/report_test.sh opens the report page headless
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm's one-node cluster; srun --mpi=pmix
 )
 missing=()

@@ -1,7 +1,7 @@
 // Episode policies: every draw comes from a CounterRng keyed by (seed, epoch, index, purpose).
 #include "sampler/episode.h"
 
-#include <glog/logging.h>
+#include "cluster/log.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,8 +25,8 @@ constexpr uint64_t kMadeUpNegativeStream = 5;  // whether the neighbour side get
 
 // `count` images from `pool` without replacement while the pool lasts (then it cycles, reshuffled),
 // skipping `exclude` so the neighbour's listed image is not drawn twice.
-std::vector<std::string> DrawImages(const std::vector<std::string>& pool, size_t count,
-                                    CounterRng& rng, const std::string& exclude = "") {
+std::vector<std::string> DrawImages(const std::vector<std::string>& pool, size_t count, CounterRng& rng,
+                                    const std::string& exclude = "") {
   std::vector<std::string> candidates;
   for (const std::string& p : pool) {
     if (p != exclude) candidates.push_back(p);
@@ -50,10 +50,8 @@ void Assemble(Episode& e, std::vector<std::string> pos, std::vector<std::string>
   (e.query_positive ? pos : neg).pop_back();
   e.query = {query_path, e.query_positive ? e.positive_class : e.negative_class};
   e.query_label = e.query_positive ? e.positive_label : e.negative_label;
-  for (const std::string& p : pos)
-    e.examples.push_back({{p, e.positive_class}, e.positive_label, true, pos_name});
-  for (const std::string& p : neg)
-    e.examples.push_back({{p, e.negative_class}, e.negative_label, false, neg_name});
+  for (const std::string& p : pos) e.examples.push_back({{p, e.positive_class}, e.positive_label, true, pos_name});
+  for (const std::string& p : neg) e.examples.push_back({{p, e.negative_class}, e.negative_label, false, neg_name});
   rng.Shuffle(e.examples);
   e.question = templates[rng.Below(templates.size())];
 }
@@ -63,13 +61,10 @@ void Assemble(Episode& e, std::vector<std::string> pos, std::vector<std::string>
 Policy ParsePolicy(const std::string& name) {
   if (name == "2way_weight") return Policy::k2WayWeight;
   if (name == "2way_random_shot") return Policy::k2WayRandomShot;
-  throw ConfigError("unknown episode policy \"" + name +
-                    "\"; expected 2way_weight or 2way_random_shot");
+  throw ConfigError("unknown episode policy \"" + name + "\"; expected 2way_weight or 2way_random_shot");
 }
 
-const char* PolicyName(Policy policy) {
-  return policy == Policy::k2WayWeight ? "2way_weight" : "2way_random_shot";
-}
+const char* PolicyName(Policy policy) { return policy == Policy::k2WayWeight ? "2way_weight" : "2way_random_shot"; }
 
 std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index, int max_letters) {
   if (max_letters < 1) {
@@ -96,8 +91,7 @@ std::vector<double> RandomShotWeights(int shot) {
 
 TrainEpisodes::TrainEpisodes(const PairsTable& table, EpisodeConfig config)
     : table_(table), config_(std::move(config)) {
-  if (config_.shot < 1)
-    throw ConfigError("episode shot=" + std::to_string(config_.shot) + " must be >= 1");
+  if (config_.shot < 1) throw ConfigError("episode shot=" + std::to_string(config_.shot) + " must be >= 1");
   if (config_.templates.empty()) config_.templates = DefaultTemplates();
   // Up front rather than at the first episode that draws the class: every class is a positive once per epoch, and
   // every policy takes its negative from the positive's neighbours.
@@ -132,8 +126,8 @@ TrainEpisodes::TrainEpisodes(const PairsTable& table, EpisodeConfig config)
 Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   const uint64_t n = table_.size();
   if (index >= n) {
-    throw ConfigError("episode index " + std::to_string(index) + " is past the epoch's " +
-                      std::to_string(n) + " episodes");
+    throw ConfigError("episode index " + std::to_string(index) + " is past the epoch's " + std::to_string(n) +
+                      " episodes");
   }
   // The epoch's class order: a seeded permutation (O(classes), negligible beside decoding images).
   std::vector<int> order(n);
@@ -147,14 +141,12 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   e.index = index;
   e.policy = PolicyName(config_.policy);
   e.shot = config_.shot;
-  if (config_.policy == Policy::k2WayRandomShot)
-    e.shot = 1 + int(rng.Weighted(RandomShotWeights(config_.shot)));
+  if (config_.policy == Policy::k2WayRandomShot) e.shot = 1 + int(rng.Weighted(RandomShotWeights(config_.shot)));
   e.positive_class = order[index];
   const ClassPairs& pos_class = table_.classes()[e.positive_class];
   if (pos_class.neighbors.empty()) {
-    throw DataError(
-        "class_id \"" + pos_class.class_id + "\" (" + pos_class.class_name +
-        ") has no neighbours; a 2-way episode needs at least one (regenerate the pairs file)");
+    throw DataError("class_id \"" + pos_class.class_id + "\" (" + pos_class.class_name +
+                    ") has no neighbours; a 2-way episode needs at least one (regenerate the pairs file)");
   }
   size_t j = rng.Weighted(NeighborWeights(pos_class.neighbors.size()));
   e.negative_class = table_.NeighborIndex(e.positive_class, j);
@@ -176,19 +168,17 @@ Episode TrainEpisodes::Build(uint64_t epoch, uint64_t index) const {
   // One extra image on the query's side; the negative side starts with the neighbour's listed
   // image.
   const size_t shot = static_cast<size_t>(e.shot);
-  std::vector<std::string> pos =
-      DrawImages(pos_class.samples, shot + (e.query_positive ? 1 : 0), rng);
+  std::vector<std::string> pos = DrawImages(pos_class.samples, shot + (e.query_positive ? 1 : 0), rng);
   const std::string& listed = pos_class.neighbors[j].image_path;
   std::vector<std::string> neg = {listed};
-  std::vector<std::string> more =
-      DrawImages(neg_class.samples, shot - 1 + (e.query_positive ? 0 : 1), rng, listed);
+  std::vector<std::string> more = DrawImages(neg_class.samples, shot - 1 + (e.query_positive ? 0 : 1), rng, listed);
   neg.insert(neg.end(), more.begin(), more.end());
   Assemble(e, std::move(pos), std::move(neg), pos_class.class_name, neg_class.class_name, rng, config_.templates);
   return e;
 }
 
-EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed,
-                           EvalLabels labels, std::vector<std::string> templates, int made_up_max_letters)
+EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed, EvalLabels labels,
+                           std::vector<std::string> templates, int made_up_max_letters)
     : classes_(classes),
       shot_(shot),
       seed_(seed),
@@ -207,8 +197,7 @@ EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint
 
 Episode EvalEpisodes::Build(uint64_t index) const {
   if (index >= size()) {
-    throw ConfigError("eval episode " + std::to_string(index) + " is past the " +
-                      std::to_string(size()));
+    throw ConfigError("eval episode " + std::to_string(index) + " is past the " + std::to_string(size()));
   }
   size_t c = std::upper_bound(starts_.begin(), starts_.end(), index) - starts_.begin() - 1;
   size_t partner = c ^ 1;
