@@ -151,8 +151,7 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
   }
   const double model_params = rank_bytes / 16;
   if (o.step_tokens > 0) {
-    const int64_t products =
-        std::max<int64_t>(1, static_cast<int64_t>(6 * model_params * o.step_tokens / kMmFlops));
+    const int64_t products = std::max<int64_t>(1, static_cast<int64_t>(6 * model_params * o.step_tokens / kMmFlops));
     steps.push_back({"", products, products / products_per_ms});
   }
 
@@ -282,8 +281,7 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
   if (rank == 0) {
     std::ostringstream cfg;
     cfg << "{\"bytes\":" << static_cast<int64_t>(gb * 1e9) << ",\"ranks\":" << world << ",\"dir\":\"" << o.dir
-        << "\",\"step_tokens\":" << o.step_tokens << ",\"stand_in_gflops\":" << products_per_ms * kMmFlops / 1e6
-        << "}";
+        << "\",\"step_tokens\":" << o.step_tokens << ",\"stand_in_gflops\":" << products_per_ms * kMmFlops / 1e6 << "}";
     if (!o.json) {
       out << "# lcl bench ckpt: " << gb << " GB over " << world << " ranks in " << o.dir << "; best of " << o.repeats
           << "; reference measured in the same run\n"
@@ -294,8 +292,8 @@ void RunCkptBench(const CkptBenchOptions& o, MPI_Comm comm, std::ostream& out) {
           << " GFLOP/s measured); async_step_cost = how much longer that stand-in took while the writer ran\n";
       if (o.step_tokens > 0) {
         out << "# async_stall (no suffix): the modelled step of a " << model_params / 1e6
-            << "M-parameter AdamW state per rank on " << o.step_tokens << " tokens per rank: "
-            << steps.back().quiet_ms << " ms\n";
+            << "M-parameter AdamW state per rank on " << o.step_tokens << " tokens per rank: " << steps.back().quiet_ms
+            << " ms\n";
       }
     }
     Emit(out, o.json, "ckpt.save_throughput", gb / save_s, "GB/s", gb / raw_write_s, "raw write+fsync", cfg.str());

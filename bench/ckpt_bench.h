@@ -25,11 +25,11 @@
 namespace lcl::bench {
 
 struct CkptBenchOptions {
-  int64_t total_bytes = int64_t{2} << 30;  // the whole state, over all ranks
-  std::string dir;                          // where to write (the disk being measured)
-  int repeats = 2;                          // the best of each measurement counts
+  int64_t total_bytes = int64_t{2} << 30;     // the whole state, over all ranks
+  std::string dir;                            // where to write (the disk being measured)
+  int repeats = 2;                            // the best of each measurement counts
   std::vector<double> step_ms = {500, 2000};  // stand-in forward + backward lengths between a save and the fence
-  int64_t step_tokens = 1024;  // tokens per rank of the modelled step (0: no modelled step)
+  int64_t step_tokens = 1024;                 // tokens per rank of the modelled step (0: no modelled step)
   int threads = 0;  // torch threads per rank for the stand-in step (0: the cores split over this node's ranks)
   bool json = false;
 };

@@ -47,14 +47,20 @@ Buffers MakeBuffers(const std::string& op, int64_t bytes, int n, int rank) {
 
 void RunLcl(const std::string& op, MpiCommunicator& comm, Buffers& b, bool async) {
   if (op == "allreduce") {
-    if (async) comm.AllReduceAsync(b.big, ReduceOp::kSum)->Wait();
-    else comm.AllReduce(b.big, ReduceOp::kSum);
+    if (async)
+      comm.AllReduceAsync(b.big, ReduceOp::kSum)->Wait();
+    else
+      comm.AllReduce(b.big, ReduceOp::kSum);
   } else if (op == "reducescatter") {
-    if (async) comm.ReduceScatterAsync(b.big, b.small, ReduceOp::kSum)->Wait();
-    else comm.ReduceScatter(b.big, b.small, ReduceOp::kSum);
+    if (async)
+      comm.ReduceScatterAsync(b.big, b.small, ReduceOp::kSum)->Wait();
+    else
+      comm.ReduceScatter(b.big, b.small, ReduceOp::kSum);
   } else {
-    if (async) comm.AllGatherAsync(b.small, b.big)->Wait();
-    else comm.AllGather(b.small, b.big);
+    if (async)
+      comm.AllGatherAsync(b.small, b.big)->Wait();
+    else
+      comm.AllGather(b.small, b.big);
   }
 }
 
@@ -62,11 +68,11 @@ void RunRaw(const std::string& op, MPI_Comm comm, Buffers& b) {
   if (op == "allreduce") {
     LCL_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, b.big.data_ptr(), b.big.numel(), MPI_FLOAT, MPI_SUM, comm));
   } else if (op == "reducescatter") {
-    LCL_MPI_CHECK(MPI_Reduce_scatter_block(b.big.data_ptr(), b.small.data_ptr(), b.small.numel(), MPI_FLOAT,
-                                           MPI_SUM, comm));
+    LCL_MPI_CHECK(
+        MPI_Reduce_scatter_block(b.big.data_ptr(), b.small.data_ptr(), b.small.numel(), MPI_FLOAT, MPI_SUM, comm));
   } else {
-    LCL_MPI_CHECK(MPI_Allgather(b.small.data_ptr(), b.small.numel(), MPI_FLOAT, b.big.data_ptr(),
-                                b.small.numel(), MPI_FLOAT, comm));
+    LCL_MPI_CHECK(MPI_Allgather(b.small.data_ptr(), b.small.numel(), MPI_FLOAT, b.big.data_ptr(), b.small.numel(),
+                                MPI_FLOAT, comm));
   }
 }
 
@@ -102,9 +108,12 @@ bool CheckData(const std::string& op, MpiCommunicator& comm, int64_t bytes, int 
 
 std::string HumanBytes(int64_t b) {
   char buf[32];
-  if (b >= (1 << 20)) snprintf(buf, sizeof(buf), "%lldM", static_cast<long long>(b >> 20));
-  else if (b >= (1 << 10)) snprintf(buf, sizeof(buf), "%lldK", static_cast<long long>(b >> 10));
-  else snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(b));
+  if (b >= (1 << 20))
+    snprintf(buf, sizeof(buf), "%lldM", static_cast<long long>(b >> 20));
+  else if (b >= (1 << 10))
+    snprintf(buf, sizeof(buf), "%lldK", static_cast<long long>(b >> 10));
+  else
+    snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(b));
   return buf;
 }
 
@@ -116,8 +125,8 @@ void Report(const CommBenchOptions& o, const CommBenchRow& r, int n, std::ostrea
         << ",\"form\":\"" << (o.async ? "async" : "blocking") << "\",\"time_us\":" << r.lcl_us
         << ",\"ref_time_us\":" << r.mpi_us << ",\"algbw_gbps\":" << r.lcl_algbw << "}";
     out << "{\"name\":\"comm." << r.op << ".busbw\",\"value\":" << r.lcl_busbw
-        << ",\"unit\":\"GB/s\",\"reference\":" << r.mpi_busbw << ",\"reference_name\":\"raw MPI\",\"ratio\":"
-        << ratio << ",\"config\":" << cfg.str() << "}\n";
+        << ",\"unit\":\"GB/s\",\"reference\":" << r.mpi_busbw << ",\"reference_name\":\"raw MPI\",\"ratio\":" << ratio
+        << ",\"config\":" << cfg.str() << "}\n";
   } else {
     char line[256];
     snprintf(line, sizeof(line), "%-14s %8s %12.1f %10.3f %10.3f %12.1f %10.3f %7.3f  %s\n", r.op.c_str(),
@@ -136,10 +145,14 @@ int64_t ParseBytes(const std::string& text, const std::string& what) {
   std::string unit = text.substr(pos);
   std::transform(unit.begin(), unit.end(), unit.begin(), ::toupper);
   int64_t mult = -1;
-  if (unit.empty() || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KB" || unit == "KIB") mult = 1 << 10;
-  else if (unit == "M" || unit == "MB" || unit == "MIB") mult = 1 << 20;
-  else if (unit == "G" || unit == "GB" || unit == "GIB") mult = int64_t{1} << 30;
+  if (unit.empty() || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB")
+    mult = 1 << 10;
+  else if (unit == "M" || unit == "MB" || unit == "MIB")
+    mult = 1 << 20;
+  else if (unit == "G" || unit == "GB" || unit == "GIB")
+    mult = int64_t{1} << 30;
   if (pos == 0 || mult < 0) {
     throw ConfigError(what + ": '" + text + "' is not a size; write e.g. 1024, 64K, 256MB or 1G");
   }
@@ -148,8 +161,8 @@ int64_t ParseBytes(const std::string& text, const std::string& what) {
 
 std::vector<CommBenchRow> RunCommBench(const CommBenchOptions& o, MPI_Comm raw_comm, std::ostream& out) {
   if (o.min_bytes < 4 || o.max_bytes < o.min_bytes) {
-    throw ConfigError("bench comm: need 4 <= --min-bytes <= --max-bytes, got " + std::to_string(o.min_bytes) +
-                      " and " + std::to_string(o.max_bytes));
+    throw ConfigError("bench comm: need 4 <= --min-bytes <= --max-bytes, got " + std::to_string(o.min_bytes) + " and " +
+                      std::to_string(o.max_bytes));
   }
   MpiCommunicator comm(raw_comm, "bench");
   const int n = comm.size(), rank = comm.rank();
@@ -167,8 +180,8 @@ std::vector<CommBenchRow> RunCommBench(const CommBenchOptions& o, MPI_Comm raw_c
     for (int64_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= 2) {
       Buffers b = MakeBuffers(op, bytes, n, rank);
       const int64_t real_bytes = b.big.numel() * 4;  // all-reduce buffer, RS input, AG output
-      const int iters = static_cast<int>(std::clamp<int64_t>((int64_t{64} << 20) / real_bytes * 4,
-                                                             o.min_iters, o.max_iters));
+      const int iters =
+          static_cast<int>(std::clamp<int64_t>((int64_t{64} << 20) / real_bytes * 4, o.min_iters, o.max_iters));
       for (int i = 0; i < o.warmup; ++i) {
         RunLcl(op, comm, b, o.async);
         RunRaw(op, raw_comm, b);

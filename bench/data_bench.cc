@@ -81,22 +81,17 @@ double PipelineSeconds(const sampler::TrainEpisodes& episodes, const sampler::To
 void Report(const DataBenchOptions& o, int workers, double per_episode, double eps, double bare_ips,
             std::ostream& out) {
   nlohmann::json config = {
-      {"workers", workers},
-      {"reference_threads", workers},
-      {"size", o.size},
-      {"image", std::to_string(o.width) + "x" + std::to_string(o.height)},
-      {"shot", o.shot},
-      {"images_per_episode", per_episode},
-      {"episodes", o.episodes},
-      {"reference", "bare OpenCV imread + INTER_AREA resize, same files and threads"}};
+      {"workers", workers},     {"reference_threads", workers},
+      {"size", o.size},         {"image", std::to_string(o.width) + "x" + std::to_string(o.height)},
+      {"shot", o.shot},         {"images_per_episode", per_episode},
+      {"episodes", o.episodes}, {"reference", "bare OpenCV imread + INTER_AREA resize, same files and threads"}};
   struct Row {
     const char* name;
     const char* unit;
     double value, reference;
   };
-  for (const Row& r :
-       {Row{"data_pipeline_images_per_s", "images/s", eps * per_episode, bare_ips},
-        Row{"data_pipeline_episodes_per_s", "episodes/s", eps, bare_ips / per_episode}}) {
+  for (const Row& r : {Row{"data_pipeline_images_per_s", "images/s", eps * per_episode, bare_ips},
+                       Row{"data_pipeline_episodes_per_s", "episodes/s", eps, bare_ips / per_episode}}) {
     if (o.json) {
       out << nlohmann::json({{"name", r.name},
                              {"value", r.value},
@@ -108,8 +103,7 @@ void Report(const DataBenchOptions& o, int workers, double per_episode, double e
           << "\n";
     } else {
       char line[256];
-      std::snprintf(line, sizeof(line),
-                    "%-30s workers=%d %9.1f %-10s bare loop %9.1f  ratio %.3f\n", r.name, workers,
+      std::snprintf(line, sizeof(line), "%-30s workers=%d %9.1f %-10s bare loop %9.1f  ratio %.3f\n", r.name, workers,
                     r.value, r.unit, r.reference, r.value / r.reference);
       out << line;
     }
@@ -120,18 +114,16 @@ void Report(const DataBenchOptions& o, int workers, double per_episode, double e
 
 int RunDataBench(const DataBenchOptions& o, std::ostream& out) {
   const bool temp = o.dir.empty();
-  const std::string root = temp ? (std::filesystem::temp_directory_path() /
-                                   ("lcl_data_bench_" + std::to_string(::getpid())))
-                                      .string()
-                                : o.dir;
+  const std::string root =
+      temp ? (std::filesystem::temp_directory_path() / ("lcl_data_bench_" + std::to_string(::getpid()))).string()
+           : o.dir;
   Bench b = Prepare(o, root);
   sampler::EpisodeConfig ec;
   ec.shot = o.shot;
   sampler::TrainEpisodes episodes(b.table, ec);
   sampler::PromptConfig prompt;
   prompt.image_tokens = o.image_tokens;
-  prompt.max_length =
-      (2 * o.shot + 1) * (o.image_tokens + 2) + 1024;  // never reduce shots in the bench
+  prompt.max_length = (2 * o.shot + 1) * (o.image_tokens + 2) + 1024;  // never reduce shots in the bench
   sampler::ImageSpec spec;
   spec.size = o.size;
   // The same files, in the same order, that the pipeline will decode.
@@ -149,8 +141,7 @@ int RunDataBench(const DataBenchOptions& o, std::ostream& out) {
     double bare = 0, secs = 1e30;
     for (int round = 0; round < o.rounds; ++round) {
       bare = std::max(bare, BareLoop(files, o.size, w));
-      secs =
-          std::min(secs, PipelineSeconds(episodes, b.tokenizer, prompt, root, spec, w, o.episodes));
+      secs = std::min(secs, PipelineSeconds(episodes, b.tokenizer, prompt, root, spec, w, o.episodes));
     }
     Report(o, w, double(files.size()) / o.episodes, o.episodes / secs, bare, out);
   }

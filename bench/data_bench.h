@@ -15,7 +15,7 @@ namespace lcl::bench {
 
 struct DataBenchOptions {
   bool json = false;  // one JSON object per measurement
-  std::string dir;  // where to synthesise the JPEGs (default: a temporary directory, removed after)
+  std::string dir;    // where to synthesise the JPEGs (default: a temporary directory, removed after)
   int classes = 8;
   int images_per_class = 16;
   int width = 500;  // ImageNet's typical 500x375

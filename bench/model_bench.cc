@@ -52,9 +52,7 @@ class CountingAllocator : public c10::Allocator {
     return {data, data, &Free, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &Free; }
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
 
   static int64_t live() { return live_.load(); }
   static int64_t peak() { return peak_.load(); }
@@ -93,9 +91,8 @@ MultimodalBatch MakeBatch(const ModelConfig& c, const ModelBenchOptions& o) {
   torch::manual_seed(7);  // the same batch on every rank
   const int64_t patches = c.vision.num_patches(), span = patches + 2;
   if (o.images * span >= o.seq_len) {
-    throw ConfigError("bench model: " + std::to_string(o.images) + " images x " +
-                      std::to_string(span) + " tokens do not fit in --seq-len " +
-                      std::to_string(o.seq_len));
+    throw ConfigError("bench model: " + std::to_string(o.images) + " images x " + std::to_string(span) +
+                      " tokens do not fit in --seq-len " + std::to_string(o.seq_len));
   }
   const int64_t text_vocab = std::min({c.im_start_token_id, c.im_end_token_id, c.image_token_id});
   torch::Tensor ids = torch::randint(0, text_vocab, {o.batch, o.seq_len});
@@ -109,8 +106,8 @@ MultimodalBatch MakeBatch(const ModelConfig& c, const ModelBenchOptions& o) {
     }
   }
   torch::Tensor labels = ids.masked_fill(ids.eq(c.image_token_id), -100);
-  torch::Tensor images = torch::randn({int64_t{o.batch} * o.images, c.vision.num_channels,
-                                       c.vision.image_size, c.vision.image_size});
+  torch::Tensor images =
+      torch::randn({int64_t{o.batch} * o.images, c.vision.num_channels, c.vision.image_size, c.vision.image_size});
   return MultimodalBatch{ids, torch::ones_like(ids), {}, labels, images};
 }
 
@@ -138,31 +135,26 @@ class PlainModel {
     const torch::Tensor& ids = batch.input_ids;
     const int64_t B = ids.size(0), T = ids.size(1), C = t.hidden_size, D = t.head_dim();
     torch::Tensor is_image = ids.eq(c_.image_token_id);
-    torch::Tensor h =
-        torch::embedding(W("model.embed_tokens.weight"), ids.masked_fill(is_image, 0));
+    torch::Tensor h = torch::embedding(W("model.embed_tokens.weight"), ids.masked_fill(is_image, 0));
     torch::Tensor features;
     {
       torch::NoGradGuard no_grad;
       features = Vision(batch.images);  // [N, P, Cv]
     }
-    torch::Tensor tokens = Linear(
-        "model.mm_projector.2", torch::gelu(Linear("model.mm_projector.0", features, true)), true);
+    torch::Tensor tokens =
+        Linear("model.mm_projector.2", torch::gelu(Linear("model.mm_projector.0", features, true)), true);
     h = h.masked_scatter(is_image.unsqueeze(-1), tokens.reshape({-1, C}));
 
     // RoPE tables [T, D] and the additive causal mask [T, T].
     torch::Tensor inv_freq = torch::pow(t.rope_theta, -torch::arange(0, D, 2, torch::kFloat64) / D);
-    torch::Tensor angles =
-        torch::outer(torch::arange(T, torch::kFloat64), inv_freq).to(torch::kFloat32);
-    torch::Tensor cos = torch::cat({angles, angles}, -1).cos(),
-                  sin = torch::cat({angles, angles}, -1).sin();
+    torch::Tensor angles = torch::outer(torch::arange(T, torch::kFloat64), inv_freq).to(torch::kFloat32);
+    torch::Tensor cos = torch::cat({angles, angles}, -1).cos(), sin = torch::cat({angles, angles}, -1).sin();
     torch::Tensor causal = torch::full({T, T}, -INFINITY).triu(1);
     auto rope = [&](const torch::Tensor& x) {
       torch::Tensor rotated = torch::cat({-x.narrow(-1, D / 2, D / 2), x.narrow(-1, 0, D / 2)}, -1);
       return x * cos + rotated * sin;
     };
-    auto heads = [&](const torch::Tensor& y, int64_t n) {
-      return y.view({B, T, n, D}).transpose(1, 2);
-    };
+    auto heads = [&](const torch::Tensor& y, int64_t n) { return y.view({B, T, n, D}).transpose(1, 2); };
     const int64_t groups = t.num_attention_heads / t.num_key_value_heads;
     for (int i = 0; i < t.num_hidden_layers; ++i) {
       const std::string p = "model.layers." + std::to_string(i) + ".";
@@ -173,20 +165,16 @@ class PlainModel {
       k = k.repeat_interleave(groups, 1);
       v = v.repeat_interleave(groups, 1);
       torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(D)) + causal;
-      torch::Tensor a =
-          torch::matmul(torch::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, C});
+      torch::Tensor a = torch::matmul(torch::softmax(scores, -1), v).transpose(1, 2).reshape({B, T, C});
       h = h + Linear(p + "self_attn.o_proj", a);
       x = RmsNorm(h, p + "post_attention_layernorm.weight");
-      h = h + Linear(p + "mlp.down_proj",
-                     torch::silu(Linear(p + "mlp.gate_proj", x)) * Linear(p + "mlp.up_proj", x));
+      h = h + Linear(p + "mlp.down_proj", torch::silu(Linear(p + "mlp.gate_proj", x)) * Linear(p + "mlp.up_proj", x));
     }
     h = RmsNorm(h, "model.norm.weight");
-    torch::Tensor logits =
-        Linear(t.tie_word_embeddings ? "model.embed_tokens" : "lm_head", h);  // [B, T, V]
-    return torch::nn::functional::cross_entropy(
-        logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}),
-        batch.labels.narrow(1, 1, T - 1).reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+    torch::Tensor logits = Linear(t.tie_word_embeddings ? "model.embed_tokens" : "lm_head", h);  // [B, T, V]
+    return torch::nn::functional::cross_entropy(logits.narrow(1, 0, T - 1).reshape({-1, logits.size(-1)}),
+                                                batch.labels.narrow(1, 1, T - 1).reshape({-1}),
+                                                torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
   }
 
  private:
@@ -200,8 +188,7 @@ class PlainModel {
     return x * torch::rsqrt(x.pow(2).mean(-1, true) + c_.text.rms_norm_eps) * W(name);
   }
   torch::Tensor LayerNorm(const torch::Tensor& x, const std::string& name) const {
-    return torch::layer_norm(x, {x.size(-1)}, W(name + ".weight"), W(name + ".bias"),
-                             c_.vision.layer_norm_eps);
+    return torch::layer_norm(x, {x.size(-1)}, W(name + ".weight"), W(name + ".bias"), c_.vision.layer_norm_eps);
   }
 
   // HF CLIPVisionModel up to hidden_states[layers_used], class token dropped: [N, P, Cv].
@@ -224,10 +211,8 @@ class PlainModel {
       torch::Tensor q = heads(Linear(p + "self_attn.q_proj", y, true));
       torch::Tensor k = heads(Linear(p + "self_attn.k_proj", y, true));
       torch::Tensor val = heads(Linear(p + "self_attn.v_proj", y, true));
-      torch::Tensor probs =
-          torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(Dv)), -1);
-      x = x + Linear(p + "self_attn.out_proj",
-                     torch::matmul(probs, val).transpose(1, 2).reshape({N, L, Cv}), true);
+      torch::Tensor probs = torch::softmax(torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(double(Dv)), -1);
+      x = x + Linear(p + "self_attn.out_proj", torch::matmul(probs, val).transpose(1, 2).reshape({N, L, Cv}), true);
       y = Linear(p + "mlp.fc1", LayerNorm(x, p + "layer_norm2"), true);
       x = x + Linear(p + "mlp.fc2", y * torch::sigmoid(1.702 * y), true);  // quick GELU
     }
@@ -280,18 +265,17 @@ double PeakMib(CountingAllocator& counter, F&& step) {
   return static_cast<double>(counter.peak() - before) / (1 << 20);
 }
 
-void Emit(std::ostream& out, bool json, const std::string& name, double value,
-          const std::string& unit, double reference, const std::string& ref_name,
-          const std::string& config) {
+void Emit(std::ostream& out, bool json, const std::string& name, double value, const std::string& unit,
+          double reference, const std::string& ref_name, const std::string& config) {
   const double ratio = reference > 0 ? value / reference : 0;
   if (json) {
     out << "{\"name\":\"" << name << "\",\"value\":" << value << ",\"unit\":\"" << unit
-        << "\",\"reference\":" << reference << ",\"reference_name\":\"" << ref_name
-        << "\",\"ratio\":" << ratio << ",\"config\":" << config << "}\n";
+        << "\",\"reference\":" << reference << ",\"reference_name\":\"" << ref_name << "\",\"ratio\":" << ratio
+        << ",\"config\":" << config << "}\n";
   } else {
     char line[256];
-    std::snprintf(line, sizeof(line), "%-26s %10.3f %-8s  %-30s %10.3f  ratio %.3f\n", name.c_str(),
-                  value, unit.c_str(), ref_name.c_str(), reference, ratio);
+    std::snprintf(line, sizeof(line), "%-26s %10.3f %-8s  %-30s %10.3f  ratio %.3f\n", name.c_str(), value,
+                  unit.c_str(), ref_name.c_str(), reference, ratio);
     out << line;
   }
   out.flush();
@@ -366,10 +350,9 @@ ModelBenchRow BenchPreset(const std::string& preset, const ModelBenchOptions& o,
   }
   LCL_MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, comm));
   if (!ok) {
-    throw Error("bench model: preset " + preset + " at tp " + std::to_string(world) +
-                ": lcl loss " + std::to_string(row.loss) + " (checkpointed " +
-                std::to_string(ckpt_loss) + ") differs from the plain-op reference's " +
-                std::to_string(row.ref_loss));
+    throw Error("bench model: preset " + preset + " at tp " + std::to_string(world) + ": lcl loss " +
+                std::to_string(row.loss) + " (checkpointed " + std::to_string(ckpt_loss) +
+                ") differs from the plain-op reference's " + std::to_string(row.ref_loss));
   }
   return row;
 }
@@ -377,24 +360,19 @@ ModelBenchRow BenchPreset(const std::string& preset, const ModelBenchOptions& o,
 void Report(const ModelBenchOptions& o, const ModelBenchRow& r, int64_t params, std::ostream& out) {
   std::ostringstream cfg;
   cfg << "{\"preset\":\"" << r.preset << "\",\"tp\":" << r.tp << ",\"batch\":" << o.batch
-      << ",\"seq_len\":" << o.seq_len << ",\"images\":" << o.images
-      << ",\"threads_per_rank\":" << o.threads << ",\"ref_threads\":" << o.threads * r.tp
-      << ",\"parameters\":" << params << ",\"loss\":" << r.loss << ",\"ref_loss\":" << r.ref_loss
-      << "}";
+      << ",\"seq_len\":" << o.seq_len << ",\"images\":" << o.images << ",\"threads_per_rank\":" << o.threads
+      << ",\"ref_threads\":" << o.threads * r.tp << ",\"parameters\":" << params << ",\"loss\":" << r.loss
+      << ",\"ref_loss\":" << r.ref_loss << "}";
   const std::string c = cfg.str(), p = "model." + r.preset + ".tp" + std::to_string(r.tp);
-  Emit(out, o.json, p + ".fwd_bwd", r.us_per_token, "us/token", r.ref_us_per_token,
-       "plain LibTorch ops", c);
-  Emit(out, o.json, p + ".fwd_bwd_ckpt", r.ckpt_us_per_token, "us/token", r.ref_us_per_token,
-       "plain LibTorch ops", c);
+  Emit(out, o.json, p + ".fwd_bwd", r.us_per_token, "us/token", r.ref_us_per_token, "plain LibTorch ops", c);
+  Emit(out, o.json, p + ".fwd_bwd_ckpt", r.ckpt_us_per_token, "us/token", r.ref_us_per_token, "plain LibTorch ops", c);
   Emit(out, o.json, p + ".peak_mem", r.peak_mib, "MiB", r.ref_peak_mib, "plain LibTorch ops", c);
-  Emit(out, o.json, p + ".peak_mem_ckpt", r.ckpt_peak_mib, "MiB", r.peak_mib,
-       "lcl without checkpointing", c);
+  Emit(out, o.json, p + ".peak_mem_ckpt", r.ckpt_peak_mib, "MiB", r.peak_mib, "lcl without checkpointing", c);
 }
 
 }  // namespace
 
-std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_Comm comm,
-                                         std::ostream& out) {
+std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_Comm comm, std::ostream& out) {
   ModelBenchOptions o = options;
   if (o.batch < 1 || o.seq_len < 2 || o.images < 0 || o.iters < 1 || o.rounds < 1 || o.warmup < 0) {
     throw ConfigError(
@@ -409,10 +387,9 @@ std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_C
   CountingAllocator& counter = InstallCountingAllocator();
   cluster::MpiCommunicator tp_comm(comm, "tp");
   if (tp_comm.rank() == 0 && !o.json) {
-    out << "# lcl bench model: tp " << tp_comm.size() << ", " << o.threads
-        << " thread(s) per rank, batch " << o.batch << " x " << o.seq_len << " tokens, " << o.images
-        << " images per sequence; time = slowest rank, best of " << o.rounds << " rounds of "
-        << o.iters << " steps; reference = plain LibTorch ops on rank 0 with "
+    out << "# lcl bench model: tp " << tp_comm.size() << ", " << o.threads << " thread(s) per rank, batch " << o.batch
+        << " x " << o.seq_len << " tokens, " << o.images << " images per sequence; time = slowest rank, best of "
+        << o.rounds << " rounds of " << o.iters << " steps; reference = plain LibTorch ops on rank 0 with "
         << o.threads * tp_comm.size()
         << " thread(s), no TP, no checkpointing; memory = allocator peak over the step's start\n";
   }

@@ -25,9 +25,8 @@ struct ModelBenchOptions {
   int images = 4;     // images per sequence, each <im_start> + patches + <im_end>
   int warmup = 1;     // untimed steps per variant
   int iters = 3;      // timed steps per round
-  int rounds =
-      2;  // rounds alternating lcl / lcl+checkpointing / reference; the best of each counts
-  int threads = 0;  // intra-op threads per rank; 0 = cores / ranks on this node
+  int rounds = 2;     // rounds alternating lcl / lcl+checkpointing / reference; the best of each counts
+  int threads = 0;    // intra-op threads per rank; 0 = cores / ranks on this node
   bool json = false;
 };
 
@@ -35,13 +34,12 @@ struct ModelBenchRow {
   std::string preset;
   int tp = 1;
   double us_per_token = 0, ckpt_us_per_token = 0, ref_us_per_token = 0;  // slowest rank
-  double peak_mib = 0, ckpt_peak_mib = 0, ref_peak_mib = 0;  // allocator peak over the step's start
+  double peak_mib = 0, ckpt_peak_mib = 0, ref_peak_mib = 0;              // allocator peak over the step's start
   double loss = 0, ref_loss = 0;
 };
 
 // Collective over `comm` (its size is the TP size). Throws lcl::ConfigError on bad options and
 // lcl::CommError when the TP loss differs from the reference's. Rank 0 writes the report to `out`.
-std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_Comm comm,
-                                         std::ostream& out);
+std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_Comm comm, std::ostream& out);
 
 }  // namespace lcl::bench

@@ -58,12 +58,10 @@ std::string Tail(const std::string& path, size_t bytes = 3000) {
 
 // Runs `argv` (PATH lookup) with stdout and stderr into `log` and waits; a non-zero exit throws
 // with the log's tail.
-void RunChild(const std::vector<std::string>& argv, const std::string& log,
-              const std::string& what) {
+void RunChild(const std::vector<std::string>& argv, const std::string& log, const std::string& what) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   std::vector<char*> args;
   for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -82,8 +80,8 @@ void RunChild(const std::vector<std::string>& argv, const std::string& log,
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     const std::string how = WIFEXITED(status) ? "exit code " + std::to_string(WEXITSTATUS(status))
                                               : "signal " + std::to_string(WTERMSIG(status));
-    throw Error("bench train: " + what + " failed (" + how + ")\n  command: " + Join(argv) +
-                "\n  log " + log + ", last lines:\n" + Tail(log));
+    throw Error("bench train: " + what + " failed (" + how + ")\n  command: " + Join(argv) + "\n  log " + log +
+                ", last lines:\n" + Tail(log));
   }
 }
 
@@ -97,32 +95,32 @@ struct Episode {
 
 // Global episodes 0, 1, ... exactly as `lcl train` builds them (same pairs, tokenizer, shot, seed,
 // max_length).
-std::vector<Episode> RenderEpisodes(const TrainBenchOptions& o, const std::string& work,
-                                    const std::string& model, int64_t patches, int64_t count) {
+std::vector<Episode> RenderEpisodes(const TrainBenchOptions& o, const std::string& work, const std::string& model,
+                                    int64_t patches, int64_t count) {
   const std::string log = work + "/logs/episodes_" + fs::path(model).filename().string() + ".jsonl";
-  RunChild({o.lcl, "data", "episodes", "--pairs", work + "/synth/train_pairs.jsonl", "--tokenizer",
-            model + "/tokenizer.model", "--image-tokens", std::to_string(patches), "--shot",
-            std::to_string(o.shot), "--seed", std::to_string(kSeed), "--max-length",
-            std::to_string(kMaxLength), "--count", std::to_string(count)},
-           log, "lcl data episodes");
+  RunChild(
+      {o.lcl, "data", "episodes", "--pairs", work + "/synth/train_pairs.jsonl", "--tokenizer",
+       model + "/tokenizer.model", "--image-tokens", std::to_string(patches), "--shot", std::to_string(o.shot),
+       "--seed", std::to_string(kSeed), "--max-length", std::to_string(kMaxLength), "--count", std::to_string(count)},
+      log, "lcl data episodes");
   std::vector<Episode> episodes;
   std::ifstream in(log);
   for (std::string line; std::getline(in, line);) {
     if (line.empty() || line[0] != '{') continue;
     const json j = json::parse(line);
-    episodes.push_back({j.at("tokens").at("total").get<int64_t>(),
-                        j.at("tokens").at("image").get<int64_t>() / (patches + 2)});
+    episodes.push_back(
+        {j.at("tokens").at("total").get<int64_t>(), j.at("tokens").at("image").get<int64_t>() / (patches + 2)});
   }
   if (int64_t(episodes.size()) != count) {
-    throw Error("bench train: lcl data episodes wrote " + std::to_string(episodes.size()) +
-                " episodes, expected " + std::to_string(count) + " (" + log + ")");
+    throw Error("bench train: lcl data episodes wrote " + std::to_string(episodes.size()) + " episodes, expected " +
+                std::to_string(count) + " (" + log + ")");
   }
   return episodes;
 }
 
 struct Shape {
-  double padded_len = 0;  // mean over measured steps and ranks of the micro-batch's padded length
-  double images = 0;      // mean images per episode
+  double padded_len = 0;       // mean over measured steps and ranks of the micro-batch's padded length
+  double images = 0;           // mean images per episode
   double tokens_per_step = 0;  // mean over measured steps, all ranks, padding excluded
 };
 
@@ -161,20 +159,18 @@ struct LclRun {
   std::map<int64_t, double> max_rss_mb;  // step -> the largest rank's peak RSS so far
 };
 
-std::string TrainConfigText(const TrainBenchOptions& o, const std::string& work,
-                            const std::string& model, const std::string& run_dir, int np,
-                            bool zero1, int steps) {
+std::string TrainConfigText(const TrainBenchOptions& o, const std::string& work, const std::string& model,
+                            const std::string& run_dir, int np, bool zero1, int steps) {
   std::ostringstream c;
   c << "# generated by lcl bench train\n"
     << "run_dir: \"" << run_dir << "\"\nseed: " << kSeed << "\n"
     << "model { path: \"" << model << "\" }\n"
-    << "data { root: \"" << work << "/synth\" policy: \"2way_weight\" shot: " << o.shot
-    << " max_length: " << kMaxLength << " workers: 1 prefetch: 2 }\n"
-    << "parallel { tp: 1 zero1: " << (zero1 ? "true" : "false") << " threads: " << o.threads
-    << " }\n"
+    << "data { root: \"" << work << "/synth\" policy: \"2way_weight\" shot: " << o.shot << " max_length: " << kMaxLength
+    << " workers: 1 prefetch: 2 }\n"
+    << "parallel { tp: 1 zero1: " << (zero1 ? "true" : "false") << " threads: " << o.threads << " }\n"
     << "batch { micro_batch: " << o.micro_batch << " global_batch: " << o.micro_batch * np << " }\n"
-    << "optimizer { lr: " << kLr << " min_lr: " << kLr
-    << " warmup_ratio: 0 weight_decay: 0 clip_norm: " << kClip << " }\n"
+    << "optimizer { lr: " << kLr << " min_lr: " << kLr << " warmup_ratio: 0 weight_decay: 0 clip_norm: " << kClip
+    << " }\n"
     << "schedule { total_steps: " << steps << " }\n"
     << "logging { every_steps: 1 tensorboard: false progress: false }\n"
     << "eval { at_end: false }\n"
@@ -182,16 +178,15 @@ std::string TrainConfigText(const TrainBenchOptions& o, const std::string& work,
   return c.str();
 }
 
-LclRun RunLcl(const TrainBenchOptions& o, const std::vector<std::string>& mpirun,
-              const std::string& work, const std::string& preset, int np, bool zero1, int steps) {
+LclRun RunLcl(const TrainBenchOptions& o, const std::vector<std::string>& mpirun, const std::string& work,
+              const std::string& preset, int np, bool zero1, int steps) {
   const std::string name = preset + "_np" + std::to_string(np) + (zero1 ? "_zero1" : "_nozero1");
   const std::string run_dir = work + "/runs/" + name, config = work + "/configs/" + name + ".pbtxt";
   fs::remove_all(run_dir);
-  std::ofstream(config) << TrainConfigText(o, work, work + "/" + preset + "-model", run_dir, np,
-                                           zero1, steps);
+  std::ofstream(config) << TrainConfigText(o, work, work + "/" + preset + "-model", run_dir, np, zero1, steps);
   std::vector<std::string> argv = mpirun;
-  for (const std::string& a : {std::string("-np"), std::to_string(np), o.lcl, std::string("train"),
-                               std::string("--config"), config})
+  for (const std::string& a :
+       {std::string("-np"), std::to_string(np), o.lcl, std::string("train"), std::string("--config"), config})
     argv.push_back(a);
   RunChild(argv, work + "/logs/" + name + ".log", "lcl train (" + name + ")");
 
@@ -215,8 +210,8 @@ LclRun RunLcl(const TrainBenchOptions& o, const std::vector<std::string>& mpirun
     r.optimizer_ms += j.value("optimizer_ms", 0.0);
   }
   if (n == 0) throw Error("bench train: no measured step in " + run_dir + "/metrics.jsonl");
-  for (double* v : {&r.step_ms, &r.tokens_per_step, &r.data_wait_ms, &r.forward_ms, &r.backward_ms,
-                    &r.sync_wait_ms, &r.optimizer_ms})
+  for (double* v : {&r.step_ms, &r.tokens_per_step, &r.data_wait_ms, &r.forward_ms, &r.backward_ms, &r.sync_wait_ms,
+                    &r.optimizer_ms})
     *v /= n;
   r.tokens_per_sec = r.tokens_per_step / (r.step_ms / 1e3);
   return r;
@@ -225,8 +220,8 @@ LclRun RunLcl(const TrainBenchOptions& o, const std::vector<std::string>& mpirun
 // ---- the PyTorch reference
 // --------------------------------------------------------------------------
 
-json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mpirun,
-                  const std::string& work, const std::string& preset, int np, const Shape& shape) {
+json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mpirun, const std::string& work,
+                  const std::string& preset, int np, const Shape& shape) {
   const std::string name = preset + "_np" + std::to_string(np) + "_pytorch";
   // The ranks meet through a file, not a TCP port: a port picked here can be taken by any other
   // process on the machine by the time rank 0 binds it (CI once failed that way).
@@ -267,11 +262,9 @@ json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mp
   std::ifstream in(log);
   json result;
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("{", 0) == 0 && line.find("\"train_reference\"") != std::string::npos)
-      result = json::parse(line);
+    if (line.rfind("{", 0) == 0 && line.find("\"train_reference\"") != std::string::npos) result = json::parse(line);
   }
-  if (result.is_null())
-    throw Error("bench train: no result line from the PyTorch reference in " + log);
+  if (result.is_null()) throw Error("bench train: no result line from the PyTorch reference in " + log);
   return result;
 }
 
@@ -283,8 +276,8 @@ void Prepare(const TrainBenchOptions& o, const std::string& work) {
   if (!fs::exists(work + "/synth/train_pairs.jsonl")) {
     std::cerr << "bench train: synthesising data in " << work << "/synth\n";
     fs::remove_all(work + "/synth");
-    RunChild({o.lcl, "data", "synth", "--out", work + "/synth", "--classes", "64",
-              "--images-per-class", "40", "--size", "96x96"},
+    RunChild({o.lcl, "data", "synth", "--out", work + "/synth", "--classes", "64", "--images-per-class", "40", "--size",
+              "96x96"},
              work + "/logs/synth.log", "lcl data synth");
   }
   // The tokenizer's corpus: class names (as launch/quickstart.sh does).
@@ -327,9 +320,8 @@ struct Row {
   double ref_tokens_per_sec = 0;
 };
 
-void Emit(std::ostream& out, const TrainBenchOptions& o, const std::string& name, double value,
-          const std::string& unit, double reference, const std::string& ref_name,
-          const json& config) {
+void Emit(std::ostream& out, const TrainBenchOptions& o, const std::string& name, double value, const std::string& unit,
+          double reference, const std::string& ref_name, const json& config) {
   if (!o.json) return;
   json j = {{"name", name},
             {"value", value},
@@ -366,17 +358,14 @@ void EmitRow(std::ostream& out, const TrainBenchOptions& o, const Row& r) {
   const json c = ConfigOf(o, r);
   const std::string p = "train." + r.preset + ".np" + std::to_string(r.np) + ".";
   const std::string ddp = "PyTorch DDP (gloo)";
-  Emit(out, o, p + "tokens_per_sec", r.lcl.tokens_per_sec, "tokens/s", r.ref_tokens_per_sec, ddp,
-       c);
-  Emit(out, o, p + "step_time_ms", r.lcl.step_ms, "ms", r.ref.at("step_time_ms").get<double>(), ddp,
-       c);
+  Emit(out, o, p + "tokens_per_sec", r.lcl.tokens_per_sec, "tokens/s", r.ref_tokens_per_sec, ddp, c);
+  Emit(out, o, p + "step_time_ms", r.lcl.step_ms, "ms", r.ref.at("step_time_ms").get<double>(), ddp, c);
   const std::pair<const char*, double> parts[] = {{"data_wait_ms", r.lcl.data_wait_ms},
                                                   {"forward_ms", r.lcl.forward_ms},
                                                   {"backward_ms", r.lcl.backward_ms},
                                                   {"exposed_comm_ms", r.lcl.sync_wait_ms},
                                                   {"optimizer_ms", r.lcl.optimizer_ms}};
-  for (const auto& [part, ms] : parts)
-    Emit(out, o, p + part, ms, "ms", r.lcl.step_ms, "lcl step time", c);
+  for (const auto& [part, ms] : parts) Emit(out, o, p + part, ms, "ms", r.lcl.step_ms, "lcl step time", c);
   const double rss = r.lcl.max_rss_mb.empty() ? 0 : r.lcl.max_rss_mb.rbegin()->second;
   Emit(out, o, p + "peak_rss_mb", rss, "MiB", r.ref.at("peak_rss_mib").get<double>(), ddp, c);
 }
@@ -386,42 +375,37 @@ void PrintTable(std::ostream& out, const TrainBenchOptions& o, const std::vector
   if (o.json) return;
   char line[512];
   out << "# lcl bench train: " << o.threads << " thread(s) per rank, micro-batch " << o.micro_batch
-      << " episode(s) per rank, shot " << o.shot << ", " << o.steps << " measured steps after "
-      << o.warmup
+      << " episode(s) per rank, shot " << o.shot << ", " << o.steps << " measured steps after " << o.warmup
       << " warm-up; tokens = all input tokens without padding; reference = PyTorch DDP (gloo), "
          "same shapes\n";
-  std::snprintf(line, sizeof(line), "%-6s %3s %7s %10s %10s %6s %9s %8s %8s %8s %8s %8s %9s %9s\n",
-                "preset", "np", "seq", "lcl tok/s", "ddp tok/s", "ratio", "step ms", "data", "fwd",
-                "bwd", "comm", "optim", "RSS MiB", "ddp RSS");
+  std::snprintf(line, sizeof(line), "%-6s %3s %7s %10s %10s %6s %9s %8s %8s %8s %8s %8s %9s %9s\n", "preset", "np",
+                "seq", "lcl tok/s", "ddp tok/s", "ratio", "step ms", "data", "fwd", "bwd", "comm", "optim", "RSS MiB",
+                "ddp RSS");
   out << line;
   for (const Row& r : rows) {
     std::snprintf(
-        line, sizeof(line),
-        "%-6s %3d %7.1f %10.1f %10.1f %6.3f %9.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %9.1f\n",
+        line, sizeof(line), "%-6s %3d %7.1f %10.1f %10.1f %6.3f %9.1f %8.1f %8.1f %8.1f %8.1f %8.1f %9.1f %9.1f\n",
         r.preset.c_str(), r.np, r.shape.padded_len, r.lcl.tokens_per_sec, r.ref_tokens_per_sec,
-        r.lcl.tokens_per_sec / r.ref_tokens_per_sec, r.lcl.step_ms, r.lcl.data_wait_ms,
-        r.lcl.forward_ms, r.lcl.backward_ms, r.lcl.sync_wait_ms, r.lcl.optimizer_ms,
-        r.lcl.max_rss_mb.empty() ? 0.0 : r.lcl.max_rss_mb.rbegin()->second,
-        r.ref.at("peak_rss_mib").get<double>());
+        r.lcl.tokens_per_sec / r.ref_tokens_per_sec, r.lcl.step_ms, r.lcl.data_wait_ms, r.lcl.forward_ms,
+        r.lcl.backward_ms, r.lcl.sync_wait_ms, r.lcl.optimizer_ms,
+        r.lcl.max_rss_mb.empty() ? 0.0 : r.lcl.max_rss_mb.rbegin()->second, r.ref.at("peak_rss_mib").get<double>());
     out << line;
   }
   for (const std::string& e : extra) out << e << "\n";
 }
 
 void ResolveOptions(TrainBenchOptions& o) {
-  if (o.steps < 1 || o.warmup < 0 || o.micro_batch < 1 || o.shot < 1 || o.threads < 1 ||
-      o.presets.empty() || o.ranks.empty()) {
+  if (o.steps < 1 || o.warmup < 0 || o.micro_batch < 1 || o.shot < 1 || o.threads < 1 || o.presets.empty() ||
+      o.ranks.empty()) {
     throw ConfigError(
         "bench train: need --steps >= 1, --warmup >= 0, --micro-batch >= 1, --shot >= 1, "
         "--threads >= 1 and at least one preset and rank count");
   }
   for (int np : o.ranks) {
-    if (np < 1)
-      throw ConfigError("bench train: --ranks must be positive, got " + std::to_string(np));
+    if (np < 1) throw ConfigError("bench train: --ranks must be positive, got " + std::to_string(np));
   }
   if (const char* world = std::getenv("OMPI_COMM_WORLD_SIZE"); world && std::atoi(world) > 1) {
-    throw ConfigError(
-        "bench train launches mpirun itself: run it as a plain process, not under mpirun");
+    throw ConfigError("bench train launches mpirun itself: run it as a plain process, not under mpirun");
   }
   if (o.work_dir.empty()) o.work_dir = "/tmp/lcl_bench_train";
   o.work_dir = fs::absolute(o.work_dir).lexically_normal().string();
@@ -437,12 +421,10 @@ void ResolveOptions(TrainBenchOptions& o) {
   }
   if (o.reference_script.empty()) {
     const char* src = std::getenv("LCL_SOURCE_DIR");
-    o.reference_script =
-        std::string(src && *src ? src : LCL_BENCH_SOURCE_DIR) + "/bench/train_reference.py";
+    o.reference_script = std::string(src && *src ? src : LCL_BENCH_SOURCE_DIR) + "/bench/train_reference.py";
   }
   if (!fs::exists(o.reference_script)) {
-    throw ConfigError("bench train: reference script " + o.reference_script +
-                      " not found; pass --reference-script");
+    throw ConfigError("bench train: reference script " + o.reference_script + " not found; pass --reference-script");
   }
   if (o.lcl.empty()) o.lcl = fs::read_symlink("/proc/self/exe").string();
   // What the tests' launcher sets: root-safe Open MPI, and no CMA in containers. The caller's
@@ -466,8 +448,8 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
   std::vector<std::string> extra;
   for (const std::string& preset : o.presets) {
     const std::string model = work + "/" + preset + "-model";
-    const std::vector<Episode> episodes = RenderEpisodes(
-        o, work, model, PatchesOf(model), int64_t{o.warmup + o.steps} * o.micro_batch * max_np);
+    const std::vector<Episode> episodes =
+        RenderEpisodes(o, work, model, PatchesOf(model), int64_t{o.warmup + o.steps} * o.micro_batch * max_np);
     std::map<int, const Row*> by_np;
     for (int np : o.ranks) {
       Row r;
@@ -478,20 +460,16 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
       r.lcl = RunLcl(o, mpirun, work, preset, np, /*zero1=*/true, o.warmup + o.steps);
       // The episodes replayed here must be the ones the run trained on, or the shapes given to
       // PyTorch are wrong.
-      if (std::abs(r.lcl.tokens_per_step - r.shape.tokens_per_step) >
-          0.01 * r.shape.tokens_per_step) {
+      if (std::abs(r.lcl.tokens_per_step - r.shape.tokens_per_step) > 0.01 * r.shape.tokens_per_step) {
         throw Error("bench train: " + preset + " np=" + std::to_string(np) + ": lcl train saw " +
-                    std::to_string(r.lcl.tokens_per_step) +
-                    " tokens per step, the rendered episodes " +
-                    std::to_string(r.shape.tokens_per_step) +
-                    "; the episode replay is out of step with the trainer");
+                    std::to_string(r.lcl.tokens_per_step) + " tokens per step, the rendered episodes " +
+                    std::to_string(r.shape.tokens_per_step) + "; the episode replay is out of step with the trainer");
       }
       std::cerr << "bench train: " << preset << " np=" << np << ": PyTorch DDP reference\n";
       r.ref = RunReference(o, mpirun, work, preset, np, r.shape);
       // Same token count on both sides: the reference trains sequences of the mean padded length,
       // so it does the work of our step; credit it with the same (unpadded) tokens.
-      r.ref_tokens_per_sec =
-          r.shape.tokens_per_step / (r.ref.at("step_time_ms").get<double>() / 1e3);
+      r.ref_tokens_per_sec = r.shape.tokens_per_step / (r.ref.at("step_time_ms").get<double>() / 1e3);
       rows.push_back(r);
       EmitRow(out, o, rows.back());
     }
@@ -504,23 +482,19 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
       const double theirs = b.ref_tokens_per_sec / (2 * a.ref_tokens_per_sec);
       json c = ConfigOf(o, b);
       c["pytorch_weak_scaling"] = theirs;
-      Emit(out, o, "train." + preset + ".dp2_weak_scaling", ours, "efficiency", 1.0,
-           "ideal (2x np=1 tokens/s)", c);
+      Emit(out, o, "train." + preset + ".dp2_weak_scaling", ours, "efficiency", 1.0, "ideal (2x np=1 tokens/s)", c);
       char line[256];
-      std::snprintf(line, sizeof(line),
-                    "%s: DP=2 weak-scaling efficiency lcl %.3f, PyTorch DDP %.3f (target >= 0.9)",
+      std::snprintf(line, sizeof(line), "%s: DP=2 weak-scaling efficiency lcl %.3f, PyTorch DDP %.3f (target >= 0.9)",
                     preset.c_str(), ours, theirs);
       extra.push_back(line);
     }
     if (o.memory) {
       // Peak RSS with ZeRO-1 off against on, at the same step of the same episode stream.
       const int mem_steps = o.warmup + std::min(o.steps, 10);
-      std::cerr << "bench train: " << preset << " np=" << max_np
-                << ": lcl train, ZeRO-1 off (memory)\n";
+      std::cerr << "bench train: " << preset << " np=" << max_np << ": lcl train, ZeRO-1 off (memory)\n";
       const LclRun off = RunLcl(o, mpirun, work, preset, max_np, /*zero1=*/false, mem_steps);
       const Row& on_row = *by_np[max_np];
-      const auto on = on_row.lcl.max_rss_mb.find(mem_steps),
-                 off_at = off.max_rss_mb.find(mem_steps);
+      const auto on = on_row.lcl.max_rss_mb.find(mem_steps), off_at = off.max_rss_mb.find(mem_steps);
       if (on == on_row.lcl.max_rss_mb.end() || off_at == off.max_rss_mb.end()) {
         throw Error("bench train: no max_rss_mb at step " + std::to_string(mem_steps) +
                     " in metrics.jsonl (a trainer without the max_rss_mb metric?)");
@@ -528,14 +502,13 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
       json c = ConfigOf(o, on_row);
       c["steps_measured_for_memory"] = mem_steps;
       c["zero1_off_tokens_per_sec"] = off.tokens_per_sec;
-      Emit(out, o, "train." + preset + ".np" + std::to_string(max_np) + ".peak_rss_mb_zero1",
-           on->second, "MiB", off_at->second, "same run with ZeRO-1 off", c);
+      Emit(out, o, "train." + preset + ".np" + std::to_string(max_np) + ".peak_rss_mb_zero1", on->second, "MiB",
+           off_at->second, "same run with ZeRO-1 off", c);
       char line[256];
       std::snprintf(line, sizeof(line),
                     "%s np=%d: peak RSS per rank (largest rank) ZeRO-1 on %.1f MiB, off %.1f MiB,"
                     " ratio %.3f",
-                    preset.c_str(), max_np, on->second, off_at->second,
-                    on->second / off_at->second);
+                    preset.c_str(), max_np, on->second, off_at->second, on->second / off_at->second);
       extra.push_back(line);
     }
   }

@@ -20,15 +20,15 @@ struct TrainBenchOptions {
   std::vector<int> ranks = {1, 2};  // world sizes (dp = world, tp = 1)
   int steps = 20;                   // measured steps per run
   int warmup = 3;                   // steps run first and left out of the means
-  int micro_batch = 1;   // episodes per rank per step (global batch = micro_batch x ranks)
-  int shot = 4;          // example images per side of an episode (2 x shot + 1 images)
-  int threads = 1;       // intra-op threads per rank, on both sides
-  bool memory = true;    // also run ZeRO-1 off at the largest rank count (peak RSS)
-  std::string work_dir;  // data, models, run dirs, logs; default /tmp/lcl_bench_train
-  std::string mpirun;    // launcher command line; default $LCL_MPIRUN, else mpirun + test flags
-  std::string python;            // an interpreter with torch; default $LCL_PYTHON, else the build's (.venv)
-  std::string reference_script;             // train_reference.py; default from the source tree
-  std::string lcl;                          // the lcl binary; default this executable
+  int micro_batch = 1;              // episodes per rank per step (global batch = micro_batch x ranks)
+  int shot = 4;                     // example images per side of an episode (2 x shot + 1 images)
+  int threads = 1;                  // intra-op threads per rank, on both sides
+  bool memory = true;               // also run ZeRO-1 off at the largest rank count (peak RSS)
+  std::string work_dir;             // data, models, run dirs, logs; default /tmp/lcl_bench_train
+  std::string mpirun;               // launcher command line; default $LCL_MPIRUN, else mpirun + test flags
+  std::string python;               // an interpreter with torch; default $LCL_PYTHON, else the build's (.venv)
+  std::string reference_script;     // train_reference.py; default from the source tree
+  std::string lcl;                  // the lcl binary; default this executable
   bool json = false;
 };
 

@@ -74,17 +74,18 @@ std::vector<CheckpointListing> ListCheckpoints(const std::string& run_dir) {
     }
     out.push_back(c);
   }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
-    return a.step != b.step ? a.step < b.step : a.name < b.name;
-  });
+  std::sort(out.begin(), out.end(),
+            [](const auto& a, const auto& b) { return a.step != b.step ? a.step < b.step : a.name < b.name; });
   return out;
 }
 
 std::string ResolveResume(const std::string& run_dir, const std::string& spec) {
   if (spec != "auto") {
     if (!fs::exists(fs::path(spec) / "manifest.pb")) {
-      throw CheckpointError("--resume " + spec + ": not a complete checkpoint (no manifest.pb); list the run's "
-                            "checkpoints with `lcl ckpt list " + run_dir + "`");
+      throw CheckpointError("--resume " + spec +
+                            ": not a complete checkpoint (no manifest.pb); list the run's "
+                            "checkpoints with `lcl ckpt list " +
+                            run_dir + "`");
     }
     return spec;
   }
@@ -115,7 +116,8 @@ std::string ResolveResume(const std::string& run_dir, const std::string& spec) {
 CheckpointReader::CheckpointReader(const std::string& step_dir) : dir_(step_dir) {
   const std::string path = (fs::path(step_dir) / "manifest.pb").string();
   if (!fs::exists(path)) {
-    throw CheckpointError(step_dir + " is not a complete checkpoint: manifest.pb is missing (an unfinished "
+    throw CheckpointError(step_dir +
+                          " is not a complete checkpoint: manifest.pb is missing (an unfinished "
                           "save); resume from another step (`lcl ckpt list`)");
   }
   if (const std::string why = ManifestProblem(path, &manifest_); !why.empty()) {
@@ -137,8 +139,8 @@ bool CheckpointReader::Has(const std::string& name) const { return index_.count(
 const TensorEntry& CheckpointReader::Tensor(const std::string& name) const {
   auto it = index_.find(name);
   if (it == index_.end()) {
-    throw CheckpointError("checkpoint " + dir_ + " has no tensor '" + name + "' (" +
-                          std::to_string(index_.size()) + " tensors; see `lcl ckpt inspect " + dir_ + "`)");
+    throw CheckpointError("checkpoint " + dir_ + " has no tensor '" + name + "' (" + std::to_string(index_.size()) +
+                          " tensors; see `lcl ckpt inspect " + dir_ + "`)");
   }
   return manifest_.tensors(it->second);
 }
@@ -156,8 +158,8 @@ std::vector<std::string> CheckpointReader::VerifyFiles(int part, int parts) cons
     }
     const uint64_t size = fs::file_size(path, ec);
     if (size != f.size()) {
-      problems.push_back(path + ": " + std::to_string(size) + " bytes, the manifest says " +
-                         std::to_string(f.size()) + (size < f.size() ? " (truncated)" : ""));
+      problems.push_back(path + ": " + std::to_string(size) + " bytes, the manifest says " + std::to_string(f.size()) +
+                         (size < f.size() ? " (truncated)" : ""));
       continue;
     }
     const uint64_t sum = Xxh3File(path);
@@ -214,8 +216,8 @@ void CheckpointReader::ReadInto(const std::string& name, const std::vector<int64
   const int dims = t.global_shape_size();
   const std::vector<int64_t> shape = out.sizes().vec();
   if (static_cast<int>(offsets.size()) != dims || static_cast<int>(shape.size()) != dims) {
-    throw CheckpointError("reading '" + name + "': asked for a " + std::to_string(offsets.size()) +
-                          "-dim box of a " + std::to_string(dims) + "-dim tensor");
+    throw CheckpointError("reading '" + name + "': asked for a " + std::to_string(offsets.size()) + "-dim box of a " +
+                          std::to_string(dims) + "-dim tensor");
   }
   for (int d = 0; d < dims; ++d) {
     if (offsets[d] < 0 || offsets[d] + shape[d] > t.global_shape(d)) {

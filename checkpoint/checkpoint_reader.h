@@ -64,8 +64,7 @@ class CheckpointReader {
   void ReadInto(const std::string& name, const std::vector<int64_t>& offsets, torch::Tensor& out) const;
   // Checks a tensor's global shape and dtype before loading it into a model (a config whose model shape
   // differs from the checkpoint's is a CheckpointError naming the tensor, expected and found).
-  void ExpectTensor(const std::string& name, const std::vector<int64_t>& global_shape,
-                    torch::ScalarType dtype) const;
+  void ExpectTensor(const std::string& name, const std::vector<int64_t>& global_shape, torch::ScalarType dtype) const;
 
  private:
   const ShardFile& Open(const std::string& file) const;

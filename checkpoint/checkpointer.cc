@@ -20,9 +20,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 std::string ShardName(int rank, int world) {
   char buf[64];
@@ -42,7 +40,8 @@ std::string CheckTiling(const TensorEntry& t) {
   int64_t covered = 0;
   for (const ShardSlice& s : t.shards()) {
     if (s.offsets_size() != dims || s.shape_size() != dims) {
-      return "tensor '" + t.name() + "': rank " + std::to_string(s.rank()) + " gave a shard with the wrong number of dims";
+      return "tensor '" + t.name() + "': rank " + std::to_string(s.rank()) +
+             " gave a shard with the wrong number of dims";
     }
     for (int d = 0; d < dims; ++d) {
       if (s.offsets(d) < 0 || s.offsets(d) + s.shape(d) > t.global_shape(d)) {
@@ -244,15 +243,14 @@ void Checkpointer::Write(int64_t step, CheckpointState state, Snapshot* bytes, d
     LOG(WARNING) << "checkpoint step " << step << " abandoned on every rank: " << result.reason
                  << (options_.fail_on_error ? "" : "; training goes on");
   } else if (rank == 0) {
-    LOG(INFO) << "checkpoint step " << step << " committed (" << world << " shards, stall "
-              << result.stall_ms << " ms, write " << MsSince(t0) << " ms)";
+    LOG(INFO) << "checkpoint step " << step << " committed (" << world << " shards, stall " << result.stall_ms
+              << " ms, write " << MsSince(t0) << " ms)";
   }
   result.write_ms = MsSince(t0);
   pending_ = result;
 }
 
-std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& reports,
-                                 const CheckpointState& state) {
+std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& reports, const CheckpointState& state) {
   for (const ShardReport& r : reports) {
     if (!r.error().empty()) return "rank " + std::to_string(r.rank()) + ": " + r.error();
   }
@@ -265,8 +263,9 @@ std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& r
   m.set_optimizer_step(state.optimizer_step);
   m.set_metrics_step(state.metrics_step);
   m.set_lcl_version(std::string(LCL_VERSION) + " " + cluster::GitRevision());
-  m.set_created_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch()).count());
+  m.set_created_unix_ms(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
   for (const auto& [k, v] : state.metadata) (*m.mutable_metadata())[k] = v;
   std::map<std::string, TensorEntry*> by_name;
   for (const ShardReport& r : reports) {
@@ -283,8 +282,8 @@ std::string Checkpointer::Commit(int64_t step, const std::vector<ShardReport>& r
       TensorEntry* have = it->second;
       if (have->dtype() != t.dtype() || have->global_shape_size() != t.global_shape_size() ||
           !std::equal(t.global_shape().begin(), t.global_shape().end(), have->global_shape().begin())) {
-        return "tensor '" + t.name() + "': rank " + std::to_string(r.rank()) +
-               " disagrees with rank " + std::to_string(have->shards(0).rank()) + " on its dtype or global shape";
+        return "tensor '" + t.name() + "': rank " + std::to_string(r.rank()) + " disagrees with rank " +
+               std::to_string(have->shards(0).rank()) + " on its dtype or global shape";
       }
       *have->add_shards() = t.shards(0);
     }

@@ -53,15 +53,15 @@ struct CheckpointState {
   int64_t metrics_step = 0;
   std::string config;  // effective config, text format (rank 0's is stored)
   std::map<std::string, std::string> metadata;
-  std::string rng_cpu;   // this rank's generator states
+  std::string rng_cpu;  // this rank's generator states
   std::string rng_cuda;
 };
 
 struct CheckpointOptions {
   std::string run_dir;
-  int keep_last = 3;    // committed steps kept (0 = all)
-  int keep_every = 0;   // also keep every step that is a multiple of this (0 = none)
-  bool async = true;    // write on a background thread after a host snapshot
+  int keep_last = 3;   // committed steps kept (0 = all)
+  int keep_every = 0;  // also keep every step that is a multiple of this (0 = none)
+  bool async = true;   // write on a background thread after a host snapshot
   // Async: Save() copies nothing from CPU tensors; the caller must call ReleaseState() before it modifies any
   // tensor it saved (the trainer does, before the optimizer step), and the stall is what is left to copy then.
   bool defer_snapshot = false;
@@ -74,7 +74,7 @@ struct CheckpointOptions {
 struct SaveResult {
   int64_t step = -1;
   bool committed = false;
-  std::string reason;  // why it was abandoned
+  std::string reason;   // why it was abandoned
   double stall_ms = 0;  // how long Save() and ReleaseState() blocked the caller
   double write_ms = 0;  // writer start to commit
   uint64_t bytes = 0;   // this rank's shard

@@ -14,9 +14,7 @@ namespace lcl::checkpoint {
 
 Xxh3::Xxh3() : state_(XXH3_createState()) { XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_)); }
 Xxh3::~Xxh3() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
-void Xxh3::Update(const void* data, size_t size) {
-  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, size);
-}
+void Xxh3::Update(const void* data, size_t size) { XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, size); }
 uint64_t Xxh3::Digest() const { return XXH3_64bits_digest(static_cast<XXH3_state_t*>(state_)); }
 
 uint64_t Xxh3File(const std::string& path, uint64_t* size) {

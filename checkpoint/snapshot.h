@@ -27,8 +27,7 @@ class Snapshot {
   // `live[i]` is a contiguous CPU tensor the writer may read until Release(); `copies[i]` is a host tensor of
   // the same byte size that receives what is not written by then. An undefined `live[i]` means `copies[i]`
   // holds the data already (a GPU tensor copied to the host at save time).
-  Snapshot(std::vector<torch::Tensor> live, std::vector<torch::Tensor> copies,
-           size_t chunk_bytes = size_t{16} << 20);
+  Snapshot(std::vector<torch::Tensor> live, std::vector<torch::Tensor> copies, size_t chunk_bytes = size_t{16} << 20);
   Snapshot(const Snapshot&) = delete;
   Snapshot& operator=(const Snapshot&) = delete;
 

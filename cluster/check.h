@@ -12,10 +12,10 @@ namespace lcl::cluster::internal {
 [[noreturn]] void ThrowMpiError(int code, const char* call, const char* file, int line);
 }  // namespace lcl::cluster::internal
 
-#define LCL_MPI_CHECK(call)                                                          \
-  do {                                                                               \
-    int lcl_mpi_rc_ = (call);                                                        \
-    if (lcl_mpi_rc_ != 0 /* MPI_SUCCESS */) {                                        \
+#define LCL_MPI_CHECK(call)                                                            \
+  do {                                                                                 \
+    int lcl_mpi_rc_ = (call);                                                          \
+    if (lcl_mpi_rc_ != 0 /* MPI_SUCCESS */) {                                          \
       ::lcl::cluster::internal::ThrowMpiError(lcl_mpi_rc_, #call, __FILE__, __LINE__); \
-    }                                                                                \
+    }                                                                                  \
   } while (0)

@@ -18,10 +18,8 @@ ClusterContext::ClusterContext(const MpiSession& mpi, const ClusterOptions& opti
     const int dev = device_.index();
     world_ = std::make_unique<NcclCommunicator>(grid_->world_comm(), "world", dev, watchdog_.get(),
                                                 options.collective_timeout);
-    tp_ = std::make_unique<NcclCommunicator>(grid_->tp_comm(), "tp", dev, watchdog_.get(),
-                                             options.collective_timeout);
-    dp_ = std::make_unique<NcclCommunicator>(grid_->dp_comm(), "dp", dev, watchdog_.get(),
-                                             options.collective_timeout);
+    tp_ = std::make_unique<NcclCommunicator>(grid_->tp_comm(), "tp", dev, watchdog_.get(), options.collective_timeout);
+    dp_ = std::make_unique<NcclCommunicator>(grid_->dp_comm(), "dp", dev, watchdog_.get(), options.collective_timeout);
   } else {
     world_ = std::make_unique<MpiCommunicator>(grid_->world_comm(), "world", watchdog_.get());
     tp_ = std::make_unique<MpiCommunicator>(grid_->tp_comm(), "tp", watchdog_.get());
@@ -29,9 +27,9 @@ ClusterContext::ClusterContext(const MpiSession& mpi, const ClusterOptions& opti
   }
   control_ = std::make_unique<ControlPlane>(grid_->world_comm(), watchdog_.get());
   if (mpi.rank() == 0) {
-    LOG(INFO) << "cluster: " << grid_->shape().ToString() << ", backend " << world_->backend() << ", device "
-              << device_ << ", MPI thread level " << MpiSession::ThreadLevelName(mpi.thread_level())
-              << ", collective timeout " << options.collective_timeout.count() << " ms";
+    LOG(INFO) << "cluster: " << grid_->shape().ToString() << ", backend " << world_->backend() << ", device " << device_
+              << ", MPI thread level " << MpiSession::ThreadLevelName(mpi.thread_level()) << ", collective timeout "
+              << options.collective_timeout.count() << " ms";
   }
 }
 

@@ -64,8 +64,7 @@ int64_t ControlPlane::Max(int64_t value) {
 void ControlPlane::Parse(const std::string& raw, google::protobuf::MessageLite* msg, int from_rank) {
   if (!msg->ParseFromString(raw)) {
     throw CommError("control message from rank " + std::to_string(from_rank) + " (" + std::to_string(raw.size()) +
-                    " bytes) does not parse as " + msg->GetTypeName() +
-                    "; are all ranks running the same lcl binary?");
+                    " bytes) does not parse as " + msg->GetTypeName() + "; are all ranks running the same lcl binary?");
   }
 }
 

@@ -15,10 +15,14 @@ namespace lcl::cluster {
 
 const char* ReduceOpName(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
   }
   return "?";
 }
@@ -28,11 +32,16 @@ namespace {
 // MPI datatype for a dtype MPI can reduce natively; MPI_DATATYPE_NULL for bf16/fp16 (staged through fp32).
 MPI_Datatype NativeType(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return MPI_FLOAT;
-    case torch::kDouble: return MPI_DOUBLE;
-    case torch::kInt: return MPI_INT32_T;
-    case torch::kLong: return MPI_INT64_T;
-    default: return MPI_DATATYPE_NULL;
+    case torch::kFloat:
+      return MPI_FLOAT;
+    case torch::kDouble:
+      return MPI_DOUBLE;
+    case torch::kInt:
+      return MPI_INT32_T;
+    case torch::kLong:
+      return MPI_INT64_T;
+    default:
+      return MPI_DATATYPE_NULL;
   }
 }
 
@@ -41,9 +50,12 @@ bool IsStaged16(torch::ScalarType t) { return t == torch::kBFloat16 || t == torc
 MPI_Op MpiOp(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;  // avg = sum, then divided by the group size on completion
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kAvg:
+      return MPI_SUM;  // avg = sum, then divided by the group size on completion
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
@@ -172,8 +184,7 @@ torch::Tensor WorkBuffer(const torch::Tensor& t, bool reduce, bool* staged) {
 
 WorkPtr MpiCommunicator::Launch(Plan plan, bool async) {
   const uint64_t seq = seq_++;
-  VLOG(2) << "[" << name_ << "] " << plan.op << " seq=" << seq << " bytes=" << plan.bytes
-          << (async ? " async" : "");
+  VLOG(2) << "[" << name_ << "] " << plan.op << " seq=" << seq << " bytes=" << plan.bytes << (async ? " async" : "");
   if (!async) {
     Watchdog::Scope scope(watchdog_, name_, plan.op, seq, plan.bytes);
     int rc = plan.start(nullptr);
@@ -226,8 +237,8 @@ MpiCommunicator::Plan MpiCommunicator::PlanReduceScatter(const torch::Tensor& in
   if (input.scalar_type() != output.scalar_type() || input.numel() != output.numel() * size_) {
     std::ostringstream msg;
     msg << "ReduceScatter on '" << name_ << "': input must have size() x output elements of the same dtype; got "
-        << input.numel() << " " << input.scalar_type() << " in and " << output.numel() << " "
-        << output.scalar_type() << " out with size() = " << size_ << ".";
+        << input.numel() << " " << input.scalar_type() << " in and " << output.numel() << " " << output.scalar_type()
+        << " out with size() = " << size_ << ".";
     throw CommError(msg.str());
   }
   bool in_staged = false, out_staged = false;
@@ -260,8 +271,8 @@ MpiCommunicator::Plan MpiCommunicator::PlanAllGather(const torch::Tensor& input,
   if (input.scalar_type() != output.scalar_type() || output.numel() != input.numel() * size_) {
     std::ostringstream msg;
     msg << "AllGather on '" << name_ << "': output must have size() x input elements of the same dtype; got "
-        << input.numel() << " " << input.scalar_type() << " in and " << output.numel() << " "
-        << output.scalar_type() << " out with size() = " << size_ << ".";
+        << input.numel() << " " << input.scalar_type() << " in and " << output.numel() << " " << output.scalar_type()
+        << " out with size() = " << size_ << ".";
     throw CommError(msg.str());
   }
   bool in_staged = false, out_staged = false;

@@ -26,10 +26,9 @@ void ThrowMpiError(int code, const char* call, const char* file, int line) {
 }  // namespace internal
 
 namespace {
-const char* const kLauncherVars[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK",
-                                     "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_NTASKS",
-                                     "SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID",
-                                     "SLURM_JOB_ID"};
+const char* const kLauncherVars[] = {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+                                     "SLURM_NTASKS",         "SLURM_STEP_NUM_TASKS", "SLURM_PROCID",
+                                     "SLURM_LOCALID",        "SLURM_JOB_ID"};
 
 bool ParseInt(const std::map<std::string, std::string>& env, const char* name, int* out) {
   auto it = env.find(name);
@@ -87,11 +86,16 @@ MpiSession::~MpiSession() {
 
 const char* MpiSession::ThreadLevelName(int level) {
   switch (level) {
-    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
-    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
-    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
-    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
-    default: return "unknown MPI thread level";
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+    default:
+      return "unknown MPI thread level";
   }
 }
 
@@ -121,8 +125,7 @@ std::map<std::string, std::string> MpiSession::LauncherEnv() {
   return env;
 }
 
-void MpiSession::CheckLauncherEnv(int rank, int size, int local_rank,
-                                  const std::map<std::string, std::string>& env) {
+void MpiSession::CheckLauncherEnv(int rank, int size, int local_rank, const std::map<std::string, std::string>& env) {
   int v = 0;
   // Under srun the step's task count is the one that must match; under mpirun inside sbatch, the job's.
   const char* slurm_var = env.count("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
@@ -134,20 +137,19 @@ void MpiSession::CheckLauncherEnv(int rank, int size, int local_rank,
              "with `srun --mpi=pmix` (check `srun --mpi=list` shows pmix; Open MPI must be built with PMIx), "
              "or use mpirun inside the allocation.";
     } else {
-      msg << "Launch as many MPI ranks as Slurm tasks (mpirun -np " << v
-          << " or srun --mpi=pmix --ntasks=" << size << ").";
+      msg << "Launch as many MPI ranks as Slurm tasks (mpirun -np " << v << " or srun --mpi=pmix --ntasks=" << size
+          << ").";
     }
     throw ConfigError(msg.str());
   }
   if (ParseInt(env, "OMPI_COMM_WORLD_SIZE", &v) && v != size) {
-    throw ConfigError("OMPI_COMM_WORLD_SIZE=" + std::to_string(v) + " but MPI_Comm_size gives " +
-                      std::to_string(size) +
+    throw ConfigError("OMPI_COMM_WORLD_SIZE=" + std::to_string(v) + " but MPI_Comm_size gives " + std::to_string(size) +
                       ": this binary was linked against a different MPI than the mpirun that started it. "
                       "Use the mpirun of the Open MPI the project was built with.");
   }
   if (ParseInt(env, "OMPI_COMM_WORLD_RANK", &v) && v != rank) {
-    throw ConfigError("OMPI_COMM_WORLD_RANK=" + std::to_string(v) + " but MPI_Comm_rank gives " +
-                      std::to_string(rank) + ": mismatched MPI runtime and launcher.");
+    throw ConfigError("OMPI_COMM_WORLD_RANK=" + std::to_string(v) + " but MPI_Comm_rank gives " + std::to_string(rank) +
+                      ": mismatched MPI runtime and launcher.");
   }
   // SLURM_LOCALID describes this process only when srun started it (under mpirun in a batch script it is the
   // batch step's), so it is compared only inside an srun step.
@@ -155,8 +157,8 @@ void MpiSession::CheckLauncherEnv(int rank, int size, int local_rank,
   if (env.count("SLURM_STEP_NUM_TASKS") && env.count("SLURM_PROCID")) local_vars.push_back("SLURM_LOCALID");
   for (const char* name : local_vars) {
     if (ParseInt(env, name, &v) && v != local_rank) {
-      LOG(WARNING) << name << "=" << v << " differs from the shared-memory local rank " << local_rank
-                   << " (rank " << rank << "); using " << local_rank << " for device binding.";
+      LOG(WARNING) << name << "=" << v << " differs from the shared-memory local rank " << local_rank << " (rank "
+                   << rank << "); using " << local_rank << " for device binding.";
     }
   }
 }

@@ -39,8 +39,7 @@ class MpiSession {
   // Compares world size/rank/local rank with what the launcher put in the environment. A Slurm task count that
   // differs from MPI's world size (typically srun without --mpi=pmix: every task is a singleton) is a
   // ConfigError; local-rank disagreements are warnings. `env` maps variable names to values (tests pass fakes).
-  static void CheckLauncherEnv(int rank, int size, int local_rank,
-                               const std::map<std::string, std::string>& env);
+  static void CheckLauncherEnv(int rank, int size, int local_rank, const std::map<std::string, std::string>& env);
   // The launcher variables of the real environment that CheckLauncherEnv looks at.
   static std::map<std::string, std::string> LauncherEnv();
 

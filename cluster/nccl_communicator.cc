@@ -23,15 +23,24 @@ using internal::NcclVersionString;
 
 ncclDataType_t NcclType(torch::ScalarType t, const char* op) {
   switch (t) {
-    case torch::kFloat: return ncclFloat32;
-    case torch::kDouble: return ncclFloat64;
-    case torch::kBFloat16: return ncclBfloat16;
-    case torch::kHalf: return ncclFloat16;
-    case torch::kInt: return ncclInt32;
-    case torch::kLong: return ncclInt64;
-    case torch::kByte: return ncclUint8;
-    case torch::kChar: return ncclInt8;
-    default: break;
+    case torch::kFloat:
+      return ncclFloat32;
+    case torch::kDouble:
+      return ncclFloat64;
+    case torch::kBFloat16:
+      return ncclBfloat16;
+    case torch::kHalf:
+      return ncclFloat16;
+    case torch::kInt:
+      return ncclInt32;
+    case torch::kLong:
+      return ncclInt64;
+    case torch::kByte:
+      return ncclUint8;
+    case torch::kChar:
+      return ncclInt8;
+    default:
+      break;
   }
   std::ostringstream msg;
   msg << op << ": dtype " << t << " is not supported by the NCCL communicator";
@@ -40,10 +49,14 @@ ncclDataType_t NcclType(torch::ScalarType t, const char* op) {
 
 ncclRedOp_t NcclOp(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kAvg: return ncclAvg;
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
   }
   return ncclSum;
 }
@@ -255,8 +268,7 @@ WorkPtr NcclCommunicator::AllGatherAsync(const torch::Tensor& input, torch::Tens
   CheckCuda(input, "AllGather", impl_->name, impl_->device);
   CheckCuda(output, "AllGather", impl_->name, impl_->device);
   if (input.scalar_type() != output.scalar_type() || output.numel() != input.numel() * impl_->size) {
-    throw CommError("AllGather on '" + impl_->name +
-                    "': output must have size() x input elements of the same dtype");
+    throw CommError("AllGather on '" + impl_->name + "': output must have size() x input elements of the same dtype");
   }
   const ncclDataType_t type = NcclType(input.scalar_type(), "AllGather");
   Impl* impl = impl_.get();

@@ -17,8 +17,7 @@ std::string VersionReport() {
     << "LibTorch: " << TORCH_VERSION << "\n"
     << "MPI: " << MpiSession::LibraryVersion() << "\n"
     << "NCCL: " << (NcclCommunicator::Built() ? NcclCommunicator::Version() : std::string("not built")) << "\n"
-    << "optional parts: nccl=" << (LCL_BUILT_NCCL ? "yes" : "no")
-    << " opencv=" << (LCL_BUILT_OPENCV ? "yes" : "no")
+    << "optional parts: nccl=" << (LCL_BUILT_NCCL ? "yes" : "no") << " opencv=" << (LCL_BUILT_OPENCV ? "yes" : "no")
     << " sentencepiece=" << (LCL_BUILT_SENTENCEPIECE ? "yes" : "no") << "\n";
   return s.str();
 }

@@ -52,9 +52,9 @@ bool Watchdog::fired() const {
 
 void Watchdog::Run() {
   // Poll often enough that a timeout is noticed within ~10% of itself (and at least every second).
-  const auto poll = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1000),
-                                                        std::max<std::chrono::milliseconds>(
-                                                            std::chrono::milliseconds(10), timeout_ / 10));
+  const auto poll = std::min<std::chrono::milliseconds>(
+      std::chrono::milliseconds(1000),
+      std::max<std::chrono::milliseconds>(std::chrono::milliseconds(10), timeout_ / 10));
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     cv_.wait_for(lock, poll, [this] { return stop_; });

@@ -24,11 +24,11 @@ struct Launch {
   cluster::MpiSession& Mpi();
 };
 
-void RegisterTrainCommands(CLI::App& app, Launch& launch);  // train, eval
-void RegisterDataCommands(CLI::App& data, Launch& launch);   // data synth|index|neighbors|episodes
-void RegisterModelCommands(CLI::App& model, Launch& launch); // model init|export-hf
-void RegisterCkptCommands(CLI::App& ckpt, Launch& launch);   // ckpt list|verify|inspect
-void RegisterBenchCommands(CLI::App& bench, Launch& launch); // bench comm|data|model|train|ckpt
-void RegisterReportCommands(CLI::App& app, Launch& launch);  // report
+void RegisterTrainCommands(CLI::App& app, Launch& launch);    // train, eval
+void RegisterDataCommands(CLI::App& data, Launch& launch);    // data synth|index|neighbors|episodes
+void RegisterModelCommands(CLI::App& model, Launch& launch);  // model init|export-hf
+void RegisterCkptCommands(CLI::App& ckpt, Launch& launch);    // ckpt list|verify|inspect
+void RegisterBenchCommands(CLI::App& bench, Launch& launch);  // bench comm|data|model|train|ckpt
+void RegisterReportCommands(CLI::App& app, Launch& launch);   // report
 
 }  // namespace lcl::launch

@@ -79,8 +79,9 @@ void RegisterBenchCkpt(CLI::App& bench, Launch& launch) {
 }
 
 void RegisterBenchData(CLI::App& bench, Launch& launch) {
-  auto* cmd = bench.add_subcommand("data", "episode pipeline (decode, pad, resize, normalise, tokenize) vs a bare "
-                                           "OpenCV decode+resize loop over the same JPEGs");
+  auto* cmd = bench.add_subcommand("data",
+                                   "episode pipeline (decode, pad, resize, normalise, tokenize) vs a bare "
+                                   "OpenCV decode+resize loop over the same JPEGs");
   auto opt = std::make_shared<bench::DataBenchOptions>();
   cmd->add_flag("--json", opt->json, "one JSON object per measurement");
   cmd->add_option("--dir", opt->dir, "where to synthesise the JPEGs (default: a temporary directory)");
@@ -97,26 +98,22 @@ void RegisterBenchData(CLI::App& bench, Launch& launch) {
 }
 
 void RegisterBenchModel(CLI::App& bench, Launch& launch) {
-  auto* cmd =
-      bench.add_subcommand("model",
-                           "forward+backward time per token and peak memory (with and without "
-                           "activation checkpointing) vs the same model in plain LibTorch ops");
+  auto* cmd = bench.add_subcommand("model",
+                                   "forward+backward time per token and peak memory (with and without "
+                                   "activation checkpointing) vs the same model in plain LibTorch ops");
   struct Args {
     std::string presets = "tiny,small";
     bench::ModelBenchOptions opt;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--presets", args->presets, "comma-separated model presets")
-      ->capture_default_str();
+  cmd->add_option("--presets", args->presets, "comma-separated model presets")->capture_default_str();
   cmd->add_option("--batch", args->opt.batch, "sequences per micro-batch")->capture_default_str();
   cmd->add_option("--seq-len", args->opt.seq_len, "tokens per sequence")->capture_default_str();
   cmd->add_option("--images", args->opt.images, "images per sequence")->capture_default_str();
   cmd->add_option("--warmup", args->opt.warmup, "untimed steps per variant")->capture_default_str();
   cmd->add_option("--iters", args->opt.iters, "timed steps per round")->capture_default_str();
-  cmd->add_option("--rounds", args->opt.rounds, "alternating rounds; the best of each counts")
-      ->capture_default_str();
-  cmd->add_option("--threads", args->opt.threads,
-                  "intra-op threads per rank (0: cores / ranks on the node)")
+  cmd->add_option("--rounds", args->opt.rounds, "alternating rounds; the best of each counts")->capture_default_str();
+  cmd->add_option("--threads", args->opt.threads, "intra-op threads per rank (0: cores / ranks on the node)")
       ->capture_default_str();
   cmd->add_flag("--json", args->opt.json, "one JSON object per measurement");
   cmd->callback([&launch, args] {
@@ -133,11 +130,11 @@ void RegisterBenchModel(CLI::App& bench, Launch& launch) {
 }
 
 void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
-  auto* cmd = bench.add_subcommand(
-      "train",
-      "tokens/s, step-time breakdown and peak RSS of `lcl train` at 1 and 2 ranks vs PyTorch DDP "
-      "(gloo) on the "
-      "same model and shapes; run it as a plain process: it launches mpirun itself");
+  auto* cmd =
+      bench.add_subcommand("train",
+                           "tokens/s, step-time breakdown and peak RSS of `lcl train` at 1 and 2 ranks vs PyTorch DDP "
+                           "(gloo) on the "
+                           "same model and shapes; run it as a plain process: it launches mpirun itself");
   struct Args {
     std::string presets = "tiny,small", ranks = "1,2";
     bool no_memory = false;
@@ -145,29 +142,23 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
   };
   auto args = std::make_shared<Args>();
   auto& o = args->opt;
-  cmd->add_option("--presets", args->presets, "comma-separated model presets")
-      ->capture_default_str();
-  cmd->add_option("--ranks", args->ranks, "comma-separated rank counts (dp; tp = 1)")
-      ->capture_default_str();
+  cmd->add_option("--presets", args->presets, "comma-separated model presets")->capture_default_str();
+  cmd->add_option("--ranks", args->ranks, "comma-separated rank counts (dp; tp = 1)")->capture_default_str();
   cmd->add_option("--steps", o.steps, "measured steps per run")->capture_default_str();
   cmd->add_option("--warmup", o.warmup, "steps before the measured ones")->capture_default_str();
-  cmd->add_option("--micro-batch", o.micro_batch, "episodes per rank per step")
-      ->capture_default_str();
+  cmd->add_option("--micro-batch", o.micro_batch, "episodes per rank per step")->capture_default_str();
   cmd->add_option("--shot", o.shot, "example images per side of an episode")->capture_default_str();
-  cmd->add_option("--threads", o.threads, "intra-op threads per rank (both sides)")
-      ->capture_default_str();
+  cmd->add_option("--threads", o.threads, "intra-op threads per rank (both sides)")->capture_default_str();
   cmd->add_flag("--no-memory", args->no_memory, "skip the ZeRO-1 off run (peak RSS on vs off)");
-  cmd->add_option("--work-dir", o.work_dir,
-                  "data, models, run dirs and logs (default /tmp/lcl_bench_train)");
+  cmd->add_option("--work-dir", o.work_dir, "data, models, run dirs and logs (default /tmp/lcl_bench_train)");
   cmd->add_option("--mpirun", o.mpirun,
                   "launcher command line (default $LCL_MPIRUN, else mpirun with the "
                   "tests' flags)");
   cmd->add_option("--python", o.python,
                   "Python with torch for the reference (default $LCL_PYTHON, else the "
                   "build's .venv: " LCL_BUILD_PYTHON ")");
-  cmd->add_option(
-      "--reference-script", o.reference_script,
-      "train_reference.py (default: bench/ in the source tree, or $LCL_SOURCE_DIR)");
+  cmd->add_option("--reference-script", o.reference_script,
+                  "train_reference.py (default: bench/ in the source tree, or $LCL_SOURCE_DIR)");
   cmd->add_option("--lcl", o.lcl, "lcl binary to train with (default: this one)");
   cmd->add_flag("--json", o.json, "one JSON object per measurement");
   cmd->callback([&launch, args] {

@@ -25,7 +25,8 @@ int List(const std::string& run_dir) {
     return 0;
   }
   const std::string resume = checkpoint::ResolveResume(run_dir, "auto");
-  std::cout << std::left << std::setw(22) << "checkpoint" << std::setw(10) << "step" << "status\n";
+  std::cout << std::left << std::setw(22) << "checkpoint" << std::setw(10) << "step"
+            << "status\n";
   for (const auto& c : all) {
     std::cout << std::setw(22) << c.name << std::setw(10) << c.step << c.status
               << (c.path == resume ? "  <- resume" : "") << "\n";
@@ -49,8 +50,8 @@ int Verify(const std::string& dir) {
     for (const auto& p : problems) all += "\n  " + p;
     throw CheckpointError(dir + " failed verification:" + all);
   }
-  std::cout << dir << ": ok (" << reader.manifest().files_size() << " files, "
-            << reader.manifest().tensors_size() << " tensors, step " << reader.manifest().step() << ")\n";
+  std::cout << dir << ": ok (" << reader.manifest().files_size() << " files, " << reader.manifest().tensors_size()
+            << " tensors, step " << reader.manifest().step() << ")\n";
   return 0;
 }
 
@@ -58,10 +59,10 @@ int Inspect(const std::string& dir) {
   checkpoint::CheckpointReader reader(dir);
   const auto& m = reader.manifest();
   std::cout << "checkpoint " << dir << "\n  format " << m.format_version() << ", step " << m.step()
-            << ", optimizer step " << m.optimizer_step() << ", metrics step " << m.metrics_step() << "\n  grid world="
-            << m.grid().world() << " dp=" << m.grid().dp() << " tp=" << m.grid().tp() << "\n  sampler epoch "
-            << m.sampler().epoch() << ", next index " << m.sampler().next_index() << "\n  written by " << m.lcl_version()
-            << "\n  files:\n";
+            << ", optimizer step " << m.optimizer_step() << ", metrics step " << m.metrics_step()
+            << "\n  grid world=" << m.grid().world() << " dp=" << m.grid().dp() << " tp=" << m.grid().tp()
+            << "\n  sampler epoch " << m.sampler().epoch() << ", next index " << m.sampler().next_index()
+            << "\n  written by " << m.lcl_version() << "\n  files:\n";
   for (const auto& f : m.files()) {
     std::cout << "    " << f.name() << "  " << f.size() << " bytes  xxh3 " << checkpoint::HexDigest(f.xxh3())
               << "  (rank " << f.rank() << ")\n";

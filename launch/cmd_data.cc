@@ -37,8 +37,7 @@ std::pair<int, int> ParseSize(const std::string& s) {
 }
 
 void RegisterSynth(CLI::App& data, Launch& launch) {
-  auto* cmd = data.add_subcommand(
-      "synth", "write a small ImageNet-format JPEG tree with families of similar classes");
+  auto* cmd = data.add_subcommand("synth", "write a small ImageNet-format JPEG tree with families of similar classes");
   struct Args {
     sampler::SynthOptions opt;
     std::string size = "128x128";
@@ -46,16 +45,12 @@ void RegisterSynth(CLI::App& data, Launch& launch) {
   auto args = std::make_shared<Args>();
   cmd->add_option("--out", args->opt.out, "output directory (created)")->required();
   cmd->add_option("--classes", args->opt.classes, "number of classes")->capture_default_str();
-  cmd->add_option("--images-per-class", args->opt.images_per_class, "JPEGs per class")
-      ->capture_default_str();
-  cmd->add_option("--seed", args->opt.seed, "seed: the same seed writes the same bytes")
-      ->capture_default_str();
-  cmd->add_option("--size", args->size, "image size WxH (ImageNet-like: 500x375)")
-      ->capture_default_str();
+  cmd->add_option("--images-per-class", args->opt.images_per_class, "JPEGs per class")->capture_default_str();
+  cmd->add_option("--seed", args->opt.seed, "seed: the same seed writes the same bytes")->capture_default_str();
+  cmd->add_option("--size", args->size, "image size WxH (ImageNet-like: 500x375)")->capture_default_str();
   cmd->add_option("--family-size", args->opt.family_size, "classes per family of similar classes")
       ->capture_default_str();
-  cmd->add_option("--test-fraction", args->opt.test_fraction,
-                  "share of families held out as test classes")
+  cmd->add_option("--test-fraction", args->opt.test_fraction, "share of families held out as test classes")
       ->capture_default_str();
   cmd->callback([&launch, args] {
     launch.action = [args]() -> int {
@@ -63,10 +58,10 @@ void RegisterSynth(CLI::App& data, Launch& launch) {
       sampler::SynthResult r = sampler::Synthesize(args->opt);
       size_t test = 0;
       for (const auto& c : r.classes) test += c.test;
-      std::cout << "wrote " << r.images << " images of " << r.classes.size() << " classes in "
-                << r.families << " families (" << r.classes.size() - test << " train, " << test
-                << " test classes) to " << args->opt.out << "\n  " << r.synset_mapping << "\n  "
-                << r.train_pairs << "\n  " << r.test_pairs << "\n  " << r.split << "\n";
+      std::cout << "wrote " << r.images << " images of " << r.classes.size() << " classes in " << r.families
+                << " families (" << r.classes.size() - test << " train, " << test << " test classes) to "
+                << args->opt.out << "\n  " << r.synset_mapping << "\n  " << r.train_pairs << "\n  " << r.test_pairs
+                << "\n  " << r.split << "\n";
       return 0;
     };
   });
@@ -111,8 +106,7 @@ sampler::ClassSplit ReadClassSplit(const std::string& path, size_t num_classes) 
 }
 
 void RegisterIndex(CLI::App& data, Launch& launch) {
-  auto* cmd = data.add_subcommand(
-      "index", "index an ImageNet root: classes, image counts, train/test class split");
+  auto* cmd = data.add_subcommand("index", "index an ImageNet root: classes, image counts, train/test class split");
   struct Args {
     std::string root, out;
     sampler::IndexOptions opt;
@@ -123,12 +117,9 @@ void RegisterIndex(CLI::App& data, Launch& launch) {
   auto args = std::make_shared<Args>();
   cmd->add_option("--root", args->root, "ImageNet root with train/<wnid>/ (and val/)")->required();
   cmd->add_option("--out", args->out, "write the index JSON here (default: print a summary only)");
-  cmd->add_option("--synsets", args->opt.synset_path,
-                  "synset mapping (default: <root>/LOC_synset_mapping.txt)");
-  cmd->add_option("--val-solution", args->opt.val_solution,
-                  "CSV labelling a flat val/ (LOC_val_solution.csv)");
-  cmd->add_option("--test-classes", args->test_classes,
-                  "classes held out for testing (default: a tenth, 100 of 1000)");
+  cmd->add_option("--synsets", args->opt.synset_path, "synset mapping (default: <root>/LOC_synset_mapping.txt)");
+  cmd->add_option("--val-solution", args->opt.val_solution, "CSV labelling a flat val/ (LOC_val_solution.csv)");
+  cmd->add_option("--test-classes", args->test_classes, "classes held out for testing (default: a tenth, 100 of 1000)");
   cmd->add_option("--seed", args->seed, "seed of the class split")->capture_default_str();
   cmd->add_option("--split", args->split,
                   "use this split instead of a seeded one: JSON with \"train\" and \"test\" class-id lists "
@@ -136,11 +127,9 @@ void RegisterIndex(CLI::App& data, Launch& launch) {
   cmd->callback([&launch, args] {
     launch.action = [args]() -> int {
       sampler::ImageNetIndex index = sampler::IndexImageNetRoot(args->root, args->opt);
-      const size_t test =
-          args->test_classes < 0 ? index.classes.size() / 10 : size_t(args->test_classes);
-      sampler::ClassSplit split = args->split.empty()
-                                      ? sampler::SplitClasses(index.classes.size(), test, args->seed)
-                                      : ReadClassSplit(args->split, index.classes.size());
+      const size_t test = args->test_classes < 0 ? index.classes.size() / 10 : size_t(args->test_classes);
+      sampler::ClassSplit split = args->split.empty() ? sampler::SplitClasses(index.classes.size(), test, args->seed)
+                                                      : ReadClassSplit(args->split, index.classes.size());
       if (!args->out.empty()) sampler::WriteIndexJson(index, split, args->out);
       std::cout << nlohmann::json({{"root", index.root},
                                    {"classes", index.classes.size()},
@@ -220,16 +209,15 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
                                ? a->prompt.image_tokens
                                : lcl::model::ModelConfig::FromJsonFile(paths.model_config).vision.num_patches();
   const int max_length = a->prompt.max_length;
-  a->prompt = trainer::PromptOptionsOf(
-      c, image_tokens, a->eval ? trainer::EpisodeUse::kEvaluation : trainer::EpisodeUse::kTraining);
+  a->prompt = trainer::PromptOptionsOf(c, image_tokens,
+                                       a->eval ? trainer::EpisodeUse::kEvaluation : trainer::EpisodeUse::kTraining);
   if (given("--max-length")) a->prompt.max_length = max_length;
   if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();  // the action parses it into a->prompt
   if (!given("--made-up-eval-labels")) a->made_up_eval_labels = eval.labels == sampler::EvalLabels::kMadeUpWords;
 }
 
 void RegisterEpisodes(CLI::App& data, Launch& launch) {
-  auto* cmd = data.add_subcommand(
-      "episodes", "print rendered episodes as JSON lines (text, images, token counts)");
+  auto* cmd = data.add_subcommand("episodes", "print rendered episodes as JSON lines (text, images, token counts)");
   struct Args {
     std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight", layout = "official";
     sampler::EpisodeConfig config;
@@ -247,27 +235,21 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
   cmd->add_option("--set", args->overrides, "with --config: override a field, a.b=c (repeatable)");
   cmd->add_flag("--eval", args->eval,
                 "with --config: evaluation episodes (eval.test_pairs, eval.labels, the largest eval shot)");
-  cmd->add_option("--pairs", args->pairs,
-                  "train pairs jsonl (official train900_pairs.jsonl format)");
-  cmd->add_option("--test-pairs", args->test_pairs,
-                  "evaluation pairs jsonl (test100 format): eval episodes");
+  cmd->add_option("--pairs", args->pairs, "train pairs jsonl (official train900_pairs.jsonl format)");
+  cmd->add_option("--test-pairs", args->test_pairs, "evaluation pairs jsonl (test100 format): eval episodes");
   cmd->add_option("--templates", args->templates, "final-question templates JSON (e.g. ICL.json)");
   cmd->add_option("--tokenizer", args->tokenizer, "SentencePiece model: adds token counts");
-  cmd->add_option("--policy", args->policy, "2way_weight | 2way_random_shot")
-      ->capture_default_str();
+  cmd->add_option("--policy", args->policy, "2way_weight | 2way_random_shot")->capture_default_str();
   cmd->add_option("--shot", args->config.shot, "example images per side")->capture_default_str();
   cmd->add_option("--seed", args->config.seed, "episode seed")->capture_default_str();
   cmd->add_option("--epoch", args->epoch, "epoch")->capture_default_str();
   cmd->add_option("--start", args->start, "first episode index")->capture_default_str();
   cmd->add_option("--count", args->count, "number of episodes")->capture_default_str();
-  cmd->add_option("--image-tokens", args->prompt.image_tokens, "patch tokens per image")
-      ->capture_default_str();
-  cmd->add_option("--max-length", args->prompt.max_length, "maximum tokens per episode")
-      ->capture_default_str();
+  cmd->add_option("--image-tokens", args->prompt.image_tokens, "patch tokens per image")->capture_default_str();
+  cmd->add_option("--max-length", args->prompt.max_length, "maximum tokens per episode")->capture_default_str();
   cmd->add_option("--prompt-layout", args->layout, "official | compact (see data.prompt_layout)")
       ->capture_default_str();
-  cmd->add_flag("--made-up-eval-labels", args->made_up_eval_labels,
-                "eval episodes use made-up words as labels");
+  cmd->add_flag("--made-up-eval-labels", args->made_up_eval_labels, "eval episodes use made-up words as labels");
   cmd->callback([&launch, args, cmd] {
     launch.action = [args, cmd]() -> int {
       if (!args->train_config.empty()) {
@@ -282,8 +264,7 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
       }
       args->config.policy = sampler::ParsePolicy(args->policy);
       args->prompt.layout = sampler::ParsePromptLayout(args->layout);
-      if (!args->templates.empty())
-        args->config.templates = sampler::LoadTemplates(args->templates);
+      if (!args->templates.empty()) args->config.templates = sampler::LoadTemplates(args->templates);
       std::unique_ptr<sampler::Tokenizer> tok;
       if (!args->tokenizer.empty())
         tok = std::make_unique<sampler::Tokenizer>(sampler::Tokenizer::Load(args->tokenizer));
@@ -291,21 +272,17 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
         sampler::PairsTable table = sampler::PairsTable::Read(args->pairs);
         sampler::TrainEpisodes episodes(table, args->config);
         for (uint64_t k = 0; k < args->count; ++k) {
-          sampler::EpisodeKey key =
-              sampler::KeyAt({args->epoch, args->start}, k, episodes.EpisodesPerEpoch());
-          std::cout
-              << EpisodeJson(episodes.Build(key.epoch, key.index), args->prompt, tok.get()).dump()
-              << "\n";
+          sampler::EpisodeKey key = sampler::KeyAt({args->epoch, args->start}, k, episodes.EpisodesPerEpoch());
+          std::cout << EpisodeJson(episodes.Build(key.epoch, key.index), args->prompt, tok.get()).dump() << "\n";
         }
         return 0;
       }
       std::vector<sampler::TestClass> classes = sampler::ReadTestPairs(args->test_pairs);
-      sampler::EvalEpisodes eval(classes, args->config.shot, args->config.seed,
-                                 args->made_up_eval_labels ? sampler::EvalLabels::kMadeUpWords
-                                                           : sampler::EvalLabels::kClassNames,
-                                 args->config.templates, args->config.made_up_max_letters);
-      for (uint64_t i = args->start; i < std::min<uint64_t>(eval.size(), args->start + args->count);
-           ++i) {
+      sampler::EvalEpisodes eval(
+          classes, args->config.shot, args->config.seed,
+          args->made_up_eval_labels ? sampler::EvalLabels::kMadeUpWords : sampler::EvalLabels::kClassNames,
+          args->config.templates, args->config.made_up_max_letters);
+      for (uint64_t i = args->start; i < std::min<uint64_t>(eval.size(), args->start + args->count); ++i) {
         std::cout << EpisodeJson(eval.Build(i), args->prompt, tok.get()).dump() << "\n";
       }
       return 0;
@@ -321,8 +298,7 @@ sampler::FeatureMatrix SelectRows(const sampler::FeatureMatrix& m, const std::ve
       throw DataError("class id " + std::to_string(id) + " has no feature row (features have " +
                       std::to_string(m.rows) + " rows, one per class in synset order)");
     }
-    out.data.insert(out.data.end(), m.data.begin() + (id - 1) * m.cols,
-                    m.data.begin() + id * m.cols);
+    out.data.insert(out.data.end(), m.data.begin() + (id - 1) * m.cols, m.data.begin() + id * m.cols);
   }
   return out;
 }
@@ -360,8 +336,7 @@ int RunNeighbors(const NeighborsArgs* args) {
   for (int id : ids) classes.push_back(index.classes.at(size_t(id - 1)));
   sampler::FeatureMatrix image;
   if (!args->model.empty()) {
-    torch::Tensor f =
-        trainer::ComputeClassImageFeatures(args->model, index.root, classes, args->tower);
+    torch::Tensor f = trainer::ComputeClassImageFeatures(args->model, index.root, classes, args->tower);
     if (!args->save_features.empty()) {
       checkpoint::WriteSafetensors(args->save_features, {{args->image_tensor, f}});
     }
@@ -377,25 +352,21 @@ int RunNeighbors(const NeighborsArgs* args) {
   auto sim = sampler::ClassSimilarity(image, args->text_features.empty() ? nullptr : &text, w);
   auto nbrs = sampler::DrawNeighbors(sim, args->neighbors, args->seed);
   sampler::MakePairsTable(classes, nbrs, args->samples, args->seed).Write(args->out);
-  std::cout << "wrote " << classes.size() << " classes with "
-            << std::min<size_t>(args->neighbors, ids.size() - 1) << " neighbours each to "
-            << args->out
-            << (args->model.empty()
-                    ? ""
-                    : " (image features from " + args->model + "'s vision tower, up to " +
-                          std::to_string(args->tower.images_per_class) + " images per class)")
-            << (args->text_features.empty() ? " (image-image similarity only: no text features)"
-                                            : "")
-            << "\n";
+  std::cout << "wrote " << classes.size() << " classes with " << std::min<size_t>(args->neighbors, ids.size() - 1)
+            << " neighbours each to " << args->out
+            << (args->model.empty() ? ""
+                                    : " (image features from " + args->model + "'s vision tower, up to " +
+                                          std::to_string(args->tower.images_per_class) + " images per class)")
+            << (args->text_features.empty() ? " (image-image similarity only: no text features)" : "") << "\n";
   return 0;
 }
 
 void RegisterNeighbors(CLI::App& data, Launch& launch) {
   using Args = NeighborsArgs;
-  auto* cmd = data.add_subcommand(
-      "neighbors",
-      "build a train pairs table from per-class image (and text) features, given or computed by "
-      "a model's vision tower");
+  auto* cmd =
+      data.add_subcommand("neighbors",
+                          "build a train pairs table from per-class image (and text) features, given or computed by "
+                          "a model's vision tower");
   auto args = std::make_shared<Args>();
   cmd->add_option("--root", args->root, "ImageNet root (class order = synset mapping)")->required();
   cmd->add_option("--image-features", args->image_features,
@@ -409,23 +380,16 @@ void RegisterNeighbors(CLI::App& data, Launch& launch) {
   cmd->add_option("--save-features", args->save_features,
                   "with --model: also write the [classes, dim] features here (safetensors, "
                   "tensor named by --image-tensor) for later --image-features runs");
-  cmd->add_option("--text-features", args->text_features,
-                  "safetensors with [classes, dim] class text features");
+  cmd->add_option("--text-features", args->text_features, "safetensors with [classes, dim] class text features");
   cmd->add_option("--image-tensor", args->image_tensor, "tensor name")->capture_default_str();
   cmd->add_option("--text-tensor", args->text_tensor, "tensor name")->capture_default_str();
-  cmd->add_option("--index", args->index,
-                  "index JSON from `lcl data index`: use its train split only");
-  cmd->add_option("--weights", args->weights, "tt it ii similarity weights")
-      ->expected(3)
-      ->capture_default_str();
-  cmd->add_option("--neighbors", args->neighbors, "intervals = neighbours per class")
-      ->capture_default_str();
-  cmd->add_option("--samples", args->samples, "sample images listed per class")
-      ->capture_default_str();
+  cmd->add_option("--index", args->index, "index JSON from `lcl data index`: use its train split only");
+  cmd->add_option("--weights", args->weights, "tt it ii similarity weights")->expected(3)->capture_default_str();
+  cmd->add_option("--neighbors", args->neighbors, "intervals = neighbours per class")->capture_default_str();
+  cmd->add_option("--samples", args->samples, "sample images listed per class")->capture_default_str();
   cmd->add_option("--seed", args->seed, "seed of the draws")->capture_default_str();
   cmd->add_option("--out", args->out, "output pairs jsonl")->required();
-  cmd->callback(
-      [&launch, args] { launch.action = [args]() -> int { return RunNeighbors(args.get()); }; });
+  cmd->callback([&launch, args] { launch.action = [args]() -> int { return RunNeighbors(args.get()); }; });
 }
 
 }  // namespace

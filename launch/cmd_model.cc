@@ -124,7 +124,8 @@ int RunExportCheckpoint(const ExportArgs& args) {
   }
   const auto& meta = reader.manifest().metadata();
   auto it = meta.find("model_config_json");
-  if (it == meta.end()) throw CheckpointError(dir + ": the manifest has no model_config_json; not a `lcl train` checkpoint");
+  if (it == meta.end())
+    throw CheckpointError(dir + ": the manifest has no model_config_json; not a `lcl train` checkpoint");
   lcl::model::ModelConfig config =
       lcl::model::ModelConfig::FromJson(nlohmann::json::parse(it->second), dir + "/manifest.pb model_config_json");
   lcl::model::MultimodalModel model(config, lcl::model::TpGroup{});
@@ -184,8 +185,7 @@ void RegisterModelCommands(CLI::App& model, Launch& launch) {
   init->add_option("--dtype", init_args->dtype, "f32 | bf16 | f16 (stored dtype)")->capture_default_str();
   init->add_option("--patch-size", init_args->patch_size,
                    "vision tower patch size (default: the preset's; image tokens = (image_size / patch)^2)");
-  init->add_option("--class-names", init_args->class_names,
-                   "file with one class name per line (tokenizer corpus)");
+  init->add_option("--class-names", init_args->class_names, "file with one class name per line (tokenizer corpus)");
   init->callback([&launch, init_args] { launch.action = [init_args] { return RunInit(*init_args); }; });
 
   auto export_args = std::make_shared<ExportArgs>();
@@ -202,9 +202,8 @@ void RegisterModelCommands(CLI::App& model, Launch& launch) {
   exp->add_option("--dtype", export_args->dtype, "f32 | bf16 | f16")->capture_default_str();
   exp->add_option("--max-shard-gb", export_args->max_shard_gb, "shard above this size, with an index")
       ->capture_default_str();
-  exp->callback([&launch, export_args] {
-    launch.action = [&launch, export_args] { return RunExport(*export_args, launch); };
-  });
+  exp->callback(
+      [&launch, export_args] { launch.action = [&launch, export_args] { return RunExport(*export_args, launch); }; });
 }
 
 }  // namespace lcl::launch

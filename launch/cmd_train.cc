@@ -23,7 +23,7 @@ struct TrainArgs {
   std::string run_dir;
   bool print_config = false;
   std::vector<CLI::Option*> run_dir_options;  // train's and eval's: was --run-dir given at all (even as "")
-  std::string checkpoint;  // eval only
+  std::string checkpoint;                     // eval only
   // eval only: shorthands for eval.format + its file, and eval.image_root
   std::string test_pairs, isekai, index, image_root;
 };
@@ -36,9 +36,8 @@ trainer::LoadedConfig Load(const TrainArgs& a) {
     throw ConfigError("--run-dir is empty; give a directory, or leave --run-dir out to use the config's run_dir");
   }
   if (!a.run_dir.empty()) overrides.push_back("run_dir=" + a.run_dir);
-  for (const auto& [format, file] : {std::pair<std::string, std::string>{"test_pairs", a.test_pairs},
-                                     {"isekai", a.isekai},
-                                     {"index", a.index}}) {
+  for (const auto& [format, file] :
+       {std::pair<std::string, std::string>{"test_pairs", a.test_pairs}, {"isekai", a.isekai}, {"index", a.index}}) {
     if (file.empty()) continue;
     overrides.push_back("eval.format=" + format);
     overrides.push_back("eval." + format + "=" + file);
@@ -52,8 +51,7 @@ trainer::LoadedConfig Load(const TrainArgs& a) {
 void RegisterTrainCommands(CLI::App& app, Launch& launch) {
   auto args = std::make_shared<TrainArgs>();
   auto* train = app.add_subcommand("train", "train under mpirun/srun from a .pbtxt config");
-  train->add_option("--config", args->config, "training config (protobuf text format; see docs/config.md)")
-      ->required();
+  train->add_option("--config", args->config, "training config (protobuf text format; see docs/config.md)")->required();
   train->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
   train->add_option("--resume", args->resume,
                     "auto (newest complete checkpoint of run_dir, or a fresh start) | a step directory");

@@ -38,8 +38,8 @@ struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
 
 }  // namespace
 
-torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x,
-                                       const RotaryTables& rope, const torch::Tensor& mask) {
+torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x, const RotaryTables& rope,
+                                       const torch::Tensor& mask) {
   return CheckpointFn::apply(x, layer, rope.cos, rope.sin, mask);
 }
 

@@ -17,7 +17,7 @@ namespace lcl::model {
 
 class LlamaDecoderLayerImpl;
 
-torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x,
-                                       const RotaryTables& rope, const torch::Tensor& mask);
+torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x, const RotaryTables& rope,
+                                       const torch::Tensor& mask);
 
 }  // namespace lcl::model

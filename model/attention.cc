@@ -10,8 +10,8 @@ namespace lcl::model {
 
 torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t q_len, int64_t past_len) {
   const int64_t s = past_len + q_len;
-  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(1) == s, "attention_mask must be [B, ", s,
-              "], got ", attention_mask.sizes());
+  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(1) == s, "attention_mask must be [B, ", s, "], got ",
+              attention_mask.sizes());
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(attention_mask.device());
   torch::Tensor q_pos = torch::arange(past_len, s, opts).unsqueeze(1);             // [T, 1]
   torch::Tensor k_pos = torch::arange(0, s, opts).unsqueeze(0);                    // [1, S]
@@ -45,8 +45,8 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, TpGroup tp)
   o_proj = register_module("o_proj", RowParallelLinear(tp, c.num_attention_heads * d, c.hidden_size, false));
 }
 
-torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope,
-                                          const torch::Tensor& mask, LayerKvCache* cache) {
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,
+                                          LayerKvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1);
   auto heads = [&](const torch::Tensor& y, int64_t n) {  // [B, T, n*D] -> [B, n, T, D]
     return y.view({b, t, n, head_dim_}).transpose(1, 2);

@@ -12,9 +12,7 @@ torch::nn::LayerNorm MakeLayerNorm(int64_t dim, double eps) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
 }
 
-torch::nn::Linear MakeLinear(int64_t in, int64_t out) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out));
-}
+torch::nn::Linear MakeLinear(int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out)); }
 
 }  // namespace
 
@@ -72,7 +70,7 @@ torch::Tensor ClipVisionModelImpl::forward(const torch::Tensor& pixel_values) {
   patches = patches.flatten(2).transpose(1, 2);                                               // [N, P, Cv]
   torch::Tensor cls = class_embedding_.view({1, 1, -1}).expand({n, 1, -1});
   torch::Tensor h = torch::cat({cls, patches}, 1) + position_embedding_->weight.unsqueeze(0);  // [N, P+1, Cv]
-  h = pre_layrnorm_(h);  // HF hidden_states[0]
+  h = pre_layrnorm_(h);                                                                        // HF hidden_states[0]
   for (int i = 0; i < layers_used_; ++i) h = layers_[i]->forward(h);
   return h.narrow(1, 1, h.size(1) - 1);  // drop the class token: [N, P, Cv]
 }

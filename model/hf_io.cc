@@ -30,7 +30,8 @@ struct Source {
   std::string name;
 };
 
-Source Locate(const std::string& hf_name, const checkpoint::SafetensorsCheckpoint& main, const checkpoint::SafetensorsCheckpoint* vision) {
+Source Locate(const std::string& hf_name, const checkpoint::SafetensorsCheckpoint& main,
+              const checkpoint::SafetensorsCheckpoint* vision) {
   if (main.Has(hf_name)) return {&main, hf_name};
   if (StartsWith(hf_name, kLlavaVision)) {
     const std::string clip_name = hf_name.substr(kLlavaVision.size());
@@ -47,9 +48,8 @@ void LoadOne(const ParamPlacement& where, const Source& src) {
   const int dim = where.split.dim;
   const std::vector<int64_t>& expected = where.global_shape;
   if (info.shape != expected) {
-    throw CheckpointError(file.path() + ": tensor '" + src.name + "' has shape " +
-                          checkpoint::ShapeString(info.shape) + " but the model config expects " +
-                          checkpoint::ShapeString(expected) +
+    throw CheckpointError(file.path() + ": tensor '" + src.name + "' has shape " + checkpoint::ShapeString(info.shape) +
+                          " but the model config expects " + checkpoint::ShapeString(expected) +
                           "; the checkpoint and config.json disagree (wrong --preset or config?)");
   }
   torch::Tensor param = where.param;
@@ -75,7 +75,8 @@ void LoadHfCheckpoint(MultimodalModelImpl& model, const std::string& dir, const 
   checkpoint::SafetensorsCheckpoint main = checkpoint::SafetensorsCheckpoint::Open(dir);
   std::unique_ptr<checkpoint::SafetensorsCheckpoint> vision;
   if (!options.vision_checkpoint.empty()) {
-    vision = std::make_unique<checkpoint::SafetensorsCheckpoint>(checkpoint::SafetensorsCheckpoint::Open(options.vision_checkpoint));
+    vision = std::make_unique<checkpoint::SafetensorsCheckpoint>(
+        checkpoint::SafetensorsCheckpoint::Open(options.vision_checkpoint));
   }
   torch::NoGradGuard no_grad;
   std::set<std::string> used;

@@ -61,8 +61,7 @@ torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const 
   return norm(h);
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, TpGroup tp, bool checkpointing)
-    : config_(c), tp_(tp) {
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, TpGroup tp, bool checkpointing) : config_(c), tp_(tp) {
   model = register_module("model", LlamaModel(c, tp, checkpointing));
   if (!c.tie_word_embeddings) {
     lm_head = register_module("lm_head", ColumnParallelLinear(tp, c.hidden_size, c.vocab_size, /*bias=*/false,
@@ -70,9 +69,7 @@ LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, TpGroup tp, boo
   }
 }
 
-torch::Tensor LlamaForCausalLMImpl::Embed(const torch::Tensor& input_ids) {
-  return model->embed_tokens(input_ids);
-}
+torch::Tensor LlamaForCausalLMImpl::Embed(const torch::Tensor& input_ids) { return model->embed_tokens(input_ids); }
 
 torch::Tensor LlamaForCausalLMImpl::LmHead(const torch::Tensor& hidden) {
   if (lm_head) return lm_head(hidden);

@@ -114,10 +114,10 @@ ModelConfig ModelConfig::FromPreset(const std::string& name) {
                          /*rms_norm_eps=*/1e-5,
                          /*rope_theta=*/10000.0,
                          /*tie_word_embeddings=*/false};
-    c.vision = ClipVisionConfig{
-        /*hidden_size=*/64,        /*intermediate_size=*/256, /*num_hidden_layers=*/3,
-        /*num_attention_heads=*/4, /*image_size=*/64,         /*patch_size=*/32,
-        /*num_channels=*/3,        /*layer_norm_eps=*/1e-5};
+    c.vision =
+        ClipVisionConfig{/*hidden_size=*/64,        /*intermediate_size=*/256, /*num_hidden_layers=*/3,
+                         /*num_attention_heads=*/4, /*image_size=*/64,         /*patch_size=*/32,
+                         /*num_channels=*/3,        /*layer_norm_eps=*/1e-5};
     SetImageTokensAtTop(&c);
   } else if (name == "small") {
     c.text = LlamaConfig{4096, 512, 1376, 8, 8, 4, 4096, 1e-5, 10000.0, false};
@@ -232,8 +232,7 @@ void ModelConfig::Validate(int tp) const {
   if (used < 0 || used > vision.num_hidden_layers) {
     throw ConfigError("mm_vision_select_layer=" + std::to_string(vision_feature_layer) + " is out of range for " +
                       std::to_string(vision.num_hidden_layers) + " vision layers; use -" +
-                      std::to_string(vision.num_hidden_layers + 1) + ".." +
-                      std::to_string(vision.num_hidden_layers));
+                      std::to_string(vision.num_hidden_layers + 1) + ".." + std::to_string(vision.num_hidden_layers));
   }
 }
 

@@ -13,8 +13,8 @@ MultimodalModelImpl::MultimodalModelImpl(const ModelConfig& config, TpGroup tp) 
   language_model =
       register_module("language_model", LlamaForCausalLM(config.text, tp, config.activation_checkpointing));
   vision_tower = register_module("vision_tower", ClipVisionModel(config.vision, config.VisionLayersUsed()));
-  mm_projector = register_module(
-      "mm_projector", Projector(config.projector_type, config.vision.hidden_size, config.text.hidden_size));
+  mm_projector = register_module("mm_projector",
+                                 Projector(config.projector_type, config.vision.hidden_size, config.text.hidden_size));
 }
 
 torch::Tensor MultimodalModelImpl::Embed(const torch::Tensor& input_ids, const torch::Tensor& images) {
@@ -43,12 +43,9 @@ torch::Tensor MultimodalModelImpl::Embed(const torch::Tensor& input_ids, const t
   return embeds.masked_scatter(is_image.unsqueeze(-1), tokens.reshape({-1, embeds.size(-1)}));
 }
 
-torch::Tensor MultimodalModelImpl::PositionIds(const torch::Tensor& attention_mask,
-                                               const torch::Tensor& input_ids) {
+torch::Tensor MultimodalModelImpl::PositionIds(const torch::Tensor& attention_mask, const torch::Tensor& input_ids) {
   if (!attention_mask.defined()) {
-    return torch::arange(input_ids.size(1), input_ids.options().dtype(torch::kInt64))
-        .unsqueeze(0)
-        .expand_as(input_ids);
+    return torch::arange(input_ids.size(1), input_ids.options().dtype(torch::kInt64)).unsqueeze(0).expand_as(input_ids);
   }
   return (attention_mask.to(torch::kInt64).cumsum(-1) - 1).clamp_min(0);
 }
@@ -57,8 +54,7 @@ MultimodalOutput MultimodalModelImpl::forward(const MultimodalBatch& batch) {
   const torch::Tensor& ids = batch.input_ids;
   TORCH_CHECK(ids.dim() == 2, "input_ids must be [B, T], got ", ids.sizes());
   torch::Tensor mask = batch.attention_mask.defined() ? batch.attention_mask : torch::ones_like(ids);
-  torch::Tensor positions =
-      batch.position_ids.defined() ? batch.position_ids : PositionIds(batch.attention_mask, ids);
+  torch::Tensor positions = batch.position_ids.defined() ? batch.position_ids : PositionIds(batch.attention_mask, ids);
   MultimodalOutput out;
   out.logits = language_model->forward(Embed(ids, batch.images), positions, mask);  // [B, T, V/tp]
   if (!batch.labels.defined()) return out;

@@ -221,8 +221,8 @@ torch::Tensor VocabParallelEmbeddingImpl::forward(const torch::Tensor& ids) {
 torch::Tensor VocabParallelCrossEntropy(const torch::Tensor& logits, const torch::Tensor& targets, TpGroup tp,
                                         int64_t ignore_index) {
   TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && logits.size(0) == targets.size(0),
-              "VocabParallelCrossEntropy: expected logits [N, V/tp] and targets [N], got ", logits.sizes(),
-              " and ", targets.sizes());
+              "VocabParallelCrossEntropy: expected logits [N, V/tp] and targets [N], got ", logits.sizes(), " and ",
+              targets.sizes());
   return VocabParallelCeFn::apply(logits, targets, tp.comm, ignore_index);
 }
 

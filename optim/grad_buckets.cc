@@ -18,9 +18,8 @@ namespace {
 class ReadyHook final : public torch::autograd::FunctionPostHook {
  public:
   ReadyHook(GradBuckets* owner, int slot) : owner_(owner), slot_(slot) {}
-  torch::autograd::variable_list operator()(
-      const torch::autograd::variable_list& outputs,
-      const torch::autograd::variable_list& /*inputs*/) override {
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
     owner_->MarkReady(slot_);
     return outputs;
   }
@@ -45,8 +44,7 @@ void PartRows(int64_t rows, int parts, int k, int64_t* lo, int64_t* n) {
   *n = std::min(rows, *lo + per) - *lo;
 }
 
-GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts,
-                         int64_t bucket_bytes)
+GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes)
     : slots_(std::move(slots)), dp_(dp), parts_(parts), part_(parts > 1 ? dp->rank() : 0) {
   CHECK(parts == 1 || parts == dp->size()) << "parts must be 1 or the DP size";
   // Reverse registration order: the last layers' gradients are produced first in backward.
@@ -74,26 +72,21 @@ GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp
     if (parts_ > 1) {
       const bool fp32 = p.scalar_type() == torch::kFloat32;
       b.send = fp32 ? b.shard : torch::zeros({b.chunk}, p.options().requires_grad(false));
-      b.gathered =
-          fp32 ? b.buffer : torch::zeros({parts_ * b.chunk}, p.options().requires_grad(false));
+      b.gathered = fp32 ? b.buffer : torch::zeros({parts_ * b.chunk}, p.options().requires_grad(false));
     }
   }
   ready_.assign(slots_.size(), 0);
   for (size_t i = 0; i < slots_.size(); ++i) {
-    std::shared_ptr<torch::autograd::Node> acc =
-        torch::autograd::impl::grad_accumulator(slots_[i].param);
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(slots_[i].param);
     if (!acc) {
-      throw ConfigError(
-          "optimizer: parameter '" + slots_[i].name +
-          "' is not a leaf tensor that requires grad, so its gradient cannot be synchronised; pass "
-          "the module's parameters themselves");
+      throw ConfigError("optimizer: parameter '" + slots_[i].name +
+                        "' is not a leaf tensor that requires grad, so its gradient cannot be synchronised; pass "
+                        "the module's parameters themselves");
     }
-    hook_keys_.push_back(
-        acc->add_post_hook(std::make_unique<ReadyHook>(this, static_cast<int>(i))));
+    hook_keys_.push_back(acc->add_post_hook(std::make_unique<ReadyHook>(this, static_cast<int>(i))));
     accumulators_.push_back(std::move(acc));
   }
-  VLOG(1) << "grad buckets: " << buckets_.size() << " for " << slots_.size() << " parameters, "
-          << parts_ << " part(s)";
+  VLOG(1) << "grad buckets: " << buckets_.size() << " for " << slots_.size() << " parameters, " << parts_ << " part(s)";
 }
 
 GradBuckets::~GradBuckets() {
@@ -165,8 +158,7 @@ void GradBuckets::Pack(int i) {
       }
     }
     // The padding of a short part stays zero so the reduced padding is zero too.
-    if (n < s.rows_per_part)
-      dst.narrow(0, n * s.row_numel, (s.rows_per_part - n) * s.row_numel).zero_();
+    if (n < s.rows_per_part) dst.narrow(0, n * s.row_numel, (s.rows_per_part - n) * s.row_numel).zero_();
   }
 }
 
@@ -206,10 +198,9 @@ double GradBuckets::Finish() {
     b.work.reset();
   }
   if (!duplicate.empty()) {
-    throw ConfigError(
-        "optimizer: the gradient of '" + duplicate +
-        "' was accumulated twice after PrepareBackward(true); call PrepareBackward before every "
-        "micro-step's backward, and run one backward per micro-step");
+    throw ConfigError("optimizer: the gradient of '" + duplicate +
+                      "' was accumulated twice after PrepareBackward(true); call PrepareBackward before every "
+                      "micro-step's backward, and run one backward per micro-step");
   }
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -217,8 +208,7 @@ double GradBuckets::Finish() {
 torch::Tensor GradBuckets::ReducedRows(int i) const {
   const ParamSlot& s = slots_[i];
   const Bucket& b = buckets_[s.bucket];
-  return b.shard.narrow(0, s.offset, s.part_rows * s.row_numel)
-      .view(RowsShape(s.param, s.part_rows));
+  return b.shard.narrow(0, s.offset, s.part_rows * s.row_numel).view(RowsShape(s.param, s.part_rows));
 }
 
 void GradBuckets::GatherParams(const std::function<torch::Tensor(int)>& rows) {
@@ -243,8 +233,8 @@ void GradBuckets::GatherParams(const std::function<torch::Tensor(int)>& rows) {
         int64_t lo = 0, n = 0;
         PartRows(s.rows, parts_, k, &lo, &n);
         if (n == 0) continue;
-        param.narrow(0, lo, n).copy_(b.gathered.narrow(0, k * b.chunk + s.offset, n * s.row_numel)
-                                         .view(RowsShape(s.param, n)));
+        param.narrow(0, lo, n).copy_(
+            b.gathered.narrow(0, k * b.chunk + s.offset, n * s.row_numel).view(RowsShape(s.param, n)));
       }
     }
   }

@@ -76,8 +76,7 @@ class GradBuckets {
   // `slots` must have rows/row_numel filled in; partition and bucket fields are filled here.
   // `parts` is 1 (ZeRO off: AllReduce) or dp->size() (ZeRO-1: ReduceScatter); this rank's part is
   // dp->rank().
-  GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts,
-              int64_t bucket_bytes);
+  GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes);
   ~GradBuckets();
   GradBuckets(const GradBuckets&) = delete;
   GradBuckets& operator=(const GradBuckets&) = delete;

@@ -29,58 +29,46 @@ namespace {
 
 void CheckOptions(const OptimizerOptions& o, const cluster::Communicator* dp) {
   auto bad = [](const std::string& what) { throw ConfigError("optimizer: " + what); };
-  if (!dp)
-    bad("the DP communicator is null; pass the DP group (a 1-rank one without data parallelism)");
-  if (!(o.beta1 >= 0 && o.beta1 < 1))
-    bad("beta1 = " + std::to_string(o.beta1) + " is outside [0, 1)");
-  if (!(o.beta2 >= 0 && o.beta2 < 1))
-    bad("beta2 = " + std::to_string(o.beta2) + " is outside [0, 1)");
+  if (!dp) bad("the DP communicator is null; pass the DP group (a 1-rank one without data parallelism)");
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) bad("beta1 = " + std::to_string(o.beta1) + " is outside [0, 1)");
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) bad("beta2 = " + std::to_string(o.beta2) + " is outside [0, 1)");
   if (!(o.eps > 0)) bad("eps = " + std::to_string(o.eps) + " must be > 0");
-  if (!(o.weight_decay >= 0))
-    bad("weight_decay = " + std::to_string(o.weight_decay) + " must be >= 0");
+  if (!(o.weight_decay >= 0)) bad("weight_decay = " + std::to_string(o.weight_decay) + " must be >= 0");
   if (o.bucket_bytes <= 0) bad("bucket_bytes = " + std::to_string(o.bucket_bytes) + " must be > 0");
 }
 
 void CheckParams(const std::vector<TrainableParam>& params) {
   if (params.empty()) {
-    throw ConfigError(
-        "optimizer: no trainable parameters; check the freeze settings (everything is frozen?)");
+    throw ConfigError("optimizer: no trainable parameters; check the freeze settings (everything is frozen?)");
   }
   const torch::Tensor& first = params.front().param;
   std::set<std::string> names;
   std::set<const void*> impls;
   for (const TrainableParam& p : params) {
-    auto bad = [&](const std::string& what) {
-      throw ConfigError("optimizer: parameter '" + p.name + "': " + what);
-    };
+    auto bad = [&](const std::string& what) { throw ConfigError("optimizer: parameter '" + p.name + "': " + what); };
     if (!p.param.defined()) bad("undefined tensor");
     if (!names.insert(p.name).second) bad("given twice");
-    if (!impls.insert(p.param.unsafeGetTensorImpl()).second)
-      bad("the same tensor as another parameter");
+    if (!impls.insert(p.param.unsafeGetTensorImpl()).second) bad("the same tensor as another parameter");
     const auto t = p.param.scalar_type();
     if (t != torch::kFloat32 && t != torch::kBFloat16 && t != torch::kHalf) {
       bad(std::string("dtype ") + c10::toString(t) + "; expected float32, bfloat16 or float16");
     }
     if (t != first.scalar_type() || p.param.device() != first.device()) {
-      bad(std::string("dtype ") + c10::toString(t) + " on " + p.param.device().str() + " but '" +
-          params.front().name + "' is " + c10::toString(first.scalar_type()) + " on " +
-          first.device().str() + "; all trainable parameters must share dtype and device");
+      bad(std::string("dtype ") + c10::toString(t) + " on " + p.param.device().str() + " but '" + params.front().name +
+          "' is " + c10::toString(first.scalar_type()) + " on " + first.device().str() +
+          "; all trainable parameters must share dtype and device");
     }
     if (!p.param.requires_grad() || !p.param.is_leaf()) bad("not a leaf tensor that requires grad");
     if (p.param.dim() < 1 || p.param.numel() == 0) {
-      bad("shape " + checkpoint::ShapeString(p.param.sizes()) +
-          "; expected at least one dim and one element");
+      bad("shape " + checkpoint::ShapeString(p.param.sizes()) + "; expected at least one dim and one element");
     }
     if (!p.param.is_contiguous()) bad("not contiguous");
     const int64_t dims = p.param.dim();
-    if (static_cast<int64_t>(p.global_shape.size()) != dims ||
-        static_cast<int64_t>(p.tp_offsets.size()) != dims) {
+    if (static_cast<int64_t>(p.global_shape.size()) != dims || static_cast<int64_t>(p.tp_offsets.size()) != dims) {
       bad("global_shape " + checkpoint::ShapeString(p.global_shape) + " and tp_offsets " +
-          checkpoint::ShapeString(p.tp_offsets) + " must have the local tensor's " + std::to_string(dims) +
-          " dims");
+          checkpoint::ShapeString(p.tp_offsets) + " must have the local tensor's " + std::to_string(dims) + " dims");
     }
-    if (p.tp_split_dim < -1 || p.tp_split_dim >= dims)
-      bad("tp_split_dim " + std::to_string(p.tp_split_dim));
+    if (p.tp_split_dim < -1 || p.tp_split_dim >= dims) bad("tp_split_dim " + std::to_string(p.tp_split_dim));
     for (int64_t d = 0; d < dims; ++d) {
       const int64_t local = p.param.size(d);
       const bool split = d == p.tp_split_dim;
@@ -96,9 +84,8 @@ void CheckParams(const std::vector<TrainableParam>& params) {
 
 }  // namespace
 
-DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params,
-                                           cluster::Communicator* dp, cluster::Communicator* tp,
-                                           OptimizerOptions options)
+DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params, cluster::Communicator* dp,
+                                           cluster::Communicator* tp, OptimizerOptions options)
     : options_(options), dp_(dp), tp_(tp && tp->size() > 1 ? tp : nullptr) {
   CheckOptions(options_, dp_);
   CheckParams(params);
@@ -112,8 +99,7 @@ DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params,
     slots.push_back(std::move(s));
   }
   const int parts = options_.zero1 ? dp_->size() : 1;
-  sync_ =
-      std::make_unique<internal::GradBuckets>(std::move(slots), dp_, parts, options_.bucket_bytes);
+  sync_ = std::make_unique<internal::GradBuckets>(std::move(slots), dp_, parts, options_.bucket_bytes);
   torch::NoGradGuard no_grad;
   int64_t elements = 0;
   for (size_t i = 0; i < params.size(); ++i) {
@@ -129,11 +115,10 @@ DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params,
     state_.push_back(std::move(st));
   }
   if (dp_->rank() == 0 && (!tp_ || tp_->rank() == 0)) {
-    LOG(INFO) << "optimizer: AdamW on " << state_.size() << " parameters (" << elements
-              << " local elements, " << c10::toString(state_.front().p.param.scalar_type()) << "), "
-              << sync_->buckets().size() << " bucket(s) (cap " << options_.bucket_bytes
-              << " B), ZeRO-1 " << (options_.zero1 ? "on" : "off") << " over dp=" << dp_->size()
-              << ", overlap " << (options_.overlap ? "on" : "off");
+    LOG(INFO) << "optimizer: AdamW on " << state_.size() << " parameters (" << elements << " local elements, "
+              << c10::toString(state_.front().p.param.scalar_type()) << "), " << sync_->buckets().size()
+              << " bucket(s) (cap " << options_.bucket_bytes << " B), ZeRO-1 " << (options_.zero1 ? "on" : "off")
+              << " over dp=" << dp_->size() << ", overlap " << (options_.overlap ? "on" : "off");
   }
 }
 
@@ -149,8 +134,7 @@ void DistributedOptimizer::PrepareBackward(bool last_micro_step) {
 
 double DistributedOptimizer::GradNormSquared(const std::vector<torch::Tensor>& grads) {
   torch::NoGradGuard no_grad;
-  const bool count_replicated =
-      !tp_ || tp_->rank() == 0;  // TP-replicated grads are equal on every TP rank
+  const bool count_replicated = !tp_ || tp_->rank() == 0;  // TP-replicated grads are equal on every TP rank
   torch::Tensor sum = torch::zeros({1}, grads.front().options().dtype(torch::kFloat64));
   for (size_t i = 0; i < grads.size(); ++i) {
     if (grads[i].numel() == 0) continue;
@@ -181,8 +165,7 @@ StepStats DistributedOptimizer::Step(double lr) {
   stats.buckets_launched_in_backward = sync_->launched_in_backward();
 
   std::vector<torch::Tensor> grads;  // this rank's rows of the DP-summed gradients, fp32
-  for (size_t i = 0; i < state_.size(); ++i)
-    grads.push_back(sync_->ReducedRows(static_cast<int>(i)));
+  for (size_t i = 0; i < state_.size(); ++i) grads.push_back(sync_->ReducedRows(static_cast<int>(i)));
   stats.grad_norm = std::sqrt(GradNormSquared(grads));
   torch::NoGradGuard no_grad;
   if (options_.clip_norm > 0) {
@@ -203,8 +186,7 @@ StepStats DistributedOptimizer::Step(double lr) {
     State& st = state_[i];
     if (st.master.numel() == 0) continue;
     const torch::Tensor& g = grads[i];
-    if (options_.weight_decay > 0 && st.p.weight_decay)
-      st.master.mul_(1.0 - lr * options_.weight_decay);
+    if (options_.weight_decay > 0 && st.p.weight_decay) st.master.mul_(1.0 - lr * options_.weight_decay);
     st.exp_avg.mul_(b1).add_(g, 1.0 - b1);
     st.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
     const torch::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
@@ -218,12 +200,11 @@ StepStats DistributedOptimizer::Step(double lr) {
       if (!st.master_is_param) st.p.param.detach().copy_(st.master);
     }
   }
-  stats.optimizer_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  stats.optimizer_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   VLOG(1) << "optimizer step " << step_ << ": lr " << lr << ", grad norm " << stats.grad_norm
-          << (stats.clipped ? " (clipped)" : "") << ", sync wait " << stats.sync_wait_ms
-          << " ms, update " << stats.optimizer_ms << " ms, " << stats.buckets_launched_in_backward
-          << "/" << stats.buckets << " buckets overlapped";
+          << (stats.clipped ? " (clipped)" : "") << ", sync wait " << stats.sync_wait_ms << " ms, update "
+          << stats.optimizer_ms << " ms, " << stats.buckets_launched_in_backward << "/" << stats.buckets
+          << " buckets overlapped";
   return stats;
 }
 
@@ -233,18 +214,15 @@ std::vector<checkpoint::LocalShard> DistributedOptimizer::StateShards() const {
   for (size_t i = 0; i < state_.size(); ++i) {
     const State& st = state_[i];
     const internal::ParamSlot& s = sync_->slots()[i];
-    if (st.p.tp_split_dim < 0 && tp_rank != 0) continue;  // replicated over TP: TP rank 0 stores it
-    if (sync_->parts() == 1 && dp_->rank() != 0)
-      continue;                      // replicated over DP: DP rank 0 stores it
-    if (s.part_rows == 0) continue;  // ZeRO-1 left this rank no rows
+    if (st.p.tp_split_dim < 0 && tp_rank != 0) continue;    // replicated over TP: TP rank 0 stores it
+    if (sync_->parts() == 1 && dp_->rank() != 0) continue;  // replicated over DP: DP rank 0 stores it
+    if (s.part_rows == 0) continue;                         // ZeRO-1 left this rank no rows
     std::vector<int64_t> offsets = st.p.tp_offsets;
     offsets[0] += s.part_row_lo;
-    for (const auto& [prefix, t] :
-         {std::pair<const char*, const torch::Tensor*>{"optim.master.", &st.master},
-          {"optim.exp_avg.", &st.exp_avg},
-          {"optim.exp_avg_sq.", &st.exp_avg_sq}}) {
-      shards.push_back(
-          checkpoint::LocalShard{prefix + st.p.name, t->detach(), st.p.global_shape, offsets});
+    for (const auto& [prefix, t] : {std::pair<const char*, const torch::Tensor*>{"optim.master.", &st.master},
+                                    {"optim.exp_avg.", &st.exp_avg},
+                                    {"optim.exp_avg_sq.", &st.exp_avg_sq}}) {
+      shards.push_back(checkpoint::LocalShard{prefix + st.p.name, t->detach(), st.p.global_shape, offsets});
     }
   }
   return shards;
@@ -258,8 +236,7 @@ void DistributedOptimizer::LoadState(const checkpoint::CheckpointReader& reader,
     const std::string master = "optim.master." + st.p.name;
     const std::string avg = "optim.exp_avg." + st.p.name;
     const std::string avg_sq = "optim.exp_avg_sq." + st.p.name;
-    for (const std::string& n : {master, avg, avg_sq})
-      reader.ExpectTensor(n, st.p.global_shape, torch::kFloat32);
+    for (const std::string& n : {master, avg, avg_sq}) reader.ExpectTensor(n, st.p.global_shape, torch::kFloat32);
     // The whole local tensor of the masters sets the parameter (no all-gather needed), its rows the
     // master.
     const auto cpu32 = torch::TensorOptions().dtype(torch::kFloat32);
@@ -286,14 +263,8 @@ int DistributedOptimizer::Index(const std::string& name) const {
   throw ConfigError("optimizer: no trainable parameter named '" + name + "'");
 }
 
-torch::Tensor DistributedOptimizer::master(const std::string& name) const {
-  return state_[Index(name)].master;
-}
-torch::Tensor DistributedOptimizer::exp_avg(const std::string& name) const {
-  return state_[Index(name)].exp_avg;
-}
-torch::Tensor DistributedOptimizer::exp_avg_sq(const std::string& name) const {
-  return state_[Index(name)].exp_avg_sq;
-}
+torch::Tensor DistributedOptimizer::master(const std::string& name) const { return state_[Index(name)].master; }
+torch::Tensor DistributedOptimizer::exp_avg(const std::string& name) const { return state_[Index(name)].exp_avg; }
+torch::Tensor DistributedOptimizer::exp_avg_sq(const std::string& name) const { return state_[Index(name)].exp_avg_sq; }
 
 }  // namespace lcl::optim

@@ -49,9 +49,9 @@ struct OptimizerOptions {
   double beta1 = 0.9;
   double beta2 = 0.999;
   double eps = 1e-8;
-  double weight_decay = 0.0;  // decoupled (AdamW), for params with TrainableParam::weight_decay
-  double clip_norm = 1.0;     // clip the global grad norm to this; <= 0 disables clipping
-  bool zero1 = true;          // partition optimizer state over DP (ReduceScatter + AllGather)
+  double weight_decay = 0.0;        // decoupled (AdamW), for params with TrainableParam::weight_decay
+  double clip_norm = 1.0;           // clip the global grad norm to this; <= 0 disables clipping
+  bool zero1 = true;                // partition optimizer state over DP (ReduceScatter + AllGather)
   int64_t bucket_bytes = 25 << 20;  // fp32 gradient bytes per reduction bucket
   bool overlap = true;              // launch each bucket's reduction during the last backward
 };
@@ -71,8 +71,8 @@ class DistributedOptimizer {
   // `dp` must outlive the optimizer; `tp` may be null (no TP). Every parameter must have the same
   // dtype (float32, bfloat16 or float16) and device. Throws lcl::ConfigError for bad parameters or
   // options.
-  DistributedOptimizer(std::vector<TrainableParam> params, cluster::Communicator* dp,
-                       cluster::Communicator* tp, OptimizerOptions options);
+  DistributedOptimizer(std::vector<TrainableParam> params, cluster::Communicator* dp, cluster::Communicator* tp,
+                       OptimizerOptions options);
   ~DistributedOptimizer();
   DistributedOptimizer(const DistributedOptimizer&) = delete;
   DistributedOptimizer& operator=(const DistributedOptimizer&) = delete;
@@ -88,10 +88,10 @@ class DistributedOptimizer {
   // when the caller did not, so the step reads either way; calling it by name puts the reduction's wait where a
   // reader of the training step can see it.
   double WaitGradReduction();
-  // Collective over DP and TP. Waits for the reductions (WaitGradReduction() unless already called) (launching buckets whose parameters took
-  // part in no backward), computes the global grad norm, clips, runs AdamW on this rank's rows with
-  // learning rate `lr`, and all-gathers the updated parameters. Deterministic: same inputs give
-  // bitwise-identical parameters.
+  // Collective over DP and TP. Waits for the reductions (WaitGradReduction() unless already called) (launching buckets
+  // whose parameters took part in no backward), computes the global grad norm, clips, runs AdamW on this rank's rows
+  // with learning rate `lr`, and all-gathers the updated parameters. Deterministic: same inputs give bitwise-identical
+  // parameters.
   StepStats Step(double lr);
   int64_t step() const { return step_; }
 

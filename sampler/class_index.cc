@@ -31,8 +31,7 @@ bool HasExtension(const fs::path& p, const std::vector<std::string>& exts) {
 
 // Lists image files directly under `dir` as paths relative to `root`, sorted; throws with the OS
 // reason.
-std::vector<std::string> ListImages(const fs::path& dir, const fs::path& root,
-                                    const IndexOptions& options) {
+std::vector<std::string> ListImages(const fs::path& dir, const fs::path& root, const IndexOptions& options) {
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
   if (ec) throw DataError("cannot read directory " + dir.string() + ": " + ec.message());
@@ -57,8 +56,7 @@ std::vector<SynsetEntry> SynsetsFromFolders(const fs::path& train) {
   }
   std::sort(wnids.begin(), wnids.end());
   std::vector<SynsetEntry> out;
-  for (size_t i = 0; i < wnids.size(); ++i)
-    out.push_back({int(i + 1), wnids[i], wnids[i], wnids[i]});
+  for (size_t i = 0; i < wnids.size(); ++i) out.push_back({int(i + 1), wnids[i], wnids[i], wnids[i]});
   return out;
 }
 
@@ -76,22 +74,21 @@ std::map<std::string, std::string> ReadValSolution(const std::string& path) {
     if (line.empty() || (line_no == 1 && line.rfind("ImageId", 0) == 0)) continue;
     size_t comma = line.find(',');
     if (comma == std::string::npos) {
-      throw DataError(path + ":" + std::to_string(line_no) +
-                      ": expected \"ImageId,wnid ...\", found \"" + line.substr(0, 80) + "\"");
+      throw DataError(path + ":" + std::to_string(line_no) + ": expected \"ImageId,wnid ...\", found \"" +
+                      line.substr(0, 80) + "\"");
     }
     std::string image = fs::path(Trim(line.substr(0, comma))).stem().string();
     std::istringstream rest(line.substr(comma + 1));
     std::string wnid;
     rest >> wnid;
-    if (wnid.empty())
-      throw DataError(path + ":" + std::to_string(line_no) + ": no wnid after the comma");
+    if (wnid.empty()) throw DataError(path + ":" + std::to_string(line_no) + ": no wnid after the comma");
     out[image] = wnid;
   }
   return out;
 }
 
-void IndexVal(const fs::path& root, const IndexOptions& options,
-              std::map<std::string, size_t>& by_wnid, ImageNetIndex& index) {
+void IndexVal(const fs::path& root, const IndexOptions& options, std::map<std::string, size_t>& by_wnid,
+              ImageNetIndex& index) {
   fs::path val = root / "val";
   std::error_code ec;
   if (!fs::is_directory(val, ec)) return;
@@ -136,11 +133,10 @@ std::vector<SynsetEntry> ReadSynsetMapping(const std::string& path) {
     size_t space = line.find_first_of(" \t");
     std::string where = path + ":" + std::to_string(line_no);
     if (space == std::string::npos) {
-      throw DataError(
-          where +
-          ": expected \"<wnid> <name>[, synonyms]\" (e.g. \"n01440764 tench, Tinca tinca\"),"
-          " found \"" +
-          line.substr(0, 80) + "\"");
+      throw DataError(where +
+                      ": expected \"<wnid> <name>[, synonyms]\" (e.g. \"n01440764 tench, Tinca tinca\"),"
+                      " found \"" +
+                      line.substr(0, 80) + "\"");
     }
     SynsetEntry e;
     e.id = static_cast<int>(out.size() + 1);
@@ -148,8 +144,7 @@ std::vector<SynsetEntry> ReadSynsetMapping(const std::string& path) {
     e.full_name = Trim(line.substr(space + 1));
     e.name = Trim(e.full_name.substr(0, e.full_name.find(',')));
     if (!seen.emplace(e.wnid, line_no).second) {
-      throw DataError(where + ": wnid " + e.wnid + " already listed on line " +
-                      std::to_string(seen[e.wnid]));
+      throw DataError(where + ": wnid " + e.wnid + " already listed on line " + std::to_string(seen[e.wnid]));
     }
     out.push_back(std::move(e));
   }
@@ -197,8 +192,7 @@ ImageNetIndex IndexImageNetRoot(const std::string& root_str, const IndexOptions&
     }
     index.classes[cls->second].train = ListImages(it->path(), root, options);
   }
-  if (ec)
-    throw DataError("cannot read directory " + (root / "train").string() + ": " + ec.message());
+  if (ec) throw DataError("cannot read directory " + (root / "train").string() + ": " + ec.message());
   IndexVal(root, options, by_wnid, index);
   for (ClassImages& c : index.classes) {
     std::sort(c.val.begin(), c.val.end());
@@ -234,12 +228,10 @@ void WriteIndexJson(const ImageNetIndex& index, const ClassSplit& split, const s
                        {"train", c.train.size()},
                        {"val", c.val.size()}});
   }
-  nlohmann::json doc = {{"root", index.root},
-                        {"num_classes", index.classes.size()},
-                        {"num_train", index.num_train},
-                        {"num_val", index.num_val},
-                        {"classes", classes},
-                        {"split", {{"train", split.train_ids}, {"test", split.test_ids}}}};
+  nlohmann::json doc = {
+      {"root", index.root},           {"num_classes", index.classes.size()},
+      {"num_train", index.num_train}, {"num_val", index.num_val},
+      {"classes", classes},           {"split", {{"train", split.train_ids}, {"test", split.test_ids}}}};
   std::ofstream out(path, std::ios::trunc);
   out << doc.dump(1) << "\n";
   out.flush();

@@ -33,8 +33,7 @@ struct ClassImages {
 };
 
 struct IndexOptions {
-  std::string
-      synset_path;  // default: <root>/LOC_synset_mapping.txt, else the sorted train/ folders
+  std::string synset_path;   // default: <root>/LOC_synset_mapping.txt, else the sorted train/ folders
   std::string val_solution;  // default: <root>/LOC_val_solution.csv when present
   std::vector<std::string> extensions = {".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG"};
 };

@@ -36,9 +36,8 @@ struct EpisodeConfig {
 };
 
 struct ImageRef {
-  std::string path;  // relative to the ImageNet root
-  int class_pos =
-      -1;  // the class it shows (position in its table): a bad image is replaced from this class
+  std::string path;    // relative to the ImageNet root
+  int class_pos = -1;  // the class it shows (position in its table): a bad image is replaced from this class
 };
 
 struct ExampleTurn {

@@ -22,18 +22,14 @@ Format Sniff(const std::vector<uint8_t>& b) {
   return Format::kOther;
 }
 
-[[noreturn]] void Bad(const std::string& path, const std::string& reason) {
-  throw DataError(path + ": " + reason);
-}
+[[noreturn]] void Bad(const std::string& path, const std::string& reason) { throw DataError(path + ": " + reason); }
 
 // Width x height from the JPEG SOFn or PNG IHDR header, read before decoding so that a
 // decompression bomb is rejected without allocating it. {0, 0} when the header is not found (the
 // decoder then decides).
 std::pair<int64_t, int64_t> HeaderSize(const std::vector<uint8_t>& b, Format f) {
   if (f == Format::kPng && b.size() >= 24) {
-    auto be32 = [&](size_t i) {
-      return (int64_t(b[i]) << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3];
-    };
+    auto be32 = [&](size_t i) { return (int64_t(b[i]) << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]; };
     return {be32(16), be32(20)};
   }
   if (f != Format::kJpeg) return {0, 0};
@@ -96,8 +92,7 @@ cv::Mat SquareAndResize(const cv::Mat& bgr, const ImageSpec& spec) {
   const double scale = double(spec.size) / side;
   const int w = std::clamp(int(std::lround(bgr.cols * scale)), 1, spec.size);
   const int h = std::clamp(int(std::lround(bgr.rows * scale)), 1, spec.size);
-  cv::Scalar fill(std::round(spec.mean[2] * 255), std::round(spec.mean[1] * 255),
-                  std::round(spec.mean[0] * 255));
+  cv::Scalar fill(std::round(spec.mean[2] * 255), std::round(spec.mean[1] * 255), std::round(spec.mean[0] * 255));
   cv::Mat out(spec.size, spec.size, CV_8UC3, fill);
   cv::Mat roi = out(cv::Rect((spec.size - w) / 2, (spec.size - h) / 2, w, h));
   cv::resize(bgr, roi, roi.size(), 0, 0, side > spec.size ? cv::INTER_AREA : cv::INTER_CUBIC);
@@ -106,18 +101,15 @@ cv::Mat SquareAndResize(const cv::Mat& bgr, const ImageSpec& spec) {
 
 }  // namespace
 
-torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path,
-                                   const ImageSpec& spec) {
+torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path, const ImageSpec& spec) {
   if (bytes.empty()) Bad(path, "empty file (0 bytes)");
   Format format = Sniff(bytes);
   auto [w, h] = HeaderSize(bytes, format);
   if (w * h > spec.max_pixels) {
     Bad(path, std::to_string(w) + "x" + std::to_string(h) + " = " + std::to_string(w * h) +
-                  " pixels is over the limit of " + std::to_string(spec.max_pixels) +
-                  " (image.max_pixels)");
+                  " pixels is over the limit of " + std::to_string(spec.max_pixels) + " (image.max_pixels)");
   }
-  if (format == Format::kJpeg && !JpegComplete(bytes))
-    Bad(path, "truncated JPEG (no end-of-image marker)");
+  if (format == Format::kJpeg && !JpegComplete(bytes)) Bad(path, "truncated JPEG (no end-of-image marker)");
   if (format == Format::kPng && !PngComplete(bytes)) Bad(path, "truncated PNG (no IEND chunk)");
   // Decoding by content: a PNG named .JPEG decodes as the PNG it is. IMREAD_COLOR turns grayscale
   // and CMYK into 3-channel BGR.
@@ -127,8 +119,8 @@ torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std:
                                        : "corrupt image data (the decoder failed)");
   }
   if (int64_t(bgr.cols) * bgr.rows > spec.max_pixels) {
-    Bad(path, std::to_string(bgr.cols) + "x" + std::to_string(bgr.rows) +
-                  " is over the pixel limit of " + std::to_string(spec.max_pixels));
+    Bad(path, std::to_string(bgr.cols) + "x" + std::to_string(bgr.rows) + " is over the pixel limit of " +
+                  std::to_string(spec.max_pixels));
   }
   // Stays BGR until normalisation, which reads channel 2 - c: one full-image pass fewer than
   // cvtColor.
@@ -158,12 +150,8 @@ torch::Tensor LoadImage(const std::string& path, const ImageSpec& spec) {
   return PreprocessImageBytes(ReadFile(path), path, spec);
 }
 
-ImageLoader::ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction,
-                         uint64_t min_window)
-    : root_(std::move(root)),
-      spec_(spec),
-      max_bad_fraction_(max_bad_fraction),
-      min_window_(min_window) {}
+ImageLoader::ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction, uint64_t min_window)
+    : root_(std::move(root)), spec_(spec), max_bad_fraction_(max_bad_fraction), min_window_(min_window) {}
 
 std::string ImageLoader::FullPath(const std::string& path) const {
   return !path.empty() && path[0] == '/' ? path : root_ + "/" + path;
@@ -181,8 +169,7 @@ torch::Tensor ImageLoader::Load(const ImageRef& ref, const std::vector<std::stri
     }
     if (pool.empty()) break;
     // Keyed by the original path and the attempt only: independent of rank, batch and timing.
-    CounterRng rng(
-        {StableHash(ref.path), static_cast<uint64_t>(attempt), 0x7265706cULL});  // "repl"
+    CounterRng rng({StableHash(ref.path), static_cast<uint64_t>(attempt), 0x7265706cULL});  // "repl"
     path = pool[rng.Below(pool.size())];
   }
   throw DataError(FullPath(ref.path) + ": bad, and " + std::to_string(kMaxAttempts) +

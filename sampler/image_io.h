@@ -24,8 +24,7 @@ struct ImageSpec {
   int size = 224;                                                      // the tower's input side
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};  // CLIP, RGB
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
-  int64_t max_pixels =
-      89478485;  // PIL's decompression-bomb limit: a bigger image is rejected unread
+  int64_t max_pixels = 89478485;  // PIL's decompression-bomb limit: a bigger image is rejected unread
 };
 
 // Reads and preprocesses one file into [3, size, size] float32 (RGB). Throws lcl::DataError "path:
@@ -33,8 +32,7 @@ struct ImageSpec {
 // JPEG/PNG, or an image over max_pixels. NotBuiltError without OpenCV.
 torch::Tensor LoadImage(const std::string& path, const ImageSpec& spec);
 // The same from bytes already in memory; `path` is only used in messages.
-torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path,
-                                   const ImageSpec& spec);
+torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path, const ImageSpec& spec);
 
 // Loads episode images from an ImageNet root, replacing bad ones. Thread-safe.
 class ImageLoader {
@@ -42,12 +40,11 @@ class ImageLoader {
   // max_bad_fraction: the run stops (DataError) once bad images exceed this fraction of those
   // loaded, counted over at least `min_window` images so that one early bad file does not end a
   // run.
-  ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction = 0.01,
-              uint64_t min_window = 100);
+  ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction = 0.01, uint64_t min_window = 100);
 
-  // Loads `ref` (its path relative to the root, or absolute); when it is bad, loads a replacement drawn from `pool` (the class's images) by a
-  // hash of the bad path and the attempt number, so every run and every DP layout picks the same
-  // one.
+  // Loads `ref` (its path relative to the root, or absolute); when it is bad, loads a replacement drawn from `pool`
+  // (the class's images) by a hash of the bad path and the attempt number, so every run and every DP layout picks the
+  // same one.
   torch::Tensor Load(const ImageRef& ref, const std::vector<std::string>& pool);
 
   uint64_t loaded() const { return loaded_; }

@@ -94,8 +94,7 @@ IsekaiFile ReadIsekaiFile(const std::string& path, const std::string& image_root
     const fs::path dir = fs::path(path).parent_path();
     file.image_root = dir.empty() ? "." : dir.string();
   }
-  internal::ForEachJsonLine(in, path,
-                            [&](const internal::JsonLine& line) { file.items.push_back(ParseItem(line)); });
+  internal::ForEachJsonLine(in, path, [&](const internal::JsonLine& line) { file.items.push_back(ParseItem(line)); });
   if (file.items.empty()) {
     throw DataError(path +
                     ": no ISEKAI lines; expected one JSON object per line with image_name, positive_list, "

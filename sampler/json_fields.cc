@@ -29,8 +29,8 @@ nlohmann::json ParseJsonLine(const std::string& text, const std::string& path, s
   try {
     nlohmann::json obj = nlohmann::json::parse(text);
     if (!obj.is_object()) {
-      throw DataError(path + ":" + std::to_string(line_no) +
-                      ": expected a JSON object per line, found " + JsonTypeName(obj));
+      throw DataError(path + ":" + std::to_string(line_no) + ": expected a JSON object per line, found " +
+                      JsonTypeName(obj));
     }
     return obj;
   } catch (const nlohmann::json::parse_error& e) {
@@ -64,8 +64,7 @@ std::vector<std::string> JsonLine::StringList(const std::string& field) const {
   out.reserve(arr.size());
   for (size_t i = 0; i < arr.size(); ++i) {
     if (!arr[i].is_string()) {
-      Fail(field,
-           "element " + std::to_string(i) + ": expected a string, found " + JsonTypeName(arr[i]));
+      Fail(field, "element " + std::to_string(i) + ": expected a string, found " + JsonTypeName(arr[i]));
     }
     out.push_back(arr[i].get<std::string>());
   }

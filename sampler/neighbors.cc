@@ -23,8 +23,7 @@ std::vector<float> Normalised(const FeatureMatrix& m) {
   return out;
 }
 
-double Dot(const std::vector<float>& a, int64_t i, const std::vector<float>& b, int64_t j,
-           int64_t d) {
+double Dot(const std::vector<float>& a, int64_t i, const std::vector<float>& b, int64_t j, int64_t d) {
   double s = 0;
   for (int64_t k = 0; k < d; ++k) s += double(a[i * d + k]) * b[j * d + k];
   return s;
@@ -32,13 +31,11 @@ double Dot(const std::vector<float>& a, int64_t i, const std::vector<float>& b, 
 
 }  // namespace
 
-std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image,
-                                                 const FeatureMatrix* text,
+std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image, const FeatureMatrix* text,
                                                  const SimilarityWeights& w) {
   if (text != nullptr && (text->rows != image.rows || text->cols != image.cols)) {
-    throw DataError("text features are [" + std::to_string(text->rows) + ", " +
-                    std::to_string(text->cols) + "] but image features are [" +
-                    std::to_string(image.rows) + ", " + std::to_string(image.cols) +
+    throw DataError("text features are [" + std::to_string(text->rows) + ", " + std::to_string(text->cols) +
+                    "] but image features are [" + std::to_string(image.rows) + ", " + std::to_string(image.cols) +
                     "]; both must be [classes, dim] in the same class order");
   }
   const int64_t c = image.rows, d = image.cols;
@@ -48,16 +45,14 @@ std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image,
   for (int64_t i = 0; i < c; ++i) {
     for (int64_t j = 0; j < c; ++j) {
       double s = w.ii * Dot(im, i, im, j, d);
-      if (text != nullptr)
-        s += w.tt * Dot(tx, i, tx, j, d) + w.it * (Dot(im, i, tx, j, d) + Dot(tx, i, im, j, d));
+      if (text != nullptr) s += w.tt * Dot(tx, i, tx, j, d) + w.it * (Dot(im, i, tx, j, d) + Dot(tx, i, im, j, d));
       sim[size_t(i)][size_t(j)] = s;
     }
   }
   return sim;
 }
 
-std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double>>& sim,
-                                            int intervals, uint64_t seed) {
+std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double>>& sim, int intervals, uint64_t seed) {
   const int c = int(sim.size());
   std::vector<std::vector<int>> out(static_cast<size_t>(c));
   for (int i = 0; i < c; ++i) {
@@ -65,9 +60,8 @@ std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double
     for (int j = 0; j < c; ++j) {
       if (j != i) others.push_back(j);
     }
-    std::stable_sort(others.begin(), others.end(), [&](int a, int b) {
-      return sim[size_t(i)][size_t(a)] > sim[size_t(i)][size_t(b)];
-    });
+    std::stable_sort(others.begin(), others.end(),
+                     [&](int a, int b) { return sim[size_t(i)][size_t(a)] > sim[size_t(i)][size_t(b)]; });
     const int m = int(others.size()), n = std::min(intervals, m);
     CounterRng rng({seed, uint64_t(i), 0x6e6569676862ULL});  // "neighb"
     for (int k = 0; k < n; ++k) {
@@ -78,15 +72,13 @@ std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double
   return out;
 }
 
-PairsTable MakePairsTable(const std::vector<ClassImages>& classes,
-                          const std::vector<std::vector<int>>& neighbors, int samples,
-                          uint64_t seed) {
+PairsTable MakePairsTable(const std::vector<ClassImages>& classes, const std::vector<std::vector<int>>& neighbors,
+                          int samples, uint64_t seed) {
   std::vector<ClassPairs> rows;
   for (size_t i = 0; i < classes.size(); ++i) {
     std::vector<std::string> pool = classes[i].train;
     pool.insert(pool.end(), classes[i].val.begin(), classes[i].val.end());
-    if (pool.empty())
-      throw DataError("class " + classes[i].synset.wnid + " has no images; cannot list samples");
+    if (pool.empty()) throw DataError("class " + classes[i].synset.wnid + " has no images; cannot list samples");
     CounterRng rng({seed, uint64_t(i), 0x73616d70ULL});  // "samp"
     rng.Shuffle(pool);
     if (pool.size() > size_t(samples)) pool.resize(size_t(samples));
@@ -96,8 +88,7 @@ PairsTable MakePairsTable(const std::vector<ClassImages>& classes,
     for (int j : neighbors[i]) {
       const std::vector<std::string>& s = rows[size_t(j)].samples;
       CounterRng rng({seed, uint64_t(i), uint64_t(j), 0x696d67ULL});
-      rows[i].neighbors.push_back(
-          {rows[size_t(j)].class_id, rows[size_t(j)].class_name, s[rng.Below(s.size())]});
+      rows[i].neighbors.push_back({rows[size_t(j)].class_id, rows[size_t(j)].class_name, s[rng.Below(s.size())]});
     }
   }
   return PairsTable::FromClasses(std::move(rows), "neighbour table");

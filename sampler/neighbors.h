@@ -30,21 +30,18 @@ struct SimilarityWeights {
 };
 
 // [C, C] class similarity. `text` may be null: then image-image only (w_ii * ii).
-std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image,
-                                                 const FeatureMatrix* text,
+std::vector<std::vector<double>> ClassSimilarity(const FeatureMatrix& image, const FeatureMatrix* text,
                                                  const SimilarityWeights& weights);
 
 // For each class, the others ranked by similarity (ties by index) and split into `intervals`
 // near-equal slices; one class drawn uniformly per slice, nearest slice first. Pure in (sim,
 // intervals, seed).
-std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double>>& sim,
-                                            int intervals, uint64_t seed);
+std::vector<std::vector<int>> DrawNeighbors(const std::vector<std::vector<double>>& sim, int intervals, uint64_t seed);
 
 // The official table for `classes` (rows of the neighbour lists index into it): up to `samples`
 // images per class (seeded draw from its train and val images) and, per neighbour, one of its
 // images.
-PairsTable MakePairsTable(const std::vector<ClassImages>& classes,
-                          const std::vector<std::vector<int>>& neighbors, int samples,
-                          uint64_t seed);
+PairsTable MakePairsTable(const std::vector<ClassImages>& classes, const std::vector<std::vector<int>>& neighbors,
+                          int samples, uint64_t seed);
 
 }  // namespace lcl::sampler

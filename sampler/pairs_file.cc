@@ -26,8 +26,7 @@ std::ifstream OpenForRead(const std::string& path, const char* what, const char*
 
 std::ofstream OpenForWrite(const std::string& path) {
   std::ofstream out(path, std::ios::trunc);
-  if (!out)
-    throw DataError("cannot open " + path + " for writing; check that its directory exists");
+  if (!out) throw DataError("cannot open " + path + " for writing; check that its directory exists");
   return out;
 }
 
@@ -44,16 +43,14 @@ ClassPairs ParseClassLine(const JsonLine& line) {
   const nlohmann::json& nbrs = line.Array("neighbors");
   for (size_t j = 0; j < nbrs.size(); ++j) {
     const nlohmann::json& n = nbrs[j];
-    bool ok = n.is_array() && n.size() == 3 && (n[0].is_string() || n[0].is_number_integer()) &&
-              n[1].is_string() && n[2].is_string();
+    bool ok = n.is_array() && n.size() == 3 && (n[0].is_string() || n[0].is_number_integer()) && n[1].is_string() &&
+              n[2].is_string();
     if (!ok) {
-      line.Fail("neighbors",
-                "element " + std::to_string(j) +
-                    ": expected [class_id, class_name, image_path] (3 strings), found " +
-                    n.dump().substr(0, 120));
+      line.Fail("neighbors", "element " + std::to_string(j) +
+                                 ": expected [class_id, class_name, image_path] (3 strings), found " +
+                                 n.dump().substr(0, 120));
     }
-    std::string id =
-        n[0].is_string() ? n[0].get<std::string>() : std::to_string(n[0].get<long long>());
+    std::string id = n[0].is_string() ? n[0].get<std::string>() : std::to_string(n[0].get<long long>());
     c.neighbors.push_back({id, n[1].get<std::string>(), n[2].get<std::string>()});
   }
   return c;
@@ -69,8 +66,7 @@ PairsTable PairsTable::Read(const std::string& path) {
     classes.push_back(ParseClassLine(line));
     lines.push_back(line.line_no);
   });
-  if (classes.empty())
-    throw DataError(path + ": no class lines; expected one JSON object per class");
+  if (classes.empty()) throw DataError(path + ": no class lines; expected one JSON object per class");
   return Build(std::move(classes), path, lines);
 }
 
@@ -82,8 +78,8 @@ PairsTable PairsTable::Build(std::vector<ClassPairs> classes, const std::string&
                              const std::vector<size_t>& lines) {
   // "file:line N" when read from a file, "origin: class N" when built in memory.
   auto where = [&](size_t i) {
-    std::string at = lines.empty() ? origin + ": class " + std::to_string(i + 1)
-                                   : origin + ":" + std::to_string(lines[i]);
+    std::string at =
+        lines.empty() ? origin + ": class " + std::to_string(i + 1) : origin + ":" + std::to_string(lines[i]);
     return at + " (class_id \"" + classes[i].class_id + "\")";
   };
   PairsTable t;
@@ -91,11 +87,9 @@ PairsTable PairsTable::Build(std::vector<ClassPairs> classes, const std::string&
   for (size_t i = 0; i < classes.size(); ++i) {
     const ClassPairs& c = classes[i];
     if (!pos.emplace(c.class_id, static_cast<int>(i)).second) {
-      throw DataError(where(i) +
-                      ": duplicate class_id; each class must appear on exactly one line");
+      throw DataError(where(i) + ": duplicate class_id; each class must appear on exactly one line");
     }
-    if (c.samples.empty())
-      throw DataError(where(i) + ": field \"samples\" is empty; need at least one image");
+    if (c.samples.empty()) throw DataError(where(i) + ": field \"samples\" is empty; need at least one image");
   }
   t.neighbor_index_.resize(classes.size());
   for (size_t i = 0; i < classes.size(); ++i) {
@@ -103,11 +97,10 @@ PairsTable PairsTable::Build(std::vector<ClassPairs> classes, const std::string&
       const Neighbor& n = classes[i].neighbors[j];
       auto it = pos.find(n.class_id);
       if (it == pos.end()) {
-        throw DataError(
-            where(i) + ": field \"neighbors\" element " + std::to_string(j) +
-            " names unknown class_id \"" + n.class_id + "\" (" + n.class_name +
-            "); every neighbour must be a class with its own line in the same file, because "
-            "negative images are drawn from its samples. Remove the entry or add the class.");
+        throw DataError(where(i) + ": field \"neighbors\" element " + std::to_string(j) + " names unknown class_id \"" +
+                        n.class_id + "\" (" + n.class_name +
+                        "); every neighbour must be a class with its own line in the same file, because "
+                        "negative images are drawn from its samples. Remove the entry or add the class.");
       }
       if (it->second == static_cast<int>(i)) {
         throw DataError(where(i) + ": lists itself as neighbour " + std::to_string(j) +
@@ -125,10 +118,8 @@ void PairsTable::Write(const std::string& path) const {
   for (const ClassPairs& c : classes_) {
     nlohmann::json nbrs = nlohmann::json::array();
     for (const Neighbor& n : c.neighbors) nbrs.push_back({n.class_id, n.class_name, n.image_path});
-    nlohmann::json obj = {{"class_id", c.class_id},
-                          {"class_name", c.class_name},
-                          {"samples", c.samples},
-                          {"neighbors", nbrs}};
+    nlohmann::json obj = {
+        {"class_id", c.class_id}, {"class_name", c.class_name}, {"samples", c.samples}, {"neighbors", nbrs}};
     out << obj.dump() << "\n";
   }
   CheckWritten(out, path);
@@ -154,15 +145,14 @@ std::vector<TestClass> ReadTestPairs(const std::string& path) {
   std::ifstream in = OpenForRead(path, "test pairs file", "test100_pairs.jsonl");
   std::vector<TestClass> out;
   internal::ForEachJsonLine(in, path, [&](const JsonLine& line) {
-    TestClass c{line.String("class_id"), line.String("class_name"),
-                line.StringList("context_samples"), line.StringList("test_samples")};
+    TestClass c{line.String("class_id"), line.String("class_name"), line.StringList("context_samples"),
+                line.StringList("test_samples")};
     if (c.context_samples.empty()) line.Fail("context_samples", "empty; need at least one image");
     out.push_back(std::move(c));
   });
   if (out.empty() || out.size() % 2 != 0) {
-    throw DataError(
-        path + ": " + std::to_string(out.size()) +
-        " classes; expected a positive even number (classes 2k and 2k+1 form a 2-way pair)");
+    throw DataError(path + ": " + std::to_string(out.size()) +
+                    " classes; expected a positive even number (classes 2k and 2k+1 form a 2-way pair)");
   }
   return out;
 }

@@ -50,8 +50,7 @@ class PairsTable {
 
  private:
   // `lines` gives each class's line in the source file (empty when built in memory).
-  static PairsTable Build(std::vector<ClassPairs> classes, const std::string& origin,
-                          const std::vector<size_t>& lines);
+  static PairsTable Build(std::vector<ClassPairs> classes, const std::string& origin, const std::vector<size_t>& lines);
 
   std::vector<ClassPairs> classes_;
   std::vector<std::vector<int>> neighbor_index_;  // [class][neighbour] -> position in classes_

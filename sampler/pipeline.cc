@@ -8,17 +8,16 @@
 
 namespace lcl::sampler {
 
-EpisodePipeline::EpisodePipeline(const TrainEpisodes& episodes, const Tokenizer& tokenizer,
-                                 PromptConfig prompt, ImageLoader& loader)
+EpisodePipeline::EpisodePipeline(const TrainEpisodes& episodes, const Tokenizer& tokenizer, PromptConfig prompt,
+                                 ImageLoader& loader)
     : episode_of_([&episodes](const EpisodeKey& k) { return episodes.Build(k.epoch, k.index); }),
       pool_of_([&episodes](int c) { return episodes.table().classes()[c].samples; }),
       tokenizer_(tokenizer),
       prompt_(std::move(prompt)),
       loader_(loader) {}
 
-EpisodePipeline::EpisodePipeline(const EvalEpisodes& episodes,
-                                 const std::vector<TestClass>& classes, const Tokenizer& tokenizer,
-                                 PromptConfig prompt, ImageLoader& loader)
+EpisodePipeline::EpisodePipeline(const EvalEpisodes& episodes, const std::vector<TestClass>& classes,
+                                 const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader)
     : episode_of_([&episodes](const EpisodeKey& k) { return episodes.Build(k.index); }),
       pool_of_([&classes](int c) { return classes[c].context_samples; }),
       tokenizer_(tokenizer),
@@ -26,8 +25,8 @@ EpisodePipeline::EpisodePipeline(const EvalEpisodes& episodes,
       loader_(loader) {}
 
 EpisodePipeline::EpisodePipeline(std::function<Episode(const EpisodeKey&)> episode_of,
-                                 std::function<std::vector<std::string>(int)> pool_of,
-                                 const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader)
+                                 std::function<std::vector<std::string>(int)> pool_of, const Tokenizer& tokenizer,
+                                 PromptConfig prompt, ImageLoader& loader)
     : episode_of_(std::move(episode_of)),
       pool_of_(std::move(pool_of)),
       tokenizer_(tokenizer),
@@ -79,9 +78,8 @@ MicroBatch EpisodePipeline::Build(const std::vector<EpisodeKey>& keys) const {
   return mb;
 }
 
-std::vector<EpisodeKey> MicroBatchKeys(const SamplerState& start, uint64_t global_batch,
-                                       uint64_t micro_batch, int dp_rank, int dp_size,
-                                       uint64_t per_epoch, uint64_t k) {
+std::vector<EpisodeKey> MicroBatchKeys(const SamplerState& start, uint64_t global_batch, uint64_t micro_batch,
+                                       int dp_rank, int dp_size, uint64_t per_epoch, uint64_t k) {
   const uint64_t per_rank = global_batch / static_cast<uint64_t>(std::max(dp_size, 1));
   if (micro_batch == 0 || per_rank % micro_batch != 0) {
     throw ConfigError("micro batch " + std::to_string(micro_batch) + " does not divide the " +

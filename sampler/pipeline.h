@@ -25,11 +25,10 @@ namespace lcl::sampler {
 
 struct MicroBatch {
   std::vector<EpisodeKey> keys;
-  torch::Tensor input_ids;       // [B, T] int64, right-padded with the tokenizer's pad id
-  torch::Tensor labels;          // [B, T] int64, kIgnoreIndex outside the answers and on padding
-  torch::Tensor attention_mask;  // [B, T] int64, 1 on real tokens
-  torch::Tensor
-      images;  // [N, 3, S, S] float32, every episode's images in block order, episode-major
+  torch::Tensor input_ids;              // [B, T] int64, right-padded with the tokenizer's pad id
+  torch::Tensor labels;                 // [B, T] int64, kIgnoreIndex outside the answers and on padding
+  torch::Tensor attention_mask;         // [B, T] int64, 1 on real tokens
+  torch::Tensor images;                 // [N, 3, S, S] float32, every episode's images in block order, episode-major
   std::vector<int> images_per_episode;  // [B], sums to N
   std::vector<int> shots;               // [B], after any max-length reduction
 };
@@ -38,17 +37,16 @@ class EpisodePipeline {
  public:
   // Training episodes; bad images are replaced from the same class's samples. The referenced
   // objects must outlive the pipeline.
-  EpisodePipeline(const TrainEpisodes& episodes, const Tokenizer& tokenizer, PromptConfig prompt,
-                  ImageLoader& loader);
+  EpisodePipeline(const TrainEpisodes& episodes, const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader);
   // Evaluation episodes (key.index is the eval episode; key.epoch is ignored).
-  EpisodePipeline(const EvalEpisodes& episodes, const std::vector<TestClass>& classes,
-                  const Tokenizer& tokenizer, PromptConfig prompt, ImageLoader& loader);
+  EpisodePipeline(const EvalEpisodes& episodes, const std::vector<TestClass>& classes, const Tokenizer& tokenizer,
+                  PromptConfig prompt, ImageLoader& loader);
 
   // Any other episode source (e.g. ISEKAI files): `episode_of` builds an episode, `pool_of` gives the images
   // a bad image of ImageRef::class_pos is replaced from. Both must stay valid while the pipeline lives.
   EpisodePipeline(std::function<Episode(const EpisodeKey&)> episode_of,
-                  std::function<std::vector<std::string>(int)> pool_of, const Tokenizer& tokenizer,
-                  PromptConfig prompt, ImageLoader& loader);
+                  std::function<std::vector<std::string>(int)> pool_of, const Tokenizer& tokenizer, PromptConfig prompt,
+                  ImageLoader& loader);
 
   MicroBatch Build(const std::vector<EpisodeKey>& keys) const;
 
@@ -63,8 +61,7 @@ class EpisodePipeline {
 // The keys of micro-batch k of one DP rank, counting from `start`: step k / m, micro-batch k % m of
 // the rank's slice, where m = global_batch / dp / micro_batch. Throws ConfigError when the sizes do
 // not divide.
-std::vector<EpisodeKey> MicroBatchKeys(const SamplerState& start, uint64_t global_batch,
-                                       uint64_t micro_batch, int dp_rank, int dp_size,
-                                       uint64_t per_epoch, uint64_t k);
+std::vector<EpisodeKey> MicroBatchKeys(const SamplerState& start, uint64_t global_batch, uint64_t micro_batch,
+                                       int dp_rank, int dp_size, uint64_t per_epoch, uint64_t k);
 
 }  // namespace lcl::sampler

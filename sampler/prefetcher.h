@@ -21,10 +21,7 @@ template <typename T>
 class Prefetcher {
  public:
   Prefetcher(std::function<T(uint64_t)> make, int workers, int depth, uint64_t first = 0)
-      : make_(std::move(make)),
-        depth_(depth < 1 ? 1 : depth),
-        next_to_make_(first),
-        next_to_take_(first) {
+      : make_(std::move(make)), depth_(depth < 1 ? 1 : depth), next_to_make_(first), next_to_take_(first) {
     for (int i = 0; i < (workers < 1 ? 1 : workers); ++i) threads_.emplace_back([this] { Work(); });
   }
   Prefetcher(const Prefetcher&) = delete;

@@ -9,9 +9,7 @@ namespace {
 
 constexpr const char* kCompactQuestion = " ?";  // after the query image in the compact layout
 
-std::string ExampleAnswer(const std::string& label) {
-  return "there is \"" + label + "\" in the image. [END EXAMPLE]";
-}
+std::string ExampleAnswer(const std::string& label) { return "there is \"" + label + "\" in the image. [END EXAMPLE]"; }
 
 // An example's label, followed by its class name when asked to (and when the label is not the name already).
 std::string NamedLabel(const ExampleTurn& t, bool support_names) {
@@ -22,9 +20,7 @@ std::string NamedLabel(const ExampleTurn& t, bool support_names) {
   }
   return t.label + " " + t.class_name;
 }
-std::string FinalAnswer(const std::string& label) {
-  return "there is \"" + label + "\" in the image.";
-}
+std::string FinalAnswer(const std::string& label) { return "there is \"" + label + "\" in the image."; }
 
 // The user side of turn i as the layout renders it (the answer follows it after a space).
 std::string UserText(const Turn& turn, size_t i, const PromptConfig& config) {
@@ -42,8 +38,7 @@ int AppendUserText(const std::string& text, const Tokenizer& tok, int image_toke
   size_t start = 0;
   while (true) {
     size_t at = text.find(marker, start);
-    std::string piece =
-        text.substr(start, at == std::string::npos ? std::string::npos : at - start);
+    std::string piece = text.substr(start, at == std::string::npos ? std::string::npos : at - start);
     if (!piece.empty()) {
       std::vector<int> ids = tok.Encode(piece);
       out.input_ids.insert(out.input_ids.end(), ids.begin(), ids.end());
@@ -129,8 +124,7 @@ Episode DropExamplePair(const Episode& e) {
   return out;
 }
 
-TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok,
-                                const PromptConfig& config) {
+TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok, const PromptConfig& config) {
   Episode e = episode;
   while (true) {
     TokenizedPrompt p = TokenizeOnce(e, tok, config);
@@ -141,12 +135,11 @@ TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok,
       continue;
     }
     const int images = static_cast<int>(p.images.size());
-    throw DataError("episode (epoch " + std::to_string(e.epoch) + ", index " +
-                    std::to_string(e.index) + ") needs " + std::to_string(p.input_ids.size()) +
-                    " tokens at shot " + std::to_string(e.shot) + " (" + std::to_string(images) +
-                    " images x " + std::to_string(config.image_tokens + (config.image_markers ? 2 : 0)) + " + " +
-                    std::to_string(p.text_tokens) + " text) but max_length is " +
-                    std::to_string(config.max_length) +
+    throw DataError("episode (epoch " + std::to_string(e.epoch) + ", index " + std::to_string(e.index) + ") needs " +
+                    std::to_string(p.input_ids.size()) + " tokens at shot " + std::to_string(e.shot) + " (" +
+                    std::to_string(images) + " images x " +
+                    std::to_string(config.image_tokens + (config.image_markers ? 2 : 0)) + " + " +
+                    std::to_string(p.text_tokens) + " text) but max_length is " + std::to_string(config.max_length) +
                     (config.reduce_shots ? " even at min_shot " + std::to_string(config.min_shot)
                                          : std::string(" and reduce_shots is off")) +
                     "; raise max_length or lower shot or image_tokens");

@@ -16,8 +16,7 @@
 
 namespace lcl::sampler {
 
-inline constexpr int kIgnoreIndex =
-    -100;  // label of a position the loss skips (PyTorch's convention)
+inline constexpr int kIgnoreIndex = -100;  // label of a position the loss skips (PyTorch's convention)
 
 enum class PromptLayout {
   kOfficial,  // the paper's conversation: system line, USER/ASSISTANT turns, "there is "label" in the image."
@@ -66,8 +65,7 @@ struct TokenizedPrompt {
 
 // Tokenizes the episode; throws lcl::DataError when it is longer than max_length and cannot be
 // reduced (the message gives the token counts).
-TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tokenizer,
-                                const PromptConfig& config);
+TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tokenizer, const PromptConfig& config);
 
 // The episode with one positive and one negative example turn removed (the last of each), so both
 // sides keep the same shot.

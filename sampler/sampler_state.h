@@ -21,9 +21,7 @@ struct EpisodeKey {
 struct SamplerState {
   uint64_t epoch = 0;
   uint64_t next_index = 0;  // first episode of the next global batch, within `epoch`
-  bool operator==(const SamplerState& o) const {
-    return epoch == o.epoch && next_index == o.next_index;
-  }
+  bool operator==(const SamplerState& o) const { return epoch == o.epoch && next_index == o.next_index; }
 };
 
 // The key `offset` positions after `state` in the endless stream (epochs follow one another; a
@@ -31,13 +29,12 @@ struct SamplerState {
 EpisodeKey KeyAt(const SamplerState& state, uint64_t offset, uint64_t per_epoch);
 
 // The whole global batch in order.
-std::vector<EpisodeKey> GlobalBatch(const SamplerState& state, uint64_t global_batch,
-                                    uint64_t per_epoch);
+std::vector<EpisodeKey> GlobalBatch(const SamplerState& state, uint64_t global_batch, uint64_t per_epoch);
 
 // DP rank r of dp builds global positions r, r+dp, r+2dp, ... of the batch. Throws lcl::ConfigError
 // when dp does not divide global_batch (ranks would get unequal work) or r is out of range.
-std::vector<EpisodeKey> RankSlice(const SamplerState& state, uint64_t global_batch, int dp_rank,
-                                  int dp_size, uint64_t per_epoch);
+std::vector<EpisodeKey> RankSlice(const SamplerState& state, uint64_t global_batch, int dp_rank, int dp_size,
+                                  uint64_t per_epoch);
 
 // The state after one global batch.
 SamplerState Advance(const SamplerState& state, uint64_t global_batch, uint64_t per_epoch);

@@ -43,8 +43,7 @@ class ArrayIterator : public sentencepiece::SentenceIterator {
 
 extern "C" {
 
-__attribute__((visibility("default"))) int lcl_spm_train(const char* args,
-                                                         const char* const* sentences, int n,
+__attribute__((visibility("default"))) int lcl_spm_train(const char* args, const char* const* sentences, int n,
                                                          char* err, int err_len) {
   ArrayIterator it(sentences, n);
   sentencepiece::util::Status st = sentencepiece::SentencePieceTrainer::Train(args, &it);
@@ -52,8 +51,7 @@ __attribute__((visibility("default"))) int lcl_spm_train(const char* args,
   return st.ok() ? 0 : 1;
 }
 
-__attribute__((visibility("default"))) void* lcl_spm_load(const char* path, char* err,
-                                                          int err_len) {
+__attribute__((visibility("default"))) void* lcl_spm_load(const char* path, char* err, int err_len) {
   auto* sp = new sentencepiece::SentencePieceProcessor();
   sentencepiece::util::Status st = sp->Load(path);
   if (!st.ok()) {
@@ -79,13 +77,11 @@ __attribute__((visibility("default"))) void lcl_spm_info(void* h, int* ids) {
 }
 
 // Returns the id count (which may exceed cap: call again with a bigger buffer), or -1 with err set.
-__attribute__((visibility("default"))) int lcl_spm_encode(void* h, const char* text, int text_len,
-                                                          int* ids, int cap, char* err,
-                                                          int err_len) {
+__attribute__((visibility("default"))) int lcl_spm_encode(void* h, const char* text, int text_len, int* ids, int cap,
+                                                          char* err, int err_len) {
   auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);
   std::vector<int> out;
-  sentencepiece::util::Status st =
-      sp->Encode(std::string(text, static_cast<size_t>(text_len)), &out);
+  sentencepiece::util::Status st = sp->Encode(std::string(text, static_cast<size_t>(text_len)), &out);
   if (!st.ok()) {
     SetError(st.ToString(), err, err_len);
     return -1;
@@ -95,8 +91,8 @@ __attribute__((visibility("default"))) int lcl_spm_encode(void* h, const char* t
 }
 
 // Returns the byte length of the text (which may exceed cap), or -1 with err set.
-__attribute__((visibility("default"))) int lcl_spm_decode(void* h, const int* ids, int n, char* out,
-                                                          int cap, char* err, int err_len) {
+__attribute__((visibility("default"))) int lcl_spm_decode(void* h, const int* ids, int n, char* out, int cap, char* err,
+                                                          int err_len) {
   auto* sp = static_cast<sentencepiece::SentencePieceProcessor*>(h);
   std::string text;
   sentencepiece::util::Status st = sp->Decode(std::vector<int>(ids, ids + n), &text);

@@ -56,19 +56,16 @@ void DrawShape(cv::Mat& mask, int shape, cv::Point2d c, double r, double rot) {
 // shade and stripes: a frozen random tower barely sees stripe angle alone (nearest-support 2-way accuracy
 // within a family 0.56 with stripes only, 0.85 with shades; docs/data.md).
 cv::Mat DrawImage(const SynthClass& cls, const SynthOptions& o, int k) {
-  CounterRng rng(
-      {o.seed, static_cast<uint64_t>(cls.id), static_cast<uint64_t>(k), 0x696d67ULL});  // "img"
+  CounterRng rng({o.seed, static_cast<uint64_t>(cls.id), static_cast<uint64_t>(k), 0x696d67ULL});  // "img"
   const int w = o.width, h = o.height;
-  cv::Mat img(h, w, CV_8UC3,
-              HsvToBgr(360 * rng.Uniform(), 0.05 * rng.Uniform(), 0.85 + 0.1 * rng.Uniform()));
+  cv::Mat img(h, w, CV_8UC3, HsvToBgr(360 * rng.Uniform(), 0.05 * rng.Uniform(), 0.85 + 0.1 * rng.Uniform()));
   const double side = std::min(w, h);
   const double r = side * (0.38 + 0.03 * rng.Uniform());
   cv::Point2d c(w / 2.0 + (rng.Uniform() - 0.5) * (w - 2 * r) * 0.15,
                 h / 2.0 + (rng.Uniform() - 0.5) * (h - 2 * r) * 0.15);
   cv::Mat mask = cv::Mat::zeros(h, w, CV_8U);
   DrawShape(mask, cls.shape, c, r, (rng.Uniform() - 0.5) * 0.3);
-  const cv::Scalar base =
-      HsvToBgr(cls.hue + (rng.Uniform() - 0.5) * 10, 0.35 + 0.6 * cls.shade, 1.0 - 0.5 * cls.shade);
+  const cv::Scalar base = HsvToBgr(cls.hue + (rng.Uniform() - 0.5) * 10, 0.35 + 0.6 * cls.shade, 1.0 - 0.5 * cls.shade);
   const cv::Scalar dark = base * 0.35;
   const double angle = (cls.stripe_deg + (rng.Uniform() - 0.5) * 8) * M_PI / 180;
   const double period = std::max(4.0, r / 2.5);  // about five stripes across the shape
@@ -78,12 +75,10 @@ cv::Mat DrawImage(const SynthClass& cls, const SynthOptions& o, int k) {
     cv::Vec3b* p = img.ptr<cv::Vec3b>(y);
     for (int x = 0; x < w; ++x) {
       if (m[x] == 0) continue;
-      const double t =
-          std::fmod((x - c.x) * ca + (y - c.y) * sa + 1e6 * period + phase, period) / period;
+      const double t = std::fmod((x - c.x) * ca + (y - c.y) * sa + 1e6 * period + phase, period) / period;
       const cv::Scalar& col = t < 0.5 ? base : dark;
       const double a = m[x] / 255.0;  // antialiased edge
-      for (int ch = 0; ch < 3; ++ch)
-        p[x][ch] = cv::saturate_cast<uint8_t>(p[x][ch] * (1 - a) + col[ch] * a);
+      for (int ch = 0; ch < 3; ++ch) p[x][ch] = cv::saturate_cast<uint8_t>(p[x][ch] * (1 - a) + col[ch] * a);
     }
   }
   // Sensor-like noise from a generator seeded by this image's key (never OpenCV's global RNG).
@@ -98,8 +93,7 @@ cv::Mat DrawImage(const SynthClass& cls, const SynthOptions& o, int k) {
 
 // Train neighbours of class `self`: the rest of its family first (nearest stripe angle first), then
 // families of the same shape, then the rest; ties by id.
-std::vector<int> RankNeighbors(const std::vector<SynthClass>& cls, int self,
-                               const std::vector<int>& pool) {
+std::vector<int> RankNeighbors(const std::vector<SynthClass>& cls, int self, const std::vector<int>& pool) {
   auto angle_gap = [](double a, double b) {
     double d = std::fabs(a - b);
     return std::min(d, 180 - d);
@@ -126,8 +120,7 @@ void WriteJson(const nlohmann::json& doc, const std::string& path) {
 }
 
 // Draws and writes every class's JPEGs; returns the relative paths per class.
-std::vector<std::vector<std::string>> WriteImages(const std::vector<SynthClass>& classes,
-                                                  const SynthOptions& o) {
+std::vector<std::vector<std::string>> WriteImages(const std::vector<SynthClass>& classes, const SynthOptions& o) {
   const fs::path root(o.out);
   std::vector<std::vector<std::string>> images(classes.size());
   for (const SynthClass& c : classes) {
@@ -137,8 +130,7 @@ std::vector<std::vector<std::string>> WriteImages(const std::vector<SynthClass>&
     if (ec) throw DataError("cannot create " + dir.string() + ": " + ec.message());
     for (int k = 0; k < o.images_per_class; ++k) {
       std::string rel = "train/" + c.wnid + "/" + c.wnid + "_" + std::to_string(k) + ".JPEG";
-      if (!cv::imwrite((root / rel).string(), DrawImage(c, o, k),
-                       {cv::IMWRITE_JPEG_QUALITY, o.jpeg_quality})) {
+      if (!cv::imwrite((root / rel).string(), DrawImage(c, o, k), {cv::IMWRITE_JPEG_QUALITY, o.jpeg_quality})) {
         throw DataError("cannot write " + (root / rel).string() + " (disk full or no permission?)");
       }
       images[c.id - 1].push_back(rel);
@@ -148,10 +140,8 @@ std::vector<std::vector<std::string>> WriteImages(const std::vector<SynthClass>&
 }
 
 // The official train table over the train classes, neighbours family-first.
-void WriteTrainPairs(const std::vector<SynthClass>& classes,
-                     const std::vector<std::vector<std::string>>& images,
-                     const std::vector<int>& train, const SynthOptions& o,
-                     const std::string& path) {
+void WriteTrainPairs(const std::vector<SynthClass>& classes, const std::vector<std::vector<std::string>>& images,
+                     const std::vector<int>& train, const SynthOptions& o, const std::string& path) {
   std::vector<ClassPairs> pairs;
   for (int i : train) {
     ClassPairs p{std::to_string(classes[i].id), classes[i].name, images[i], {}};
@@ -160,8 +150,7 @@ void WriteTrainPairs(const std::vector<SynthClass>& classes,
     for (int j : ranked) {
       const std::vector<std::string>& pool = images[j];
       CounterRng rng({o.seed, uint64_t(i), uint64_t(j), 0x6e6272ULL});  // "nbr": the listed image
-      p.neighbors.push_back(
-          {std::to_string(classes[j].id), classes[j].name, pool[rng.Below(pool.size())]});
+      p.neighbors.push_back({std::to_string(classes[j].id), classes[j].name, pool[rng.Below(pool.size())]});
     }
     pairs.push_back(std::move(p));
   }
@@ -170,8 +159,7 @@ void WriteTrainPairs(const std::vector<SynthClass>& classes,
 
 // Test classes in family order, so that 2k and 2k+1 are members of one family (the hard 2-way
 // case); each class's images are split into context (first half) and test samples.
-void WriteTestTable(const std::vector<SynthClass>& classes,
-                    const std::vector<std::vector<std::string>>& images,
+void WriteTestTable(const std::vector<SynthClass>& classes, const std::vector<std::vector<std::string>>& images,
                     const std::vector<int>& test, const std::string& path) {
   std::vector<TestClass> tests;
   for (int i : test) {
@@ -185,8 +173,8 @@ void WriteTestTable(const std::vector<SynthClass>& classes,
   WriteTestPairs(tests, path);
 }
 
-void WriteSplit(const std::vector<SynthClass>& classes, const std::vector<int>& train,
-                const std::vector<int>& test, const std::string& path) {
+void WriteSplit(const std::vector<SynthClass>& classes, const std::vector<int>& train, const std::vector<int>& test,
+                const std::string& path) {
   nlohmann::json families = nlohmann::json::array();
   for (const SynthClass& c : classes) {
     if (c.member == 0) families.push_back(nlohmann::json::array());

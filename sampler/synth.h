@@ -49,8 +49,8 @@ struct SynthResult {
   // Files written under out/.
   std::string synset_mapping;  // LOC_synset_mapping.txt
   std::string train_pairs;     // train_pairs.jsonl (official train900 format, train classes only)
-  std::string test_pairs;  // test_pairs.jsonl (official test100 format; 2k, 2k+1 share a family)
-  std::string split;       // class_split.json: {"train": [ids], "test": [ids], "families": [[ids]]}
+  std::string test_pairs;      // test_pairs.jsonl (official test100 format; 2k, 2k+1 share a family)
+  std::string split;           // class_split.json: {"train": [ids], "test": [ids], "families": [[ids]]}
 };
 
 // The class recipes alone (no files): a pure function of the options.

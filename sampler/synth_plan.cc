@@ -27,8 +27,7 @@ std::string InventWord(CounterRng& rng, int syllables) {
 
 void CheckOptions(const SynthOptions& o) {
   auto bad = [](const std::string& what) { throw ConfigError("data synth: " + what); };
-  if (o.classes < 4)
-    bad("--classes " + std::to_string(o.classes) + " must be >= 4 (train and test families)");
+  if (o.classes < 4) bad("--classes " + std::to_string(o.classes) + " must be >= 4 (train and test families)");
   if (o.images_per_class < 2) bad("--images-per-class must be >= 2 (context and test images)");
   if (o.family_size < 2) bad("--family-size must be >= 2 (a family is a set of similar classes)");
   if (o.width < 16 || o.height < 16) bad("--size must be at least 16x16");

@@ -12,8 +12,7 @@ namespace {
 
 size_t CountMarkers(const std::string& s) {
   size_t n = 0;
-  for (size_t p = s.find(kImageMarker); p != std::string::npos; p = s.find(kImageMarker, p + 1))
-    ++n;
+  for (size_t p = s.find(kImageMarker); p != std::string::npos; p = s.find(kImageMarker, p + 1)) ++n;
   return n;
 }
 
@@ -21,8 +20,7 @@ size_t CountMarkers(const std::string& s) {
 
 std::vector<std::string> LoadTemplates(const std::string& path) {
   std::ifstream in(path);
-  if (!in)
-    throw DataError("cannot open templates file " + path + "; expected a JSON array of strings");
+  if (!in) throw DataError("cannot open templates file " + path + "; expected a JSON array of strings");
   nlohmann::json doc;
   try {
     doc = nlohmann::json::parse(in);
@@ -30,8 +28,7 @@ std::vector<std::string> LoadTemplates(const std::string& path) {
     throw DataError("templates file " + path + " is not valid JSON (" + e.what() + ")");
   }
   if (!doc.is_array() || doc.empty()) {
-    throw DataError("templates file " + path +
-                    ": expected a non-empty JSON array of strings, found " +
+    throw DataError("templates file " + path + ": expected a non-empty JSON array of strings, found " +
                     (doc.is_array() ? std::string("an empty array") : internal::JsonTypeName(doc)));
   }
   std::vector<std::string> out;
@@ -42,8 +39,8 @@ std::vector<std::string> LoadTemplates(const std::string& path) {
     }
     std::string t = doc[i].get<std::string>();
     if (CountMarkers(t) != 1) {
-      throw DataError(where + ": expected exactly one \"<image>\", found " +
-                      std::to_string(CountMarkers(t)) + " in \"" + t + "\"");
+      throw DataError(where + ": expected exactly one \"<image>\", found " + std::to_string(CountMarkers(t)) +
+                      " in \"" + t + "\"");
     }
     out.push_back(std::move(t));
   }

@@ -77,10 +77,8 @@ const ShimApi& Shim() {
 
 }  // namespace
 
-void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size,
-                    const std::string& model_path) {
-  if (sentences.empty())
-    throw DataError("TrainTokenizer: the corpus is empty; pass prompt text to train on");
+void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size, const std::string& model_path) {
+  if (sentences.empty()) throw DataError("TrainTokenizer: the corpus is empty; pass prompt text to train on");
   if (vocab_size < 300) {
     // byte fallback alone takes 256 pieces, plus unk/bos/eos/pad.
     throw ConfigError("tokenizer vocab_size=" + std::to_string(vocab_size) +
@@ -92,16 +90,14 @@ void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size,
   }
   const std::string prefix = model_path.substr(0, model_path.size() - 6);
   // One thread and no input shuffling or sampling: the same corpus gives the same model file.
-  std::string args = "--model_type=bpe --vocab_size=" + std::to_string(vocab_size) +
-                     " --model_prefix=" + prefix +
+  std::string args = "--model_type=bpe --vocab_size=" + std::to_string(vocab_size) + " --model_prefix=" + prefix +
                      " --byte_fallback=true --num_threads=1 --hard_vocab_limit=false"
                      " --unk_id=0 --bos_id=1 --eos_id=2 --pad_id=3 --character_coverage=1.0"
                      " --max_sentence_length=100000 --minloglevel=2 --shuffle_input_sentence=false";
   std::vector<const char*> ptrs;
   for (const std::string& s : sentences) ptrs.push_back(s.c_str());
   char err[1024] = {0};
-  if (Shim().train(args.c_str(), ptrs.data(), static_cast<int>(ptrs.size()), err, sizeof(err)) !=
-      0) {
+  if (Shim().train(args.c_str(), ptrs.data(), static_cast<int>(ptrs.size()), err, sizeof(err)) != 0) {
     throw DataError("training the tokenizer into " + model_path + " failed: " + err);
   }
 }
@@ -153,13 +149,12 @@ Tokenizer Tokenizer::Load(const std::string& model_path) {
 std::vector<int> Tokenizer::Encode(const std::string& text) const {
   std::vector<int> ids(text.size() + 16);  // pieces never outnumber bytes (+ a dummy prefix)
   char err[512] = {0};
-  int n = Shim().encode(sp_.get(), text.data(), static_cast<int>(text.size()), ids.data(),
-                        static_cast<int>(ids.size()), err, sizeof(err));
+  int n = Shim().encode(sp_.get(), text.data(), static_cast<int>(text.size()), ids.data(), static_cast<int>(ids.size()),
+                        err, sizeof(err));
   if (n < 0) throw DataError("tokenizing \"" + text.substr(0, 60) + "\" failed: " + err);
   if (static_cast<size_t>(n) > ids.size()) {
     ids.resize(static_cast<size_t>(n));
-    Shim().encode(sp_.get(), text.data(), static_cast<int>(text.size()), ids.data(), n, err,
-                  sizeof(err));
+    Shim().encode(sp_.get(), text.data(), static_cast<int>(text.size()), ids.data(), n, err, sizeof(err));
   }
   ids.resize(static_cast<size_t>(n));
   return ids;
@@ -168,8 +163,7 @@ std::vector<int> Tokenizer::Encode(const std::string& text) const {
 std::string Tokenizer::Decode(const std::vector<int>& ids) const {
   std::vector<int> text_ids;
   for (int id : ids) {
-    if (id >= 0 && id < sp_size_ && id != bos_id_ && id != eos_id_ && id != pad_id_)
-      text_ids.push_back(id);
+    if (id >= 0 && id < sp_size_ && id != bos_id_ && id != eos_id_ && id != pad_id_) text_ids.push_back(id);
   }
   std::string out(text_ids.size() * 8 + 16, '\0');
   char err[512] = {0};
@@ -178,8 +172,7 @@ std::string Tokenizer::Decode(const std::vector<int>& ids) const {
   if (n < 0) throw DataError(std::string("decoding failed: ") + err);
   if (static_cast<size_t>(n) > out.size()) {
     out.resize(static_cast<size_t>(n));
-    Shim().decode(sp_.get(), text_ids.data(), static_cast<int>(text_ids.size()), out.data(), n, err,
-                  sizeof(err));
+    Shim().decode(sp_.get(), text_ids.data(), static_cast<int>(text_ids.size()), out.data(), n, err, sizeof(err));
   }
   out.resize(static_cast<size_t>(n));
   return out;

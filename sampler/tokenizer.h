@@ -16,8 +16,7 @@ namespace lcl::sampler {
 // is the same on every run) and writes it to model_path. ids: unk 0, bos 1, eos 2, pad 3 (LLaMA's
 // layout plus pad). Throws lcl::DataError on an empty corpus or a SentencePiece failure;
 // NotBuiltError without SentencePiece.
-void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size,
-                    const std::string& model_path);
+void TrainTokenizer(const std::vector<std::string>& sentences, int vocab_size, const std::string& model_path);
 
 // Prompt text (system line, example turns, answers, final-question templates) and the class names,
 // with some made-up words: what the prompt renderer produces, so a small vocabulary covers it well.

@@ -12,8 +12,7 @@ namespace {
 }  // namespace
 
 void TrainTokenizer(const std::vector<std::string>&, int, const std::string&) { Fail(); }
-std::vector<std::string> DefaultTokenizerCorpus(const std::vector<std::string>&,
-                                                const std::vector<std::string>&) {
+std::vector<std::string> DefaultTokenizerCorpus(const std::vector<std::string>&, const std::vector<std::string>&) {
   Fail();
 }
 Tokenizer Tokenizer::Load(const std::string&) { Fail(); }

@@ -23,8 +23,8 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
   explicit RankFailurePrinter(int rank) : rank_(rank) {}
   void OnTestPartResult(const ::testing::TestPartResult& r) override {
     if (!r.failed()) return;
-    std::fprintf(stderr, "[rank %d] FAILURE %s:%d\n%s\n", rank_, r.file_name() ? r.file_name() : "?",
-                 r.line_number(), r.summary());
+    std::fprintf(stderr, "[rank %d] FAILURE %s:%d\n%s\n", rank_, r.file_name() ? r.file_name() : "?", r.line_number(),
+                 r.summary());
   }
 
  private:
@@ -56,8 +56,7 @@ int main(int argc, char** argv) {
   int failed = 0;
   if (expected > 0 && expected != size) {
     // The premise of the test is its rank count: a wrong one is a failure, never a skip.
-    std::fprintf(stderr, "[rank %d] FAILED: this test binary expects %d ranks but runs on %d\n", rank, expected,
-                 size);
+    std::fprintf(stderr, "[rank %d] FAILED: this test binary expects %d ranks but runs on %d\n", rank, expected, size);
     failed = 1;
   } else {
     failed = RUN_ALL_TESTS() != 0 ? 1 : 0;

@@ -27,8 +27,8 @@ std::vector<std::string> Spread(const std::vector<std::string>& paths, int n) {
 
 // Decodes `paths` into [n, 3, S, S] on `workers` threads (each image is independent; the loader is
 // thread-safe).
-torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::string>& paths,
-                        int class_pos, const std::vector<std::string>& pool, int workers) {
+torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::string>& paths, int class_pos,
+                        const std::vector<std::string>& pool, int workers) {
   std::vector<torch::Tensor> images(paths.size());
   std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(workers, 1)));
   auto work = [&](int w) {
@@ -70,9 +70,8 @@ lcl::model::ClipVisionModel LoadVisionTower(const std::string& model_dir, lcl::m
     const std::string llava = kLlavaTowerPrefix + item.key();
     const std::string& name = ckpt.Has(llava) ? llava : item.key();
     if (!ckpt.Has(name)) {
-      throw CheckpointError(
-          ckpt.origin() + ": missing vision tower tensor '" + llava + "' (or '" + item.key() +
-          "'); `lcl data neighbors --model` needs a checkpoint that holds the tower");
+      throw CheckpointError(ckpt.origin() + ": missing vision tower tensor '" + llava + "' (or '" + item.key() +
+                            "'); `lcl data neighbors --model` needs a checkpoint that holds the tower");
     }
     torch::Tensor t = ckpt.File(name).Read(name);
     if (t.sizes() != item.value().sizes()) {
@@ -95,8 +94,7 @@ torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std:
   spec.size = config.vision.image_size;
   sampler::ImageLoader loader(root, spec);
   const int batch = std::max(options.batch, 1);
-  torch::Tensor out =
-      torch::zeros({static_cast<int64_t>(classes.size()), config.vision.hidden_size});
+  torch::Tensor out = torch::zeros({static_cast<int64_t>(classes.size()), config.vision.hidden_size});
   torch::NoGradGuard no_grad;
   for (size_t c = 0; c < classes.size(); ++c) {
     const sampler::ClassImages& cls = classes[c];
@@ -110,8 +108,7 @@ torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std:
     for (size_t start = 0; start < chosen.size(); start += static_cast<size_t>(batch)) {
       std::vector<std::string> part(
           chosen.begin() + static_cast<std::ptrdiff_t>(start),
-          chosen.begin() + static_cast<std::ptrdiff_t>(
-                               std::min(chosen.size(), start + static_cast<size_t>(batch))));
+          chosen.begin() + static_cast<std::ptrdiff_t>(std::min(chosen.size(), start + static_cast<size_t>(batch))));
       torch::Tensor pixels = LoadBatch(loader, part, static_cast<int>(c), pool, options.workers);
       torch::Tensor pooled = tower(pixels).mean(1);  // [n, Cv]: mean over patches
       sum += torch::nn::functional::normalize(pooled,

@@ -167,8 +167,8 @@ EvalRow Evaluator::RunShot(int shot) {
       row.unanswered += !named;
       row.n += 1;
       if (row.example_answer.empty()) {
-        row.example_answer = "'" + answer + "' (positive '" + e.positive_label + "', negative '" +
-                             e.negative_label + "')";
+        row.example_answer =
+            "'" + answer + "' (positive '" + e.positive_label + "', negative '" + e.negative_label + "')";
       }
     }
   }
@@ -202,8 +202,7 @@ void PrintEvalTable(const std::vector<EvalRow>& rows, const std::string& title, 
   for (const EvalRow& r : rows) {
     char line[160];
     std::snprintf(line, sizeof(line), "| %d | %.3f | %lld / %lld | %lld |", r.shots, r.accuracy(),
-                  static_cast<long long>(r.correct), static_cast<long long>(r.n),
-                  static_cast<long long>(r.unanswered));
+                  static_cast<long long>(r.correct), static_cast<long long>(r.n), static_cast<long long>(r.unanswered));
     out << line;
     if (any_short) out << " " << r.short_support << " |";
     out << "\n";

@@ -24,9 +24,8 @@ namespace fs = std::filesystem;
 using Json = nlohmann::ordered_json;  // keeps "step" first, as a reader scanning the file expects
 
 const std::set<std::string>& ReservedStepKeys() {
-  static const std::set<std::string> keys = {"step",         "loss",           "lr",
-                                             "grad_norm",    "tokens_per_sec", "images_per_sec",
-                                             "step_time_ms", "bad_images",     "wall_time"};
+  static const std::set<std::string> keys = {
+      "step", "loss", "lr", "grad_norm", "tokens_per_sec", "images_per_sec", "step_time_ms", "bad_images", "wall_time"};
   return keys;
 }
 
@@ -66,8 +65,7 @@ MetricsWriter::MetricsWriter(const std::string& run_dir, const MetricsOptions& o
     const int64_t dropped = TruncateJsonlAfterStep(*path, options_.resume_step);
     if (dropped > 0) {
       LOG(WARNING) << "dropped " << dropped << " line(s) of " << *path << " past the resume step "
-                   << options_.resume_step
-                   << " (or torn by a kill), keeping one consistent history";
+                   << options_.resume_step << " (or torn by a kill), keeping one consistent history";
     }
   }
   metrics_file_.reset(OpenForAppend(metrics_path_));
@@ -77,8 +75,7 @@ MetricsWriter::MetricsWriter(const std::string& run_dir, const MetricsOptions& o
   }
 }
 
-MetricsWriter MetricsWriter::Open(const std::string& run_dir, int64_t resume_step,
-                                  MetricsOptions options) {
+MetricsWriter MetricsWriter::Open(const std::string& run_dir, int64_t resume_step, MetricsOptions options) {
   options.resume_step = resume_step;
   return MetricsWriter(run_dir, options);
 }
@@ -96,8 +93,7 @@ void MetricsWriter::AppendLine(std::FILE* file, const std::string& path, const s
   const std::string text = line + "\n";
   if (std::fwrite(text.data(), 1, text.size(), file) != text.size() || std::fflush(file) != 0 ||
       (options_.fsync && ::fsync(::fileno(file)) != 0)) {
-    throw Error("cannot write " + path + ": " + std::strerror(errno) +
-                "; check free space in the run directory");
+    throw Error("cannot write " + path + ": " + std::strerror(errno) + "; check free space in the run directory");
   }
 }
 
@@ -113,8 +109,7 @@ void MetricsWriter::WriteStep(const StepMetrics& m) {
   j["step_time_ms"] = m.step_time_ms;
   j["bad_images"] = m.bad_images;
   for (const auto& [key, value] : m.extra) {
-    CHECK(ReservedStepKeys().count(key) == 0)
-        << "StepMetrics::extra key '" << key << "' is a fixed field";
+    CHECK(ReservedStepKeys().count(key) == 0) << "StepMetrics::extra key '" << key << "' is a fixed field";
     j[key] = value;
   }
   j["wall_time"] = now;
@@ -138,8 +133,7 @@ void MetricsWriter::WriteEval(int64_t step, int shots, double accuracy, int64_t 
   j["accuracy"] = accuracy;
   j["n"] = n;
   for (const auto& [key, value] : extra) {
-    CHECK(ReservedEvalKeys().count(key) == 0)
-        << "WriteEval extra key '" << key << "' is a fixed field";
+    CHECK(ReservedEvalKeys().count(key) == 0) << "WriteEval extra key '" << key << "' is a fixed field";
     j[key] = value;
   }
   j["wall_time"] = now;
@@ -163,8 +157,8 @@ int64_t TruncateJsonlAfterStep(const std::string& path, int64_t max_step) {
   while (std::getline(in, line)) {
     ends_with_newline = !in.eof();
     const Json j = Json::parse(line, nullptr, /*allow_exceptions=*/false);
-    const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") &&
-                      j["step"].is_number_integer() && j["step"].get<int64_t>() <= max_step;
+    const bool keep = !j.is_discarded() && j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+                      j["step"].get<int64_t>() <= max_step;
     if (keep) {
       kept += line;
       kept += '\n';
@@ -179,14 +173,14 @@ int64_t TruncateJsonlAfterStep(const std::string& path, int64_t max_step) {
 
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  bool ok = f != nullptr && std::fwrite(kept.data(), 1, kept.size(), f) == kept.size() &&
-            std::fflush(f) == 0 && ::fsync(::fileno(f)) == 0;
+  bool ok = f != nullptr && std::fwrite(kept.data(), 1, kept.size(), f) == kept.size() && std::fflush(f) == 0 &&
+            ::fsync(::fileno(f)) == 0;
   if (f != nullptr) ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);
     std::remove(tmp.c_str());
-    throw Error("cannot rewrite " + path + " to drop rows past step " + std::to_string(max_step) +
-                ": " + reason + "; check that the run directory is writable");
+    throw Error("cannot rewrite " + path + " to drop rows past step " + std::to_string(max_step) + ": " + reason +
+                "; check that the run directory is writable");
   }
   return dropped;
 }
@@ -236,8 +230,8 @@ std::string FormatProgressLine(const StepMetrics& m, int64_t total_steps, double
   if (total_steps > 0) step += "/" + std::to_string(total_steps);
   char loss[48];
   std::snprintf(loss, sizeof(loss), "%.4f", m.loss);
-  return step + " | loss " + loss + " | lr " + FormatLr(m.lr) + " | " +
-         FormatThousands(m.tokens_per_sec) + " tok/s | ETA " + FormatDuration(eta_seconds);
+  return step + " | loss " + loss + " | lr " + FormatLr(m.lr) + " | " + FormatThousands(m.tokens_per_sec) +
+         " tok/s | ETA " + FormatDuration(eta_seconds);
 }
 
 // --- ProgressLine ---
@@ -251,16 +245,13 @@ void StepTimeAverage::Add(double seconds) {
   }
 }
 
-double StepTimeAverage::Mean() const {
-  return times_.empty() ? -1.0 : sum_ / static_cast<double>(times_.size());
-}
+double StepTimeAverage::Mean() const { return times_.empty() ? -1.0 : sum_ / static_cast<double>(times_.size()); }
 
 ProgressLine::ProgressLine(int64_t total_steps, const ProgressOptions& options, std::FILE* out)
     : total_steps_(total_steps),
       options_(options),
       out_(out),
-      tty_(options.mode == ProgressMode::kTty ||
-           (options.mode == ProgressMode::kAuto && ::isatty(::fileno(out)) == 1)),
+      tty_(options.mode == ProgressMode::kTty || (options.mode == ProgressMode::kAuto && ::isatty(::fileno(out)) == 1)),
       step_times_(options.eta_window) {}
 
 double ProgressLine::EtaSeconds(int64_t step) const {

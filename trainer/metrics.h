@@ -47,7 +47,7 @@ struct MetricsOptions {
   // history).
   int64_t resume_step = 0;
   bool tensorboard = true;  // mirror every scalar into <run_dir>/tb/ (a new event file per Open)
-  bool fsync = false;  // fsync after each line: survives a node crash, not just a killed process
+  bool fsync = false;       // fsync after each line: survives a node crash, not just a killed process
 };
 
 // Appends to `<run_dir>/metrics.jsonl` and `<run_dir>/eval.jsonl`, one JSON object per line. Each
@@ -58,8 +58,7 @@ class MetricsWriter {
  public:
   explicit MetricsWriter(const std::string& run_dir, const MetricsOptions& options = {});
   // The writer for a run resuming at `resume_step` (0 for a fresh run).
-  static MetricsWriter Open(const std::string& run_dir, int64_t resume_step,
-                            MetricsOptions options = {});
+  static MetricsWriter Open(const std::string& run_dir, int64_t resume_step, MetricsOptions options = {});
   ~MetricsWriter();
   MetricsWriter(MetricsWriter&&) noexcept;
   MetricsWriter& operator=(MetricsWriter&&) noexcept;
@@ -71,8 +70,7 @@ class MetricsWriter {
 
   // {"step", "shots", "accuracy", "n", <extras...>, "wall_time"} to eval.jsonl; TensorBoard tags
   // "eval/<shots>shot/accuracy" and "eval/<shots>shot/<extra>".
-  void WriteEval(int64_t step, int shots, double accuracy, int64_t n,
-                 const std::map<std::string, double>& extra = {});
+  void WriteEval(int64_t step, int shots, double accuracy, int64_t n, const std::map<std::string, double>& extra = {});
 
   const std::string& metrics_path() const { return metrics_path_; }
   const std::string& eval_path() const { return eval_path_; }
@@ -141,8 +139,7 @@ struct ProgressOptions {
 // per-step time). Not thread-safe; writes to `out`, which it does not own.
 class ProgressLine {
  public:
-  explicit ProgressLine(int64_t total_steps, const ProgressOptions& options = {},
-                        std::FILE* out = stderr);
+  explicit ProgressLine(int64_t total_steps, const ProgressOptions& options = {}, std::FILE* out = stderr);
   void Update(const StepMetrics& m);
   // Ends the rewritten line on a TTY so later output starts on a fresh line. Idempotent.
   void Finish();

@@ -45,8 +45,8 @@ EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config) {
   e.shots.assign(config.eval().shots().begin(), config.eval().shots().end());
   if (e.shots.empty()) e.shots.push_back(config.data().shot());
   e.seed = config.eval().seed();
-  e.labels = config.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames
-                                                     : sampler::EvalLabels::kMadeUpWords;
+  e.labels =
+      config.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
   e.templates = TemplatesOf(config);
   e.made_up_max_letters = config.data().made_up_max_letters();
   return e;

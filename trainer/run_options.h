@@ -39,11 +39,11 @@ sampler::EpisodeConfig EpisodeOptionsOf(const TrainConfig& config);
 
 // Evaluation episodes (test pairs, ISEKAI lines and index classes alike).
 struct EvalEpisodeOptions {
-  std::vector<int> shots;  // eval.shots; {data.shot} when the list is empty
-  uint64_t seed = 0;       // eval.seed
+  std::vector<int> shots;                                          // eval.shots; {data.shot} when the list is empty
+  uint64_t seed = 0;                                               // eval.seed
   sampler::EvalLabels labels = sampler::EvalLabels::kMadeUpWords;  // eval.labels
-  std::vector<std::string> templates;                               // data.templates, read
-  int made_up_max_letters = 10;                                     // data.made_up_max_letters
+  std::vector<std::string> templates;                              // data.templates, read
+  int made_up_max_letters = 10;                                    // data.made_up_max_letters
 };
 EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config);
 

@@ -109,11 +109,11 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
   const sampler::Tokenizer& tok = *m.tokenizer;
   if (tok.im_patch_id() != m.config.image_token_id || tok.im_start_id() != m.config.im_start_token_id ||
       tok.im_end_id() != m.config.im_end_token_id) {
-    throw ConfigError("tokenizer " + tok_path + " gives image ids start/end/patch = " +
-                      std::to_string(tok.im_start_id()) + "/" + std::to_string(tok.im_end_id()) + "/" +
-                      std::to_string(tok.im_patch_id()) + " but " + dir + "/config.json has " +
-                      std::to_string(m.config.im_start_token_id) + "/" + std::to_string(m.config.im_end_token_id) +
-                      "/" + std::to_string(m.config.image_token_id) +
+    throw ConfigError("tokenizer " + tok_path +
+                      " gives image ids start/end/patch = " + std::to_string(tok.im_start_id()) + "/" +
+                      std::to_string(tok.im_end_id()) + "/" + std::to_string(tok.im_patch_id()) + " but " + dir +
+                      "/config.json has " + std::to_string(m.config.im_start_token_id) + "/" +
+                      std::to_string(m.config.im_end_token_id) + "/" + std::to_string(m.config.image_token_id) +
                       "; use the tokenizer.model that `lcl model init` wrote with these weights");
   }
   if (tok.vocab_size() > m.config.text.vocab_size) {
@@ -131,8 +131,8 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
   return m;
 }
 
-std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
-                                            bool projector_only) {
+std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalModelImpl& model,
+                                                        const cluster::ProcessGrid& grid, bool projector_only) {
   std::vector<lcl::optim::TrainableParam> out;
   for (lcl::model::ParamPlacement& where : PlacementOf(model, grid)) {
     torch::Tensor p = where.param;
@@ -154,7 +154,8 @@ std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalMo
   return out;
 }
 
-std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid) {
+std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl& model,
+                                                const cluster::ProcessGrid& grid) {
   std::vector<checkpoint::LocalShard> out;
   for (lcl::model::ParamPlacement& where : PlacementOf(model, grid)) {
     const std::string name = lcl::model::HfTensorName(where.name);

@@ -52,12 +52,13 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
 
 // The parameters that train (projector and decoder, or the projector only), with their TP placement, under their
 // Hugging Face names (the names checkpoints use).
-std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
-                                            bool projector_only);
+std::vector<lcl::optim::TrainableParam> TrainableParams(lcl::model::MultimodalModelImpl& model,
+                                                        const cluster::ProcessGrid& grid, bool projector_only);
 
 // Every model tensor (trainable and frozen) as checkpoint shards under its HF name: TP-split tensors from the
 // dp_rank-0 rank of each TP position, replicated ones from rank 0 only.
-std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid);
+std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl& model,
+                                                const cluster::ProcessGrid& grid);
 
 // Loads every model tensor's slice from a checkpoint (any TP/DP layout); a shape or dtype that differs is a
 // CheckpointError naming the tensor.

@@ -63,10 +63,8 @@ std::string Hex32(uint32_t v) {
 }
 
 [[noreturn]] void ThrowCorrupt(const std::string& path, size_t offset, const std::string& what) {
-  throw DataError(
-      "TensorBoard event file " + path + ": record at byte offset " + std::to_string(offset) +
-      ": " + what +
-      "; the file is corrupted (TensorBoard stops reading it there): move it aside or delete it");
+  throw DataError("TensorBoard event file " + path + ": record at byte offset " + std::to_string(offset) + ": " + what +
+                  "; the file is corrupted (TensorBoard stops reading it there): move it aside or delete it");
 }
 
 }  // namespace
@@ -126,8 +124,7 @@ TfEventsWriter::~TfEventsWriter() {
   if (file_ != nullptr) std::fclose(file_);  // errors are ignored: nothing throws from a destructor
 }
 
-void TfEventsWriter::AddScalar(const std::string& tag, int64_t step, double value,
-                               double wall_time) {
+void TfEventsWriter::AddScalar(const std::string& tag, int64_t step, double value, double wall_time) {
   lcl::tensorboard::Event event;
   event.set_wall_time(wall_time);
   event.set_step(step);
@@ -174,35 +171,30 @@ std::vector<TfScalar> ReadTfEvents(const std::string& path, bool allow_truncated
     const char* record = bytes.data() + offset;
     if (left < kHeaderBytes) {
       if (allow_truncated_tail) break;
-      ThrowCorrupt(path, offset,
-                   "only " + std::to_string(left) + " bytes left for a 12-byte header");
+      ThrowCorrupt(path, offset, "only " + std::to_string(left) + " bytes left for a 12-byte header");
     }
     const uint32_t length_crc = MaskCrc32c(Crc32c(record, 8));
     const uint32_t stored_length_crc = static_cast<uint32_t>(GetLittleEndian(record + 8, 4));
     if (length_crc != stored_length_crc) {
       ThrowCorrupt(path, offset,
-                   "length CRC mismatch (stored " + Hex32(stored_length_crc) + ", computed " +
-                       Hex32(length_crc) + ")");
+                   "length CRC mismatch (stored " + Hex32(stored_length_crc) + ", computed " + Hex32(length_crc) + ")");
     }
     const uint64_t length = GetLittleEndian(record, 8);
     if (length > left - kHeaderBytes || left - kHeaderBytes - length < kFooterBytes) {
       if (allow_truncated_tail) break;
       ThrowCorrupt(path, offset,
-                   "record of " + std::to_string(length) +
-                       " bytes runs past the end of the file (" + std::to_string(left) +
-                       " bytes left)");
+                   "record of " + std::to_string(length) + " bytes runs past the end of the file (" +
+                       std::to_string(left) + " bytes left)");
     }
     const char* data = record + kHeaderBytes;
     const uint32_t data_crc = MaskCrc32c(Crc32c(data, length));
     const uint32_t stored_data_crc = static_cast<uint32_t>(GetLittleEndian(data + length, 4));
     if (data_crc != stored_data_crc) {
       ThrowCorrupt(path, offset,
-                   "data CRC mismatch (stored " + Hex32(stored_data_crc) + ", computed " +
-                       Hex32(data_crc) + ")");
+                   "data CRC mismatch (stored " + Hex32(stored_data_crc) + ", computed " + Hex32(data_crc) + ")");
     }
     lcl::tensorboard::Event event;
-    if (length > static_cast<uint64_t>(INT_MAX) ||
-        !event.ParseFromArray(data, static_cast<int>(length))) {
+    if (length > static_cast<uint64_t>(INT_MAX) || !event.ParseFromArray(data, static_cast<int>(length))) {
       ThrowCorrupt(path, offset, "the record's CRCs match but its bytes are not an Event proto");
     }
     if (event.has_summary()) {
@@ -220,8 +212,7 @@ std::vector<std::string> FindTfEventsFiles(const std::string& dir) {
   std::vector<std::string> files;
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    if (it->is_regular_file() &&
-        it->path().filename().string().find("tfevents") != std::string::npos) {
+    if (it->is_regular_file() && it->path().filename().string().find("tfevents") != std::string::npos) {
       files.push_back(it->path().string());
     }
   }

@@ -50,9 +50,7 @@ class TfEventsWriter {
   // Buffers one scalar event; it reaches the file at the next Flush() or when the stdio buffer
   // fills.
   void AddScalar(const std::string& tag, int64_t step, double value, double wall_time);
-  void AddScalar(const std::string& tag, int64_t step, double value) {
-    AddScalar(tag, step, value, WallTimeNow());
-  }
+  void AddScalar(const std::string& tag, int64_t step, double value) { AddScalar(tag, step, value, WallTimeNow()); }
 
   // Hands buffered records to the OS (fflush); with `sync`, also waits for the disk (fsync).
   void Flush(bool sync = false);

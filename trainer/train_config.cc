@@ -132,7 +132,7 @@ bool SetScalar(pb::Message* msg, const pb::FieldDescriptor* f, const std::string
 
 std::string TypeName(const pb::FieldDescriptor* f) {
   return f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE ? "message " + f->message_type()->name()
-                                                                 : f->cpp_type_name();
+                                                               : f->cpp_type_name();
 }
 
 // Marks every unset scalar as set to its default, so the printed config shows every value the run uses.
@@ -143,16 +143,35 @@ void MaterializeDefaults(pb::Message* msg) {
     const pb::FieldDescriptor* f = d->field(i);
     if (f->is_repeated()) continue;
     switch (f->cpp_type()) {
-      case pb::FieldDescriptor::CPPTYPE_MESSAGE: MaterializeDefaults(r->MutableMessage(msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(msg, f, r->GetInt32(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(msg, f, r->GetInt64(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_UINT32: r->SetUInt32(msg, f, r->GetUInt32(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_UINT64: r->SetUInt64(msg, f, r->GetUInt64(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(msg, f, r->GetDouble(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_FLOAT: r->SetFloat(msg, f, r->GetFloat(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(msg, f, r->GetBool(*msg, f)); break;
-      case pb::FieldDescriptor::CPPTYPE_STRING: r->SetString(msg, f, r->GetString(*msg, f)); break;
-      default: break;
+      case pb::FieldDescriptor::CPPTYPE_MESSAGE:
+        MaterializeDefaults(r->MutableMessage(msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        r->SetInt32(msg, f, r->GetInt32(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(msg, f, r->GetInt64(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+        r->SetUInt32(msg, f, r->GetUInt32(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        r->SetUInt64(msg, f, r->GetUInt64(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        r->SetDouble(msg, f, r->GetDouble(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        r->SetFloat(msg, f, r->GetFloat(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        r->SetBool(msg, f, r->GetBool(*msg, f));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        r->SetString(msg, f, r->GetString(*msg, f));
+        break;
+      default:
+        break;
     }
   }
 }
@@ -218,8 +237,9 @@ void ApplyOverride(const std::string& assignment, LoadedConfig* loaded) {
     walked += (walked.empty() ? "" : ".") + names[i];
     const bool last = i + 1 == names.size();
     if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
-      if (last) throw ConfigError(where + ": '" + walked + "' is a section; set one of its fields: " +
-                                  FieldNames(f->message_type()));
+      if (last)
+        throw ConfigError(where + ": '" + walked +
+                          "' is a section; set one of its fields: " + FieldNames(f->message_type()));
       msg = msg->GetReflection()->MutableMessage(msg, f);
       continue;
     }
@@ -275,8 +295,9 @@ void ValidateConfig(const LoadedConfig& loaded) {
   const FieldChecks check(loaded);
   if (c.run_dir().empty()) check.Fail("run_dir", "is empty; give an output directory");
   if (c.model().path().empty()) {
-    check.Fail("model.path", "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
-                             "`lcl model init --preset tiny --out DIR`)");
+    check.Fail("model.path",
+               "is empty; give a model directory (a LLaVA checkpoint, or make one from a preset with "
+               "`lcl model init --preset tiny --out DIR`)");
   }
   // An evaluation of an ISEKAI file or an index needs no ImageNet root; training does (BuildData checks it).
   if (c.data().root().empty() && c.eval().format() == "test_pairs" && c.eval().test_pairs().empty()) {
@@ -304,8 +325,7 @@ void ValidateConfig(const LoadedConfig& loaded) {
     check.Fail("batch.grad_accum", "= " + std::to_string(c.batch().grad_accum()) + " must be >= 0 (0 = derived)");
   }
   if (c.batch().global_batch() < 0) {
-    check.Fail("batch.global_batch",
-               "= " + std::to_string(c.batch().global_batch()) + " must be >= 0 (0 = derived)");
+    check.Fail("batch.global_batch", "= " + std::to_string(c.batch().global_batch()) + " must be >= 0 (0 = derived)");
   }
   check.Positive("optimizer.lr", c.optimizer().lr());
   check.NonNegative("optimizer.min_lr", c.optimizer().min_lr());
@@ -360,8 +380,8 @@ void ValidateLayout(const LoadedConfig& loaded, int world_size) {
   if (gb == 0) return;
   if (gb % per_accum != 0) {
     check.Fail("batch.global_batch", "= " + std::to_string(gb) + " cannot be formed from micro_batch " +
-                                         std::to_string(micro) + " x dp " + std::to_string(dp) + " (= " +
-                                         std::to_string(per_accum) + " episodes per micro-step); use a " +
+                                         std::to_string(micro) + " x dp " + std::to_string(dp) +
+                                         " (= " + std::to_string(per_accum) + " episodes per micro-step); use a " +
                                          "multiple of " + std::to_string(per_accum));
   }
   if (ga > 0 && ga != gb / per_accum) {

@@ -32,9 +32,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double MsSince(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
+double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
 // Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100).
 int64_t LabelledTokens(const sampler::MicroBatch& mb) {
@@ -104,8 +102,7 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   spec.size = m.config.vision.image_size;
   d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), spec, c.data().max_bad_fraction());
   d.pipeline = std::make_unique<sampler::EpisodePipeline>(
-      *d.episodes, *m.tokenizer, PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining),
-      *d.loader);
+      *d.episodes, *m.tokenizer, PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining), *d.loader);
   return d;
 }
 
@@ -339,9 +336,7 @@ class TrainLoop {
     return m;
   }
 
-  void Save() {
-    ckpt_->Save(step_, SnapshotState(model_, *optimizer_, *ctx_, sampler_, step_, config_text_));
-  }
+  void Save() { ckpt_->Save(step_, SnapshotState(model_, *optimizer_, *ctx_, sampler_, step_, config_text_)); }
 
   void Restore(const std::string& resume) {
     std::string dir;
@@ -382,8 +377,7 @@ class TrainLoop {
         LOG(INFO) << "eval step " << step_ << " shots " << row.shots << ": accuracy " << row.accuracy() << " ("
                   << row.correct << "/" << row.n << "), e.g. " << row.example_answer;
       }
-      PrintEvalTable(rows, "eval at step " + std::to_string(step_) + " (" + evaluator_->input() + ")",
-                     std::cout);
+      PrintEvalTable(rows, "eval at step " + std::to_string(step_) + " (" + evaluator_->input() + ")", std::cout);
     }
   }
 

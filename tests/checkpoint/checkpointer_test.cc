@@ -204,8 +204,11 @@ TEST_F(CheckpointerTest, VerificationNamesAFlippedByteATruncatedAndAMissingShard
   }
   MPI_Barrier(MPI_COMM_WORLD);
   ExpectErrorMentions<CheckpointError>([&] { reader.VerifyCollective(control); }, {f0 + ": missing", "(truncated)"});
-  ExpectErrorMentions<CheckpointError>([&] { reader.ExpectTensor("w", {8 * world_, 7}, torch::kFloat); },
-                                       {"model expects"});
+  ExpectErrorMentions<CheckpointError>(
+      [&] {
+        reader.ExpectTensor("w", {8 * world_, 7}, torch::kFloat);
+      },
+      {"model expects"});
 }
 
 }  // namespace

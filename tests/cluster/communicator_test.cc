@@ -32,10 +32,14 @@ torch::Tensor Expected(int size, int64_t n, torch::ScalarType dt, int64_t case_i
   torch::Tensor acc;
   for (int r = 0; r < size; ++r) {
     torch::Tensor x = Input(r, n, dt, case_id).to(torch::kDouble);
-    if (r == 0) acc = x;
-    else if (op == ReduceOp::kMax) acc = torch::maximum(acc, x);
-    else if (op == ReduceOp::kMin) acc = torch::minimum(acc, x);
-    else acc = acc + x;
+    if (r == 0)
+      acc = x;
+    else if (op == ReduceOp::kMax)
+      acc = torch::maximum(acc, x);
+    else if (op == ReduceOp::kMin)
+      acc = torch::minimum(acc, x);
+    else
+      acc = acc + x;
   }
   if (op == ReduceOp::kAvg) acc = acc / size;
   return acc.to(dt);
@@ -97,8 +101,10 @@ TEST_F(CommunicatorTest, ReduceScatterGivesEachRankItsChunkOfTheReduction) {
           ++case_id;
           torch::Tensor in = Input(rank(), chunk * size(), dt, case_id);
           torch::Tensor out = torch::empty({chunk}, in.options());
-          if (async) comm_.ReduceScatterAsync(in, out, op)->Wait();
-          else comm_.ReduceScatter(in, out, op);
+          if (async)
+            comm_.ReduceScatterAsync(in, out, op)->Wait();
+          else
+            comm_.ReduceScatter(in, out, op);
           torch::Tensor want = Expected(size(), chunk * size(), dt, case_id, op).narrow(0, rank() * chunk, chunk);
           ExpectClose(out, want, std::string("ReduceScatter ") + ReduceOpName(op) + " " + c10::toString(dt));
         }
@@ -114,11 +120,13 @@ TEST_F(CommunicatorTest, AllGatherConcatenatesEveryRanksInputInRankOrder) {
                     torch::kByte, torch::kBool}) {
       for (int64_t n : kSizes) {
         ++case_id;
-        torch::Tensor in = Input(rank(), n, dt == torch::kBool || dt == torch::kByte ? torch::kInt : dt, case_id)
-                               .to(dt);
+        torch::Tensor in =
+            Input(rank(), n, dt == torch::kBool || dt == torch::kByte ? torch::kInt : dt, case_id).to(dt);
         torch::Tensor out = torch::empty({n * size()}, in.options());
-        if (async) comm_.AllGatherAsync(in, out)->Wait();
-        else comm_.AllGather(in, out);
+        if (async)
+          comm_.AllGatherAsync(in, out)->Wait();
+        else
+          comm_.AllGather(in, out);
         std::vector<torch::Tensor> parts;
         for (int r = 0; r < size(); ++r) {
           parts.push_back(Input(r, n, dt == torch::kBool || dt == torch::kByte ? torch::kInt : dt, case_id).to(dt));
@@ -136,8 +144,10 @@ TEST_F(CommunicatorTest, BroadcastCopiesTheRootsTensorToEveryRank) {
       for (int root = 0; root < size(); ++root) {
         ++case_id;
         torch::Tensor t = Input(rank(), 257, dt, case_id);
-        if (async) comm_.BroadcastAsync(t, root)->Wait();
-        else comm_.Broadcast(t, root);
+        if (async)
+          comm_.BroadcastAsync(t, root)->Wait();
+        else
+          comm_.Broadcast(t, root);
         EXPECT_TRUE(t.equal(Input(root, 257, dt, case_id))) << "Broadcast " << dt << " root " << root;
       }
     }

@@ -60,8 +60,8 @@ TEST_F(NcclTest, ReduceScatterAllGatherAndBroadcastMatchMpi) {
   nccl_->AllGatherAsync(piece.to(device_), all_gpu)->Wait();
   EXPECT_TRUE(all_gpu.cpu().equal(all_cpu));
 
-  torch::Tensor b = torch::full({9}, static_cast<double>(rank), torch::TensorOptions().device(device_)
-                                                                     .dtype(torch::kDouble));
+  torch::Tensor b =
+      torch::full({9}, static_cast<double>(rank), torch::TensorOptions().device(device_).dtype(torch::kDouble));
   nccl_->Broadcast(b, size - 1);
   EXPECT_TRUE(b.cpu().eq(size - 1).all().item<bool>());
   nccl_->Barrier();

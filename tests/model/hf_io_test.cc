@@ -34,9 +34,9 @@ TEST(HfIo, UsesHuggingFaceTensorNames) {
   std::set<std::string> names;
   for (const auto& [name, t] : GatherHfTensors(*model)) names.insert(name);
   for (const char* expected :
-       {"model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight",
-        "model.layers.0.mlp.down_proj.weight", "model.layers.1.post_attention_layernorm.weight",
-        "model.norm.weight", "lm_head.weight", "model.mm_projector.0.weight", "model.mm_projector.2.bias",
+       {"model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight", "model.layers.0.mlp.down_proj.weight",
+        "model.layers.1.post_attention_layernorm.weight", "model.norm.weight", "lm_head.weight",
+        "model.mm_projector.0.weight", "model.mm_projector.2.bias",
         "model.vision_tower.vision_tower.vision_model.embeddings.class_embedding",
         "model.vision_tower.vision_tower.vision_model.embeddings.patch_embedding.weight",
         "model.vision_tower.vision_tower.vision_model.pre_layrnorm.bias",
@@ -114,8 +114,7 @@ TEST(HfIo, MissingUnexpectedAndMisShapedTensorsAreClearErrors) {
     if (name == "model.layers.1.mlp.gate_proj.weight") t = torch::zeros({40, 32});
   }
   checkpoint::WriteSafetensors(file, shaped);
-  ExpectErrorMentions<CheckpointError>(load,
-                                       {file, "model.layers.1.mlp.gate_proj.weight", "[40, 32]", "[48, 32]"});
+  ExpectErrorMentions<CheckpointError>(load, {file, "model.layers.1.mlp.gate_proj.weight", "[40, 32]", "[48, 32]"});
 
   checkpoint::NamedTensors ints = all;
   ints[0].second = ints[0].second.to(torch::kInt64);

@@ -74,8 +74,7 @@ TEST(VocabParallelCrossEntropy, MatchesTorchCrossEntropyAndGradientAtTp1) {
   loss.sum().backward();
   torch::Tensor ref_logits = logits.detach().clone().requires_grad_(true);
   torch::Tensor ref = torch::nn::functional::cross_entropy(
-      ref_logits, targets,
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+      ref_logits, targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
   ref.backward();
   EXPECT_NEAR(loss.sum().item<float>(), ref.item<float>(), 1e-4);
   EXPECT_TRUE(torch::allclose(logits.grad(), ref_logits.grad(), 1e-5, 1e-6));

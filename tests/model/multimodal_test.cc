@@ -83,8 +83,7 @@ TEST(LlamaDecoder, LogitsMatchReferenceForMhaGqaAndTiedEmbeddings) {
     MultimodalBatch batch{ids, mask, {}, {}, {}};
     torch::Tensor logits = model->forward(batch).logits;
     torch::Tensor pos = MultimodalModelImpl::PositionIds(mask, ids);
-    torch::Tensor ref =
-        testing::RefLlamaLogits(w, c.text, w.at("model.embed_tokens.weight").index({ids}), mask, pos);
+    torch::Tensor ref = testing::RefLlamaLogits(w, c.text, w.at("model.embed_tokens.weight").index({ids}), mask, pos);
     EXPECT_TRUE(torch::allclose(logits[0], ref[0], 1e-4, 1e-5)) << "kv=" << kv << " tied=" << tied;
     EXPECT_TRUE(torch::allclose(logits[1].narrow(0, 1, 6), ref[1].narrow(0, 1, 6), 1e-4, 1e-5));
   }
@@ -101,8 +100,8 @@ TEST(ClipVision, FeaturesMatchReferenceAndTowerIsFrozen) {
   EXPECT_EQ(feats.sizes(), (std::vector<int64_t>{2, 4, 24}));  // CLS dropped: 4 patches
   EXPECT_FALSE(feats.requires_grad());
   for (const auto& p : model->vision_tower->parameters()) EXPECT_FALSE(p.requires_grad());
-  torch::Tensor ref = testing::RefClipFeatures(w, c.vision, /*layers_used=*/2, pixels,
-                                               "model.vision_tower.vision_tower.vision_model.");
+  torch::Tensor ref =
+      testing::RefClipFeatures(w, c.vision, /*layers_used=*/2, pixels, "model.vision_tower.vision_tower.vision_model.");
   EXPECT_TRUE(torch::allclose(feats, ref, 1e-4, 1e-5));
   // The last layer's output differs: the second-to-last layer really is the one selected.
   torch::Tensor last =

@@ -75,10 +75,8 @@ torch::Tensor RefLlamaLogits(const Weights& w, const LlamaConfig& c, const torch
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     torch::Tensor x = RefRmsNorm(h, w.at(p + "input_layernorm.weight"), c.rms_norm_eps);
-    torch::Tensor q =
-        RefRope(split(Lin(w, p + "self_attn.q_proj", x), c.num_attention_heads), positions, c.rope_theta);
-    torch::Tensor k =
-        RefRope(split(Lin(w, p + "self_attn.k_proj", x), c.num_key_value_heads), positions, c.rope_theta);
+    torch::Tensor q = RefRope(split(Lin(w, p + "self_attn.q_proj", x), c.num_attention_heads), positions, c.rope_theta);
+    torch::Tensor k = RefRope(split(Lin(w, p + "self_attn.k_proj", x), c.num_key_value_heads), positions, c.rope_theta);
     torch::Tensor v = split(Lin(w, p + "self_attn.v_proj", x), c.num_key_value_heads);
     torch::Tensor a = RefAttention(q, k, v, mask, /*causal=*/true).permute({0, 2, 1, 3}).reshape({B, T, -1});
     h = h + Lin(w, p + "self_attn.o_proj", a);
@@ -91,8 +89,8 @@ torch::Tensor RefLlamaLogits(const Weights& w, const LlamaConfig& c, const torch
   return Lin(w, head, h);
 }
 
-torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int layers_used,
-                              const torch::Tensor& pixels, const std::string& prefix) {
+torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int layers_used, const torch::Tensor& pixels,
+                              const std::string& prefix) {
   const int64_t N = pixels.size(0), p = c.patch_size, g = c.grid(), C = c.hidden_size, H = c.num_attention_heads;
   // Patches by explicit slicing (row-major over the grid), each flattened [3 * p * p] as the conv weight is.
   std::vector<torch::Tensor> patches;
@@ -102,8 +100,7 @@ torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int l
     }
   }
   const std::string e = prefix + "embeddings.";
-  torch::Tensor x =
-      torch::matmul(torch::stack(patches, 1), w.at(e + "patch_embedding.weight").reshape({C, -1}).t());
+  torch::Tensor x = torch::matmul(torch::stack(patches, 1), w.at(e + "patch_embedding.weight").reshape({C, -1}).t());
   x = torch::cat({w.at(e + "class_embedding").expand({N, 1, C}), x}, 1) + w.at(e + "position_embedding.weight");
   x = RefLayerNorm(x, w.at(prefix + "pre_layrnorm.weight"), w.at(prefix + "pre_layrnorm.bias"), c.layer_norm_eps);
   const int64_t L = x.size(1);
@@ -111,11 +108,10 @@ torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int l
   auto split = [&](const torch::Tensor& y) { return y.view({N, L, H, C / H}).permute({0, 2, 1, 3}); };
   for (int i = 0; i < layers_used; ++i) {
     const std::string l = prefix + "encoder.layers." + std::to_string(i) + ".";
-    torch::Tensor y =
-        RefLayerNorm(x, w.at(l + "layer_norm1.weight"), w.at(l + "layer_norm1.bias"), c.layer_norm_eps);
-    torch::Tensor a = RefAttention(split(Lin(w, l + "self_attn.q_proj", y, true)),
-                                   split(Lin(w, l + "self_attn.k_proj", y, true)),
-                                   split(Lin(w, l + "self_attn.v_proj", y, true)), all_valid, false);
+    torch::Tensor y = RefLayerNorm(x, w.at(l + "layer_norm1.weight"), w.at(l + "layer_norm1.bias"), c.layer_norm_eps);
+    torch::Tensor a =
+        RefAttention(split(Lin(w, l + "self_attn.q_proj", y, true)), split(Lin(w, l + "self_attn.k_proj", y, true)),
+                     split(Lin(w, l + "self_attn.v_proj", y, true)), all_valid, false);
     x = x + Lin(w, l + "self_attn.out_proj", a.permute({0, 2, 1, 3}).reshape({N, L, C}), true);
     y = RefLayerNorm(x, w.at(l + "layer_norm2.weight"), w.at(l + "layer_norm2.bias"), c.layer_norm_eps);
     y = Lin(w, l + "mlp.fc1", y, true);

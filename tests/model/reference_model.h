@@ -30,8 +30,8 @@ torch::Tensor RefLlamaLogits(const Weights& w, const LlamaConfig& c, const torch
                              const torch::Tensor& mask, const torch::Tensor& positions);
 // CLIP features [N, P, Cv] from hidden_states[layers_used], class token dropped; `prefix` = "vision_model." or
 // the LLaVA prefix.
-torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int layers_used,
-                              const torch::Tensor& pixels, const std::string& prefix);
+torch::Tensor RefClipFeatures(const Weights& w, const ClipVisionConfig& c, int layers_used, const torch::Tensor& pixels,
+                              const std::string& prefix);
 // Mean cross entropy of logits[:, t] against labels[:, t + 1] over labels != -100, via log-sum-exp.
 torch::Tensor RefShiftedLoss(const torch::Tensor& logits, const torch::Tensor& labels);
 

@@ -120,8 +120,7 @@ TEST(TensorParallelLoss, VocabParallelCrossEntropyMatchesFullCrossEntropy) {
   (loss * torch::arange(1, 10).to(torch::kFloat32)).sum().backward();  // non-uniform upstream gradient
   torch::Tensor ref_in = full.clone().requires_grad_(true);
   torch::Tensor ref = torch::nn::functional::cross_entropy(
-      ref_in, targets,
-      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
+      ref_in, targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kNone));
   (ref * torch::arange(1, 10).to(torch::kFloat32)).sum().backward();
   EXPECT_TRUE(torch::allclose(loss, ref, 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(local.grad(), ref_in.grad().narrow(1, tp.rank() * v, v), 1e-5, 1e-6));

@@ -34,8 +34,7 @@ TEST(DistributedOptimizer, OverlappedReductionIsBitwiseEqualToReducingAtStep) {
     without.overlap = false;
     RunResult a = RunDp(with, 3, 2, &dp);
     RunResult b = RunDp(without, 3, 2, &dp);
-    for (size_t i = 0; i < a.params.size(); ++i)
-      EXPECT_TRUE(a.params[i].equal(b.params[i])) << kMlpNames[i];
+    for (size_t i = 0; i < a.params.size(); ++i) EXPECT_TRUE(a.params[i].equal(b.params[i])) << kMlpNames[i];
     for (int s = 0; s < 3; ++s) {
       EXPECT_EQ(a.stats[s].grad_norm, b.stats[s].grad_norm);
       EXPECT_GT(a.stats[s].buckets, 1);
@@ -58,9 +57,8 @@ TEST(DistributedOptimizer, ParametersUnusedInTheLastBackwardDoNotHangAndKeepThei
     std::vector<torch::Tensor> all = {side, idle, p[0], p[1], p[2], p[3]};
     OptimizerOptions o = MlpOptions();
     o.overlap = overlap;
-    DistributedOptimizer opt(
-        Trainable(all, {"side", "idle", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}), &dp,
-        nullptr, o);
+    DistributedOptimizer opt(Trainable(all, {"side", "idle", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}), &dp,
+                             nullptr, o);
     std::vector<StepStats> stats;
     for (int s = 0; s < 3; ++s) {
       auto [x, y] = GlobalBatch(s);
@@ -70,8 +68,7 @@ TEST(DistributedOptimizer, ParametersUnusedInTheLastBackwardDoNotHangAndKeepThei
         opt.PrepareBackward(m == 1);
         torch::Tensor xs = x.narrow(0, dp.rank() * per + m * per / 2, per / 2);
         torch::Tensor loss = MlpLoss(p, xs, y.narrow(0, dp.rank() * per + m * per / 2, per / 2));
-        if (m == 0 && dp.rank() % 2 == 0)
-          loss = loss + torch::mm(side, xs.narrow(1, 0, 5).t()).square().sum();
+        if (m == 0 && dp.rank() % 2 == 0) loss = loss + torch::mm(side, xs.narrow(1, 0, 5).t()).square().sum();
         loss.backward();
       }
       stats.push_back(opt.Step(1e-2));

@@ -70,8 +70,7 @@ TEST_P(TensorAndDataParallel, GradNormAndClippedAdamWEqualASerialFp64Reference) 
       ref[i] -= lr / b1 * m[i] / ((v[i] / b2).sqrt() + o.eps);
       torch::Tensor want = LocalOf(ref[i], i, tp.rank(), tp.size()).to(torch::kFloat32);
       EXPECT_TRUE(torch::allclose(local[i], want, 1e-5, 1e-6))
-          << kSpecs[i].name << " step " << s << " max diff "
-          << (local[i] - want).abs().max().item<double>();
+          << kSpecs[i].name << " step " << s << " max diff " << (local[i] - want).abs().max().item<double>();
     }
   }
 }

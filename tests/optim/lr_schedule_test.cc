@@ -26,8 +26,7 @@ TEST(LrSchedule, DecaysByCosineFromLrToMinLr) {
   EXPECT_NEAR(LrAt(40, 100, 1.0, 0.1, 0.1), 0.775, 1e-12);  // a third: cos(pi / 3) = 0.5
   EXPECT_DOUBLE_EQ(LrAt(100, 100, 1.0, 0.1, 0.1), 0.1);
   EXPECT_DOUBLE_EQ(LrAt(5000, 100, 1.0, 0.1, 0.1), 0.1);
-  for (int64_t s = 10; s < 100; ++s)
-    EXPECT_LE(LrAt(s + 1, 100, 1.0, 0.1, 0.1), LrAt(s, 100, 1.0, 0.1, 0.1));
+  for (int64_t s = 10; s < 100; ++s) EXPECT_LE(LrAt(s + 1, 100, 1.0, 0.1, 0.1), LrAt(s, 100, 1.0, 0.1, 0.1));
 }
 
 TEST(LrSchedule, NoWarmupStartsAtLr) {

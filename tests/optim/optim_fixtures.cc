@@ -16,8 +16,8 @@ const std::vector<std::string> kMlpNames = {"fc1.weight", "fc1.bias", "fc2.weigh
 
 std::vector<torch::Tensor> MakeMlp() {
   torch::manual_seed(7);
-  std::vector<torch::Tensor> p = {torch::randn({16, 8}) * 0.3, torch::randn({16}) * 0.1,
-                                  torch::randn({5, 16}) * 0.3, torch::randn({5}) * 0.1};
+  std::vector<torch::Tensor> p = {torch::randn({16, 8}) * 0.3, torch::randn({16}) * 0.1, torch::randn({5, 16}) * 0.3,
+                                  torch::randn({5}) * 0.1};
   for (auto& t : p) t.requires_grad_();
   return p;
 }
@@ -38,8 +38,7 @@ std::vector<TrainableParam> Trainable(const std::vector<torch::Tensor>& p, const
   std::vector<TrainableParam> out;
   for (size_t i = 0; i < p.size(); ++i) {
     std::vector<int64_t> shape = p[i].sizes().vec();
-    out.push_back(
-        TrainableParam{names[i], p[i], -1, shape, std::vector<int64_t>(shape.size(), 0), p[i].dim() >= 2});
+    out.push_back(TrainableParam{names[i], p[i], -1, shape, std::vector<int64_t>(shape.size(), 0), p[i].dim() >= 2});
   }
   return out;
 }

@@ -34,17 +34,16 @@ using testing::Rank;
 using testing::RunDp;
 using testing::RunResult;
 using testing::SetTpGrads;
-using testing::Trainable;
 using testing::TpOptions;
 using testing::TpParams;
+using testing::Trainable;
 using testing::World;
 
 class OptimizerCheckpoint : public ::testing::Test {
  protected:
   void SetUp() override {
     cluster::ControlPlane control(MPI_COMM_WORLD);
-    run_ = control.BroadcastBytes(
-        (fs::temp_directory_path() / ("lcl_optim_" + std::to_string(getpid()))).string());
+    run_ = control.BroadcastBytes((fs::temp_directory_path() / ("lcl_optim_" + std::to_string(getpid()))).string());
     if (Rank() == 0) fs::remove_all(run_);
     MPI_Barrier(MPI_COMM_WORLD);
   }
@@ -96,14 +95,12 @@ TEST_F(OptimizerCheckpoint, StateSavedAtDp2WithZeroLoadsExactlyIntoDp1WithoutZer
     torch::Tensor have = kind == "optim.master."    ? alone.master(param)
                          : kind == "optim.exp_avg." ? alone.exp_avg(param)
                                                     : alone.exp_avg_sq(param);
-    for (size_t d = 0; d < s.offsets.size(); ++d)
-      have = have.narrow(d, s.offsets[d], s.data.size(d));
+    for (size_t d = 0; d < s.offsets.size(); ++d) have = have.narrow(d, s.offsets[d], s.data.size(d));
     EXPECT_TRUE(have.equal(s.data)) << s.name;
   }
   // The parameters of both layouts agree, and the masters are the parameters.
   for (size_t i = 0; i < kSpecs.size(); ++i) {
-    EXPECT_TRUE(LocalOf(full[i].param, i, tp.rank(), tp.size()).equal(params[i].param))
-        << kSpecs[i].name;
+    EXPECT_TRUE(LocalOf(full[i].param, i, tp.rank(), tp.size()).equal(params[i].param)) << kSpecs[i].name;
     EXPECT_TRUE(alone.master(kSpecs[i].name).equal(full[i].param)) << kSpecs[i].name;
   }
 
@@ -153,8 +150,7 @@ TEST_F(OptimizerCheckpoint, ResumedTrainingIsBitwiseEqualToUninterrupted) {
     ckpt.Save(first.step(), std::move(state));
     ASSERT_TRUE(ckpt.Wait().committed);
   }
-  for (auto& t : p)
-    t.detach().normal_();  // the resumed run must not depend on what the params held
+  for (auto& t : p) t.detach().normal_();  // the resumed run must not depend on what the params held
   DistributedOptimizer second(Trainable(p, kMlpNames), &dp, nullptr, o);
   checkpoint::CheckpointReader reader(checkpoint::ResolveResume(run_, "auto"));
   second.LoadState(reader, reader.manifest().step());

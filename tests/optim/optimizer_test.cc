@@ -24,9 +24,9 @@ using testing::MlpOptions;
 using testing::RunDp;
 using testing::RunReference;
 using testing::RunResult;
-using testing::Trainable;
 using testing::TpOptions;
 using testing::TpParams;
+using testing::Trainable;
 
 class DataParallel : public ::testing::TestWithParam<bool> {};
 
@@ -39,15 +39,13 @@ TEST_P(DataParallel, StepEqualsOneProcessStepOnTheWholeBatchWithTorchAdamW) {
   RunResult got = RunDp(o, steps, /*micro=*/2, &dp);
   int clipped = 0;
   for (int s = 0; s < steps; ++s) {
-    EXPECT_NEAR(got.stats[s].grad_norm, ref.stats[s].grad_norm, 1e-5 * ref.stats[s].grad_norm)
-        << "step " << s;
+    EXPECT_NEAR(got.stats[s].grad_norm, ref.stats[s].grad_norm, 1e-5 * ref.stats[s].grad_norm) << "step " << s;
     EXPECT_EQ(got.stats[s].clipped, ref.stats[s].clipped) << "step " << s;
     clipped += got.stats[s].clipped;
   }
   EXPECT_GT(clipped, 0) << "the test should exercise clipping";
   EXPECT_LT(clipped, steps) << "and an unclipped step: norms " << ref.stats[0].grad_norm << " "
-                            << ref.stats[1].grad_norm << " " << ref.stats[2].grad_norm << " "
-                            << ref.stats[3].grad_norm;
+                            << ref.stats[1].grad_norm << " " << ref.stats[2].grad_norm << " " << ref.stats[3].grad_norm;
   ExpectParamsClose(got, ref, 1e-5, 1e-6);
 }
 
@@ -59,8 +57,7 @@ TEST(DistributedOptimizer, ZeroOneMatchesReplicatedAdamWInParamsAndState) {
   off.zero1 = false;
   RunResult a = RunDp(on, 3, 1, &dp);
   RunResult b = RunDp(off, 3, 1, &dp);
-  for (int s = 0; s < 3; ++s)
-    EXPECT_NEAR(a.stats[s].grad_norm, b.stats[s].grad_norm, 1e-6 * b.stats[s].grad_norm);
+  for (int s = 0; s < 3; ++s) EXPECT_NEAR(a.stats[s].grad_norm, b.stats[s].grad_norm, 1e-6 * b.stats[s].grad_norm);
   ExpectParamsClose(a, b, 1e-6, 1e-7);
 }
 
@@ -71,15 +68,13 @@ TEST(DistributedOptimizer, Bf16ParamsKeepFp32MastersThatFollowTheFp32RunExactly)
   // rounded to bf16.
   MpiCommunicator dp(MPI_COMM_WORLD, "dp");
   for (bool zero1 : {true, false}) {
-    std::vector<TrainableParam> p32 = TpParams(0, 1, /*sharded=*/false),
-                                p16 = TpParams(0, 1, false);
+    std::vector<TrainableParam> p32 = TpParams(0, 1, /*sharded=*/false), p16 = TpParams(0, 1, false);
     for (size_t i = 0; i < kSpecs.size(); ++i) {
       torch::Tensor start = GlobalInit(i).to(torch::kBFloat16);
       p16[i].param = start.clone().requires_grad_();
       p32[i].param = start.to(torch::kFloat32).requires_grad_();
     }
-    DistributedOptimizer o32(p32, &dp, nullptr, TpOptions(zero1)),
-        o16(p16, &dp, nullptr, TpOptions(zero1));
+    DistributedOptimizer o32(p32, &dp, nullptr, TpOptions(zero1)), o16(p16, &dp, nullptr, TpOptions(zero1));
     for (int s = 0; s < 3; ++s) {
       for (size_t i = 0; i < kSpecs.size(); ++i) {
         torch::Tensor g = GlobalGrad(i, dp.rank(), s).to(torch::kBFloat16);
@@ -97,8 +92,7 @@ TEST(DistributedOptimizer, Bf16ParamsKeepFp32MastersThatFollowTheFp32RunExactly)
       EXPECT_EQ(p16[i].param.scalar_type(), torch::kBFloat16);
       EXPECT_TRUE(p16[i].param.equal(p32[i].param.to(torch::kBFloat16))) << n;
     }
-    for (const checkpoint::LocalShard& sh : o16.StateShards())
-      EXPECT_EQ(sh.data.scalar_type(), torch::kFloat32);
+    for (const checkpoint::LocalShard& sh : o16.StateShards()) EXPECT_EQ(sh.data.scalar_type(), torch::kFloat32);
   }
 }
 

@@ -21,17 +21,16 @@ void MakeTree(const std::string& root) {
   WriteText(root + "/LOC_synset_mapping.txt",
             "n01440764 tench, Tinca tinca\nn01443537 goldfish, Carassius auratus\nn01484850 great "
             "white shark\n");
-  for (const char* f : {"n01440764/n01440764_1.JPEG", "n01440764/n01440764_2.JPEG",
-                        "n01443537/n01443537_7.JPEG", "n01440764/notes.txt"}) {
+  for (const char* f : {"n01440764/n01440764_1.JPEG", "n01440764/n01440764_2.JPEG", "n01443537/n01443537_7.JPEG",
+                        "n01440764/notes.txt"}) {
     WriteText(root + "/train/" + f, "");
   }
   std::filesystem::create_directories(root + "/train/n01484850");
   WriteText(root + "/val/ILSVRC2012_val_00000001.JPEG", "");
   WriteText(root + "/val/ILSVRC2012_val_00000002.JPEG", "");
-  WriteText(
-      root + "/LOC_val_solution.csv",
-      "ImageId,PredictionString\nILSVRC2012_val_00000001,n01443537 1 2 3 4 n01443537 5 6 7 8\n"
-      "ILSVRC2012_val_00000002,n01484850 1 2 3 4\n");
+  WriteText(root + "/LOC_val_solution.csv",
+            "ImageId,PredictionString\nILSVRC2012_val_00000001,n01443537 1 2 3 4 n01443537 5 6 7 8\n"
+            "ILSVRC2012_val_00000002,n01484850 1 2 3 4\n");
 }
 
 TEST(SynsetMapping, IdsAreOneBasedLineOrderAndNameIsTheFirstSynonym) {
@@ -61,8 +60,8 @@ TEST(ImageNetIndex, IndexesTrainAndFlatValWithSolutionCsv) {
   MakeTree(dir.path());
   ImageNetIndex index = IndexImageNetRoot(dir.path(), {});
   ASSERT_EQ(index.classes.size(), 3u);
-  EXPECT_EQ(index.classes[0].train, (std::vector<std::string>{"train/n01440764/n01440764_1.JPEG",
-                                                              "train/n01440764/n01440764_2.JPEG"}));
+  EXPECT_EQ(index.classes[0].train,
+            (std::vector<std::string>{"train/n01440764/n01440764_1.JPEG", "train/n01440764/n01440764_2.JPEG"}));
   EXPECT_EQ(index.classes[1].val, (std::vector<std::string>{"val/ILSVRC2012_val_00000001.JPEG"}));
   EXPECT_EQ(index.classes[2].val, (std::vector<std::string>{"val/ILSVRC2012_val_00000002.JPEG"}));
   EXPECT_EQ(index.num_train, 3u);  // notes.txt is not an image
@@ -89,8 +88,7 @@ TEST(ImageNetIndex, ErrorsNameThePathAndReason) {
   WriteText(dir.path() + "/train/n99999999/x.JPEG", "");
   testing::ExpectErrorMentions<DataError>([&] { IndexImageNetRoot(dir.path(), {}); }, {"train/n99999999"});
   std::filesystem::remove_all(dir.path() + "/train/n99999999");
-  WriteText(dir.path() + "/LOC_val_solution.csv",
-            "ImageId,PredictionString\nILSVRC2012_val_00000001,n0 1\n");
+  WriteText(dir.path() + "/LOC_val_solution.csv", "ImageId,PredictionString\nILSVRC2012_val_00000001,n0 1\n");
   EXPECT_THROW(IndexImageNetRoot(dir.path(), {}), DataError);
 }
 

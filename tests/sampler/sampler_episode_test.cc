@@ -17,9 +17,8 @@ namespace {
 
 // Everything an episode decides, as one string, so equality checks cover every field.
 std::string Fingerprint(const Episode& e) {
-  std::string s = e.policy + "|" + std::to_string(e.shot) + "|" + std::to_string(e.positive_class) +
-                  "|" + std::to_string(e.negative_class) + "|" + e.positive_label + "|" +
-                  e.negative_label + "|";
+  std::string s = e.policy + "|" + std::to_string(e.shot) + "|" + std::to_string(e.positive_class) + "|" +
+                  std::to_string(e.negative_class) + "|" + e.positive_label + "|" + e.negative_label + "|";
   for (const ExampleTurn& t : e.examples) s += t.image.path + ":" + t.label + ";";
   return s + e.query.path + "|" + e.query_label + "|" + e.question;
 }
@@ -35,12 +34,10 @@ PairsTable RingTable(int n) {
   std::vector<ClassPairs> classes;
   for (int i = 0; i < n; ++i) {
     ClassPairs c{std::to_string(i + 1), "class " + std::to_string(i), {}, {}};
-    for (int k = 0; k < 10; ++k)
-      c.samples.push_back("c" + std::to_string(i) + "/" + std::to_string(k));
+    for (int k = 0; k < 10; ++k) c.samples.push_back("c" + std::to_string(i) + "/" + std::to_string(k));
     for (int d = 1; d < n; ++d) {
       int j = (i + d) % n;
-      c.neighbors.push_back(
-          {std::to_string(j + 1), "class " + std::to_string(j), "c" + std::to_string(j) + "/0"});
+      c.neighbors.push_back({std::to_string(j + 1), "class " + std::to_string(j), "c" + std::to_string(j) + "/0"});
     }
     classes.push_back(std::move(c));
   }
@@ -60,8 +57,7 @@ TEST(TrainEpisodes, SameSeedGivesIdenticalEpisodesAndOtherSeedsDiffer) {
   }
   EXPECT_EQ(differ, 50);
   // Building out of order gives the same episode (no hidden state).
-  EXPECT_EQ(Fingerprint(a.Build(3, 7)),
-            Fingerprint(TrainEpisodes(RealTable(), a.config()).Build(3, 7)));
+  EXPECT_EQ(Fingerprint(a.Build(3, 7)), Fingerprint(TrainEpisodes(RealTable(), a.config()).Build(3, 7)));
 }
 
 TEST(TrainEpisodes, TwoWayWeightFollowsTheOfficialRecipe) {
@@ -90,8 +86,7 @@ TEST(TrainEpisodes, TwoWayWeightFollowsTheOfficialRecipe) {
       if (ex.positive) {
         ++positives;
         EXPECT_EQ(ex.label, e.positive_label);
-        EXPECT_NE(std::find(pos.samples.begin(), pos.samples.end(), ex.image.path),
-                  pos.samples.end());
+        EXPECT_NE(std::find(pos.samples.begin(), pos.samples.end(), ex.image.path), pos.samples.end());
       } else {
         EXPECT_EQ(ex.label, e.negative_label);
         EXPECT_TRUE(neg_paths.count(ex.image.path)) << ex.image.path;
@@ -106,8 +101,7 @@ TEST(TrainEpisodes, TwoWayWeightFollowsTheOfficialRecipe) {
 TEST(TrainEpisodes, AnEpochVisitsEveryClassOnceAsPositive) {
   TrainEpisodes episodes(RealTable(), EpisodeConfig{});
   std::set<int> seen;
-  for (uint64_t i = 0; i < episodes.EpisodesPerEpoch(); ++i)
-    seen.insert(episodes.Build(5, i).positive_class);
+  for (uint64_t i = 0; i < episodes.EpisodesPerEpoch(); ++i) seen.insert(episodes.Build(5, i).positive_class);
   EXPECT_EQ(seen.size(), 900u);
   EXPECT_THROW(episodes.Build(5, 900), ConfigError);
 }
@@ -121,8 +115,7 @@ TEST(SamplerState, OneTwoOrFourDpRanksBuildTheSameGlobalSequence) {
     SamplerState state;
     for (int step = 0; step < 4; ++step) {
       std::vector<std::vector<EpisodeKey>> slices;
-      for (int r = 0; r < dp; ++r)
-        slices.push_back(RankSlice(state, global_batch, r, dp, per_epoch));
+      for (int r = 0; r < dp; ++r) slices.push_back(RankSlice(state, global_batch, r, dp, per_epoch));
       // Global position k belongs to rank k % dp, at slot k / dp.
       for (uint64_t k = 0; k < global_batch; ++k) {
         const EpisodeKey& key = slices[k % dp][k / dp];
@@ -163,8 +156,7 @@ TEST(SamplerState, ContinuationFromEpochAndIndexIsExactAcrossEpochBoundaries) {
 }
 
 // |observed - expected| within 5 standard deviations of a binomial count, for every bin.
-void ExpectFrequencies(const std::vector<int>& counts, const std::vector<double>& weights,
-                       int draws) {
+void ExpectFrequencies(const std::vector<int>& counts, const std::vector<double>& weights, int draws) {
   double total = 0;
   for (double w : weights) total += w;
   for (size_t j = 0; j < weights.size(); ++j) {
@@ -241,8 +233,7 @@ TEST(EvalEpisodes, PairsPartnersAndAsksTheTestImageFromThePositiveSide) {
   EXPECT_EQ(e.examples.size(), 4u);
   for (const ExampleTurn& t : e.examples) EXPECT_EQ(t.image.path[0], t.positive ? 'd' : 'c');
   EXPECT_EQ(eval.Build(4).negative_label, "cow");
-  EXPECT_EQ(Fingerprint(eval.Build(1)),
-            Fingerprint(EvalEpisodes(classes, 2, 9, EvalLabels::kClassNames).Build(1)));
+  EXPECT_EQ(Fingerprint(eval.Build(1)), Fingerprint(EvalEpisodes(classes, 2, 9, EvalLabels::kClassNames).Build(1)));
   EvalEpisodes words(classes, 0, 9, EvalLabels::kMadeUpWords);
   Episode w = words.Build(0);
   EXPECT_TRUE(w.examples.empty());

@@ -11,9 +11,7 @@
 namespace lcl::sampler {
 namespace {
 
-FeatureMatrix Matrix(int64_t rows, int64_t cols, std::vector<float> data) {
-  return {rows, cols, std::move(data)};
-}
+FeatureMatrix Matrix(int64_t rows, int64_t cols, std::vector<float> data) { return {rows, cols, std::move(data)}; }
 
 TEST(ClassSimilarity, MatchesTheOfficialWeightedSumComputedByHand) {
   FeatureMatrix image = Matrix(3, 2, {1, 0, 0, 2, 1, 1});  // normalised: e1, e2, (e1+e2)/sqrt2
@@ -44,8 +42,7 @@ TEST(DrawNeighbors, DrawsOneClassPerSimilarityIntervalNearestFirst) {
     auto n = DrawNeighbors(sim, 4, seed);
     ASSERT_EQ(n[0].size(), 4u);
     for (int k = 0; k < 4; ++k) {
-      EXPECT_TRUE(n[0][k] == 2 * k + 1 || n[0][k] == 2 * k + 2)
-          << "interval " << k << " drew " << n[0][k];
+      EXPECT_TRUE(n[0][k] == 2 * k + 1 || n[0][k] == 2 * k + 2) << "interval " << k << " drew " << n[0][k];
       seen.insert(n[0][k]);
     }
     EXPECT_EQ(n, DrawNeighbors(sim, 4, seed));
@@ -59,8 +56,7 @@ TEST(MakePairsTable, WritesTheOfficialFormatWithDrawnNeighbours) {
   for (int i = 0; i < 3; ++i) {
     ClassImages c;
     c.synset = {i + 1, "n" + std::to_string(i), "class" + std::to_string(i), ""};
-    for (int k = 0; k < 5; ++k)
-      c.train.push_back("train/n" + std::to_string(i) + "/" + std::to_string(k) + ".JPEG");
+    for (int k = 0; k < 5; ++k) c.train.push_back("train/n" + std::to_string(i) + "/" + std::to_string(k) + ".JPEG");
     classes.push_back(c);
   }
   PairsTable t = MakePairsTable(classes, {{2, 1}, {0, 2}, {1, 0}}, 3, 7);

@@ -16,12 +16,10 @@ using testing::SharedData;
 using testing::TempDir;
 using testing::WriteText;
 
-const char* kLineA =
-    R"({"class_id": "1", "class_name": "kit fox", "samples": ["train/a/1.JPEG", "train/a/2.JPEG"], )"
-    R"("neighbors": [["2", "weasel", "train/b/1.JPEG"]]})";
-const char* kLineB =
-    R"({"class_id": "2", "class_name": "weasel", "samples": ["train/b/1.JPEG", "val/v.JPEG"], )"
-    R"("neighbors": [["1", "kit fox", "train/a/2.JPEG"]]})";
+const char* kLineA = R"({"class_id": "1", "class_name": "kit fox", "samples": ["train/a/1.JPEG", "train/a/2.JPEG"], )"
+                     R"("neighbors": [["2", "weasel", "train/b/1.JPEG"]]})";
+const char* kLineB = R"({"class_id": "2", "class_name": "weasel", "samples": ["train/b/1.JPEG", "val/v.JPEG"], )"
+                     R"("neighbors": [["1", "kit fox", "train/a/2.JPEG"]]})";
 
 std::string ErrorOf(const std::string& path) {
   return testing::ErrorOf<DataError>([&] { PairsTable::Read(path); });
@@ -74,8 +72,7 @@ TEST(PairsFile, RealFileRoundTripsByteForByteInContent) {
 
 TEST(PairsFile, MalformedJsonNamesTheLine) {
   TempDir dir;
-  WriteText(dir.path() + "/p.jsonl",
-            std::string(kLineA) + "\n" + kLineB + "\n{\"class_id\": \"3\", oops\n");
+  WriteText(dir.path() + "/p.jsonl", std::string(kLineA) + "\n" + kLineB + "\n{\"class_id\": \"3\", oops\n");
   std::string msg = ErrorOf(dir.path() + "/p.jsonl");
   EXPECT_NE(msg.find("p.jsonl:3:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("not valid JSON"), std::string::npos) << msg;
@@ -83,9 +80,9 @@ TEST(PairsFile, MalformedJsonNamesTheLine) {
 
 TEST(PairsFile, WrongFieldTypeNamesLineFieldExpectedAndFound) {
   TempDir dir;
-  WriteText(dir.path() + "/p.jsonl",
-            std::string(kLineA) + "\n" +
-                R"({"class_id": "2", "class_name": "weasel", "samples": "x", "neighbors": []})");
+  WriteText(
+      dir.path() + "/p.jsonl",
+      std::string(kLineA) + "\n" + R"({"class_id": "2", "class_name": "weasel", "samples": "x", "neighbors": []})");
   std::string msg = ErrorOf(dir.path() + "/p.jsonl");
   EXPECT_NE(msg.find("p.jsonl:2:"), std::string::npos) << msg;
   EXPECT_NE(msg.find("\"samples\""), std::string::npos) << msg;
@@ -122,8 +119,7 @@ TEST(PairsFile, DuplicateClassAndMissingFileAreErrors) {
 
 TEST(TestPairs, ReadsPairsAndRejectsAnOddCount) {
   TempDir dir;
-  std::vector<TestClass> classes = {{"5", "a", {"c1", "c2"}, {"t1"}},
-                                    {"6", "b", {"c3"}, {"t2", "t3"}}};
+  std::vector<TestClass> classes = {{"5", "a", {"c1", "c2"}, {"t1"}}, {"6", "b", {"c3"}, {"t2", "t3"}}};
   WriteTestPairs(classes, dir.path() + "/t.jsonl");
   std::vector<TestClass> back = ReadTestPairs(dir.path() + "/t.jsonl");
   ASSERT_EQ(back.size(), 2u);

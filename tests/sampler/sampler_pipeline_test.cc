@@ -85,8 +85,7 @@ TEST_F(PipelineTest, MicroBatchTensorsMatchTheTokenizedEpisodes) {
   EXPECT_TRUE(torch::equal(mb.images[4], query));
 }
 
-TEST_F(PipelineTest,
-       PrefetchedMicroBatchesEqualDirectBuildsInOrderAndBadImagesAreReplacedTheSameWay) {
+TEST_F(PipelineTest, PrefetchedMicroBatchesEqualDirectBuildsInOrderAndBadImagesAreReplacedTheSameWay) {
   EpisodeConfig ec;
   ec.shot = 3;
   TrainEpisodes episodes(*table_, ec);
@@ -95,8 +94,7 @@ TEST_F(PipelineTest,
   const uint64_t per_epoch = episodes.EpisodesPerEpoch();
   // dp=2, global batch 4, micro batch 1: rank 1's micro-batches, prefetched by 2 workers.
   Prefetcher<MicroBatch> prefetch(
-      [&](uint64_t k) { return pipeline.Build(MicroBatchKeys({}, 4, 1, 1, 2, per_epoch, k)); }, 2,
-      2);
+      [&](uint64_t k) { return pipeline.Build(MicroBatchKeys({}, 4, 1, 1, 2, per_epoch, k)); }, 2, 2);
   ImageLoader loader1(dir_->path(), Spec(), 0.5);
   EpisodePipeline single(episodes, *tok_, Prompt(), loader1);
   for (uint64_t k = 0; k < 6; ++k) {
@@ -117,10 +115,9 @@ TEST(MicroBatchKeys, RanksMicroBatchesCoverEachGlobalBatchForAnyDp) {
   for (int dp : {1, 2, 4}) {
     const uint64_t micro = 2, per_step = global_batch / dp / micro;
     for (uint64_t step = 0; step < 3; ++step) {
-      std::vector<EpisodeKey> expected =
-          GlobalBatch({KeyAt(start, step * global_batch, per_epoch).epoch,
-                       KeyAt(start, step * global_batch, per_epoch).index},
-                      global_batch, per_epoch);
+      std::vector<EpisodeKey> expected = GlobalBatch(
+          {KeyAt(start, step * global_batch, per_epoch).epoch, KeyAt(start, step * global_batch, per_epoch).index},
+          global_batch, per_epoch);
       std::vector<EpisodeKey> got(global_batch);
       for (int r = 0; r < dp; ++r) {
         for (uint64_t m = 0; m < per_step; ++m) {

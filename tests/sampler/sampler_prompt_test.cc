@@ -55,12 +55,10 @@ TEST_F(PromptTest, TrainingIsDeterministic) {
   // Same corpus, same file name (the model records its prefix), another directory: identical bytes.
   testing::TempDir other;
   TrainTokenizer(DefaultTokenizerCorpus(ClassNames()), 1000, other.path() + "/tok.model");
-  const std::string a = ReadAll(dir_->path() + "/tok.model"),
-                    b = ReadAll(other.path() + "/tok.model");
+  const std::string a = ReadAll(dir_->path() + "/tok.model"), b = ReadAll(other.path() + "/tok.model");
   EXPECT_GT(a.size(), 1000u);
   EXPECT_TRUE(a.substr(0, a.find("/tmp/")) == b.substr(0, b.find("/tmp/"))) << "models differ";
-  EXPECT_TRUE(a.substr(a.find("/tok")) == b.substr(b.find("/tok")))
-      << "models differ after the prefix";
+  EXPECT_TRUE(a.substr(a.find("/tok")) == b.substr(b.find("/tok"))) << "models differ after the prefix";
   EXPECT_THROW(TrainTokenizer({}, 1000, dir_->path() + "/x.model"), DataError);
   EXPECT_THROW(TrainTokenizer({"a"}, 1000, dir_->path() + "/x.bin"), ConfigError);
   EXPECT_THROW(Tokenizer::Load(dir_->path() + "/absent.model"), DataError);
@@ -73,9 +71,8 @@ TEST_F(PromptTest, ImageSpecialsFollowTheVocabularyAndTextNeverProducesThem) {
   EXPECT_EQ(tok.bos_id(), 1);
   EXPECT_EQ(tok.eos_id(), 2);
   EXPECT_EQ(tok.pad_id(), 3);
-  for (const std::string& text :
-       {std::string("<image> <im_start> <im_patch> </s> <s>"), std::string("\xff\xfe"),
-        std::string("Ünïcödé 漢字 [BEGIN EXAMPLE]")}) {
+  for (const std::string& text : {std::string("<image> <im_start> <im_patch> </s> <s>"), std::string("\xff\xfe"),
+                                  std::string("Ünïcödé 漢字 [BEGIN EXAMPLE]")}) {
     for (int id : tok.Encode(text)) ASSERT_LT(id, tok.im_start_id()) << text;
   }
   // Byte fallback: text outside the corpus round-trips exactly.
@@ -87,18 +84,13 @@ TEST_F(PromptTest, RenderedTextFollowsTheOfficialLayout) {
   PromptConfig config;
   std::string text = RenderText(e, config);
   EXPECT_EQ(
-      text.rfind(config.system +
-                     " USER: [BEGIN EXAMPLE] What is in the image <image>? ASSISTANT: there is \"",
-                 0),
-      0u);
+      text.rfind(config.system + " USER: [BEGIN EXAMPLE] What is in the image <image>? ASSISTANT: there is \"", 0), 0u);
   size_t examples = 0;
-  for (size_t p = text.find("[END EXAMPLE]</s>"); p != std::string::npos;
-       p = text.find("[END EXAMPLE]</s>", p + 1)) {
+  for (size_t p = text.find("[END EXAMPLE]</s>"); p != std::string::npos; p = text.find("[END EXAMPLE]</s>", p + 1)) {
     ++examples;
   }
   EXPECT_EQ(examples, 32u);
-  std::string tail =
-      "USER: " + e.question + " ASSISTANT: there is \"" + e.query_label + "\" in the image.</s>";
+  std::string tail = "USER: " + e.question + " ASSISTANT: there is \"" + e.query_label + "\" in the image.</s>";
   EXPECT_EQ(text.substr(text.size() - tail.size()), tail);
   EXPECT_EQ(text.find(config.system, 1), std::string::npos);  // the system line only once, first
 }
@@ -232,8 +224,8 @@ TEST_F(PromptTest, SupportNamesFollowEachExampleLabelButNeverTheFinalAnswer) {
   config.support_names = false;
   TokenizedPrompt plain = TokenizeEpisode(e, *tok_, config);
   size_t name_tokens = 0;
-  for (const ExampleTurn& t : e.examples) name_tokens += tok_->Encode(t.label + " " + t.class_name).size() -
-                                                        tok_->Encode(t.label).size();
+  for (const ExampleTurn& t : e.examples)
+    name_tokens += tok_->Encode(t.label + " " + t.class_name).size() - tok_->Encode(t.label).size();
   EXPECT_EQ(named.input_ids.size(), plain.input_ids.size() + name_tokens);
   int64_t labelled_named = 0, labelled_plain = 0;
   for (int l : named.labels) labelled_named += l != kIgnoreIndex;

@@ -92,8 +92,7 @@ TEST(Synth, WritesAnImageNetTreeAndOfficialFormatFiles) {
   EXPECT_EQ(train.size(), 12u);
   EXPECT_EQ(test.size(), 4u);
   for (size_t k = 0; k < test.size(); k += 2) {
-    EXPECT_EQ(r.classes[std::stoi(test[k].class_id) - 1].family,
-              r.classes[std::stoi(test[k + 1].class_id) - 1].family);
+    EXPECT_EQ(r.classes[std::stoi(test[k].class_id) - 1].family, r.classes[std::stoi(test[k + 1].class_id) - 1].family);
     EXPECT_EQ(test[k].context_samples.size() + test[k].test_samples.size(), 8u);
   }
   nlohmann::json split = nlohmann::json::parse(std::ifstream(r.split));
@@ -123,8 +122,7 @@ TEST(Synth, SameSeedWritesTheSameBytes) {
   Synthesize(o);
   o.out = b.path();
   Synthesize(o);
-  for (const char* f :
-       {"/train/n90000003/n90000003_1.JPEG", "/train_pairs.jsonl", "/LOC_synset_mapping.txt"}) {
+  for (const char* f : {"/train/n90000003/n90000003_1.JPEG", "/train_pairs.jsonl", "/LOC_synset_mapping.txt"}) {
     EXPECT_TRUE(ReadAll(a.path() + f) == ReadAll(b.path() + f)) << f;
     EXPECT_FALSE(ReadAll(a.path() + f).empty()) << f;
   }
@@ -141,8 +139,7 @@ TEST(Synth, FamiliesShareColourAndMembersAreLearnableByNearestCentroid) {
   std::vector<std::pair<int, std::vector<double>>> held_out;
   for (const SynthClass& c : r.classes) {
     for (int k = 0; k < o.images_per_class; ++k) {
-      cv::Mat img = cv::imread(dir.path() + "/train/" + c.wnid + "/" + c.wnid + "_" +
-                               std::to_string(k) + ".JPEG");
+      cv::Mat img = cv::imread(dir.path() + "/train/" + c.wnid + "/" + c.wnid + "_" + std::to_string(k) + ".JPEG");
       std::vector<double> f = Features(img);
       if (k < 8) {
         for (size_t d = 0; d < f.size(); ++d) centroid[c.id - 1][d] += f[d] / 8;

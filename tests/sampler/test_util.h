@@ -27,12 +27,9 @@ inline void WriteText(const std::string& path, const std::string& text) {
 inline void WriteBytes(const std::string& path, const std::vector<uint8_t>& bytes) {
   std::filesystem::create_directories(std::filesystem::path(path).parent_path());
   std::ofstream(path, std::ios::binary | std::ios::trunc)
-      .write(reinterpret_cast<const char*>(bytes.data()),
-             static_cast<std::streamsize>(bytes.size()));
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
 }
 
-inline std::string SharedData(const std::string& name) {
-  return std::string(LCL_SHARED_DATA_DIR) + "/" + name;
-}
+inline std::string SharedData(const std::string& name) { return std::string(LCL_SHARED_DATA_DIR) + "/" + name; }
 
 }  // namespace lcl::sampler::testing

@@ -167,8 +167,7 @@ TEST(TfEvents, EveryFlippedByteIsReportedWithFileAndRecordOffset) {
   {
     TfEventsWriter writer(dir.path(), "");
     path = writer.path();
-    for (int step = 0; step < 3; ++step)
-      writer.AddScalar("train/loss", step, 1.0 / (step + 1), 5.0);
+    for (int step = 0; step < 3; ++step) writer.AddScalar("train/loss", step, 1.0 / (step + 1), 5.0);
   }
   const std::string good = ReadFile(path);
   const std::vector<size_t> offsets = RecordOffsets(good);
@@ -226,8 +225,8 @@ TEST(MetricsWriter, EachStepIsOneJsonLineWithTheFields) {
     // No close yet: each line must already be in the file.
     const std::vector<json> rows = ReadJsonl(run / "metrics.jsonl");
     ASSERT_EQ(rows.size(), 3u);
-    for (const char* field : {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "images_per_sec",
-                              "step_time_ms", "bad_images", "mfu", "data_wait_ms", "wall_time"}) {
+    for (const char* field : {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "images_per_sec", "step_time_ms",
+                              "bad_images", "mfu", "data_wait_ms", "wall_time"}) {
       EXPECT_TRUE(rows[2].contains(field)) << field;
     }
     EXPECT_EQ(ReadFile(run / "metrics.jsonl").rfind("{\"step\":1,", 0), 0u);  // step first
@@ -281,8 +280,7 @@ TEST(MetricsWriter, ResumeDropsRowsPastTheResumeStepMatchingAnUninterruptedRun) 
   }
   {
     MetricsWriter writer = MetricsWriter::Open(interrupted.path(), 6);
-    EXPECT_EQ(Steps(ReadJsonl(interrupted / "metrics.jsonl")),
-              (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
+    EXPECT_EQ(Steps(ReadJsonl(interrupted / "metrics.jsonl")), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
     EXPECT_EQ(Steps(ReadJsonl(interrupted / "eval.jsonl")), (std::vector<int64_t>{5}));
     for (int64_t step = 7; step <= 12; ++step) {
       writer.WriteStep(MetricsAt(step));
@@ -304,8 +302,7 @@ TEST(MetricsWriter, ResumeDropsRowsPastTheResumeStepMatchingAnUninterruptedRun) 
     EXPECT_EQ(resumed[i]["loss"], reference[i]["loss"]) << "row " << i;
     EXPECT_EQ(resumed[i]["lr"], reference[i]["lr"]) << "row " << i;
   }
-  EXPECT_EQ(Steps(ReadJsonl(interrupted / "eval.jsonl")),
-            Steps(ReadJsonl(uninterrupted / "eval.jsonl")));
+  EXPECT_EQ(Steps(ReadJsonl(interrupted / "eval.jsonl")), Steps(ReadJsonl(uninterrupted / "eval.jsonl")));
   // TensorBoard: one event file per writer; the newest holds steps 7..12 only.
   const std::vector<std::string> tb_files = FindTfEventsFiles(interrupted / "tb");
   ASSERT_EQ(tb_files.size(), 2u);
@@ -333,8 +330,7 @@ TEST(MetricsWriter, CompleteLastLineWithoutNewlineIsKeptAndTerminated) {
   TempDir run;
   WriteFile(run / "metrics.jsonl", "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"loss\":1.0}");
   EXPECT_EQ(TruncateJsonlAfterStep(run / "metrics.jsonl", 10), 0);
-  EXPECT_EQ(ReadFile(run / "metrics.jsonl"),
-            "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"loss\":1.0}\n");
+  EXPECT_EQ(ReadFile(run / "metrics.jsonl"), "{\"step\":1,\"loss\":2.0}\n{\"step\":2,\"loss\":1.0}\n");
   EXPECT_EQ(TruncateJsonlAfterStep(run / "missing.jsonl", 10), 0);
   EXPECT_FALSE(fs::exists(run / "missing.jsonl"));
 }
@@ -418,10 +414,8 @@ TEST(Format, ProgressLineMatchesTheDocumentedExample) {
   m.loss = 2.31449;
   m.lr = 3e-4;
   m.tokens_per_sec = 5230.2;
-  EXPECT_EQ(FormatProgressLine(m, 1000, 252.0),
-            "step 120/1000 | loss 2.3145 | lr 3.0e-4 | 5,230 tok/s | ETA 4m12s");
-  EXPECT_EQ(FormatProgressLine(m, 1000, -1.0),
-            "step 120/1000 | loss 2.3145 | lr 3.0e-4 | 5,230 tok/s | ETA --");
+  EXPECT_EQ(FormatProgressLine(m, 1000, 252.0), "step 120/1000 | loss 2.3145 | lr 3.0e-4 | 5,230 tok/s | ETA 4m12s");
+  EXPECT_EQ(FormatProgressLine(m, 1000, -1.0), "step 120/1000 | loss 2.3145 | lr 3.0e-4 | 5,230 tok/s | ETA --");
 }
 
 TEST(StepTimeAverage, AveragesTheLastWindowOfSteps) {

@@ -13,9 +13,7 @@
 namespace lcl::trainer {
 namespace {
 
-TrainConfig ConfigOf(const std::vector<std::string>& overrides) {
-  return LoadTrainConfig("", overrides).config;
-}
+TrainConfig ConfigOf(const std::vector<std::string>& overrides) { return LoadTrainConfig("", overrides).config; }
 
 TEST(RunOptions, EmptyPathsDefaultUnderTheDataRootAndTheModel) {
   const DataPaths d = DataPathsOf(ConfigOf({"data.root=/d", "model.path=/m"}));
@@ -35,9 +33,8 @@ TEST(RunOptions, TrainingEpisodesTakeTheDataFieldsAndTheRunSeed) {
   const std::string templates = dir / "t.json";
   std::ofstream(templates) << R"(["Which is <image>?"])";
   const sampler::EpisodeConfig e =
-      EpisodeOptionsOf(ConfigOf({"seed=99", "data.policy=2way_random_shot", "data.shot=3",
-                                 "data.made_up_negative=0.5", "data.made_up_max_letters=4",
-                                 "data.templates=" + templates}));
+      EpisodeOptionsOf(ConfigOf({"seed=99", "data.policy=2way_random_shot", "data.shot=3", "data.made_up_negative=0.5",
+                                 "data.made_up_max_letters=4", "data.templates=" + templates}));
   EXPECT_EQ(e.policy, sampler::Policy::k2WayRandomShot);
   EXPECT_EQ(e.shot, 3);
   EXPECT_EQ(e.seed, 99u);
@@ -59,8 +56,8 @@ TEST(RunOptions, EvaluationShotsFallBackToTheTrainingShot) {
 }
 
 TEST(RunOptions, EvaluationPromptsNeverNameTheSupportClasses) {
-  const TrainConfig c = ConfigOf({"data.support_names=true", "data.prompt_layout=compact", "data.max_length=300",
-                                  "data.image_markers=false"});
+  const TrainConfig c = ConfigOf(
+      {"data.support_names=true", "data.prompt_layout=compact", "data.max_length=300", "data.image_markers=false"});
   const sampler::PromptConfig train = PromptOptionsOf(c, 16, EpisodeUse::kTraining);
   const sampler::PromptConfig eval = PromptOptionsOf(c, 16, EpisodeUse::kEvaluation);
   EXPECT_TRUE(train.support_names);
@@ -74,10 +71,9 @@ TEST(RunOptions, EvaluationPromptsNeverNameTheSupportClasses) {
 }
 
 TEST(RunOptions, OptimizerOptionsTakeTheOptimizerAndGradientSyncFields) {
-  const optim::OptimizerOptions o =
-      OptimizerOptionsOf(ConfigOf({"optimizer.beta1=0.8", "optimizer.beta2=0.95", "optimizer.eps=1e-6",
-                                   "optimizer.weight_decay=0.1", "optimizer.clip_norm=2", "parallel.zero1=false",
-                                   "parallel.bucket_mb=0.5", "parallel.overlap_grad_sync=false"}));
+  const optim::OptimizerOptions o = OptimizerOptionsOf(ConfigOf(
+      {"optimizer.beta1=0.8", "optimizer.beta2=0.95", "optimizer.eps=1e-6", "optimizer.weight_decay=0.1",
+       "optimizer.clip_norm=2", "parallel.zero1=false", "parallel.bucket_mb=0.5", "parallel.overlap_grad_sync=false"}));
   EXPECT_DOUBLE_EQ(o.beta1, 0.8);
   EXPECT_DOUBLE_EQ(o.beta2, 0.95);
   EXPECT_DOUBLE_EQ(o.eps, 1e-6);

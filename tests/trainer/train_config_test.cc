@@ -102,9 +102,9 @@ TEST(TrainConfig, MissingFileIsAClearError) {
 }
 
 TEST(TrainConfig, OverridesSetScalarsListsAndRecordTheirOrigin) {
-  LoadedConfig c = LoadTrainConfig(WriteTemp("o.pbtxt", kGood),
-                                   {"optimizer.lr=3e-4", "parallel.zero1=false", "run_dir=elsewhere",
-                                    "eval.shots=1,2,4", "schedule.total_steps=7"});
+  LoadedConfig c = LoadTrainConfig(
+      WriteTemp("o.pbtxt", kGood),
+      {"optimizer.lr=3e-4", "parallel.zero1=false", "run_dir=elsewhere", "eval.shots=1,2,4", "schedule.total_steps=7"});
   EXPECT_DOUBLE_EQ(c.config.optimizer().lr(), 3e-4);
   EXPECT_FALSE(c.config.parallel().zero1());
   EXPECT_EQ(c.config.run_dir(), "elsewhere");
@@ -141,7 +141,7 @@ TEST(RunPlan, DerivesAccumulationFromTheGlobalBatch) {
 
 TEST(RunPlan, RejectsLayoutsThatCannotFormTheBatch) {
   LoadedConfig c = LoadTrainConfig(WriteTemp("l.pbtxt", kGood), {});
-  EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateLayout(c, 2); }), "");  // 2 x 2 = 4 divides 8
+  EXPECT_EQ(ErrorOf<ConfigError>([&] { ValidateLayout(c, 2); }), "");     // 2 x 2 = 4 divides 8
   std::string err = ErrorOf<ConfigError>([&] { ValidateLayout(c, 3); });  // 2 x 3 = 6 does not divide 8
   EXPECT_NE(err.find("batch.global_batch"), std::string::npos) << err;
   EXPECT_NE(err.find("multiple of 6"), std::string::npos) << err;
