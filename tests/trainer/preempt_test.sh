@@ -52,7 +52,9 @@ check "...and the log says why" grep -q "before the first step: nothing new to s
 
 # --- 2. a signal at an evaluation step ---
 run=$work/evalstep
-evalset=(--set eval.every_steps=1 --set schedule.total_steps=40)
+# Far more steps than can run between seeing the first eval row and the signal, however fast the machine: the run
+# ends at the signal, so the length costs nothing.
+evalset=(--set eval.every_steps=1 --set schedule.total_steps=100000)
 "$lcl" train --config "$work/base.pbtxt" "${evalset[@]}" --run-dir "$run" >"$work/evalstep.log" 2>&1 &
 job=$!
 until [ -n "$(rows "$run/eval.jsonl")" ]; do kill -0 $job 2>/dev/null || break; done
