@@ -22,6 +22,7 @@
 #include "cluster/errors.h"
 #include "cluster/mpi_comm.h"
 #include "cluster/mpi_communicator.h"
+#include "model/attention.h"
 #include "model/hf_io.h"
 #include "model/multimodal_model.h"
 
@@ -370,6 +371,47 @@ void Report(const ModelBenchOptions& o, const ModelBenchRow& r, int64_t params, 
   Emit(out, o.json, p + ".peak_mem_ckpt", r.ckpt_peak_mib, "MiB", r.peak_mib, "lcl without checkpointing", c);
 }
 
+// The attention core alone at one sequence length: SDPA (LibTorch's fused CPU flash / memory-efficient kernel, fed
+// the causal + padding mask the model builds) against the explicit matmul + softmax path, forward + backward over
+// [1, heads, T, head_dim]; time is the best of `rounds`, memory the allocator peak of one step. The outputs and
+// gradients are compared, so a fast wrong kernel cannot pass.
+struct AttentionRow {
+  double sdpa_ms = 0, explicit_ms = 0, sdpa_mib = 0, explicit_mib = 0, max_diff = 0;
+};
+
+AttentionRow BenchAttention(int64_t t, const ModelBenchOptions& o, CountingAllocator& counter) {
+  torch::manual_seed(7);
+  const int64_t h = o.attention_heads, d = o.attention_head_dim;
+  torch::Tensor q0 = torch::randn({1, h, t, d}), k0 = torch::randn({1, h, t, d}), v0 = torch::randn({1, h, t, d});
+  torch::Tensor mask = lcl::model::MakeCausalPaddingMask(torch::ones({1, t}, torch::kInt64), t, 0);
+  torch::Tensor grad_out = torch::randn({1, h, t, d});
+  std::vector<torch::Tensor> grads[2];
+  torch::Tensor outs[2];
+  auto step = [&](bool force_explicit) {
+    torch::Tensor q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true),
+                  v = v0.clone().requires_grad_(true);
+    torch::Tensor y = lcl::model::ScaledDotProductAttention(q, k, v, mask, force_explicit);
+    y.backward(grad_out);
+    outs[force_explicit] = y.detach();
+    grads[force_explicit] = {q.grad(), k.grad(), v.grad()};
+  };
+  AttentionRow row;
+  for (bool force_explicit : {false, true}) {
+    double best = 1e30;
+    for (int r = 0; r < o.warmup + o.rounds; ++r) {
+      const double t0 = MPI_Wtime();
+      step(force_explicit);
+      if (r >= o.warmup) best = std::min(best, MPI_Wtime() - t0);
+    }
+    (force_explicit ? row.explicit_ms : row.sdpa_ms) = best * 1e3;
+    (force_explicit ? row.explicit_mib : row.sdpa_mib) = PeakMib(counter, [&] { step(force_explicit); });
+  }
+  row.max_diff = (outs[0] - outs[1]).abs().max().item<double>();
+  for (int i = 0; i < 3; ++i)
+    row.max_diff = std::max(row.max_diff, (grads[0][i] - grads[1][i]).abs().max().item<double>());
+  return row;
+}
+
 }  // namespace
 
 std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_Comm comm, std::ostream& out) {
@@ -385,6 +427,12 @@ std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_C
   }
   torch::set_num_threads(o.threads);
   CountingAllocator& counter = InstallCountingAllocator();
+  for (int64_t t : o.attention_seq_lens) {
+    if (t < 1 || o.attention_heads < 1 || o.attention_head_dim < 1) {
+      throw ConfigError(
+          "bench model: --attention-seq lengths, --attention-heads and --attention-head-dim must be >= 1");
+    }
+  }
   cluster::MpiCommunicator tp_comm(comm, "tp");
   if (tp_comm.rank() == 0 && !o.json) {
     out << "# lcl bench model: tp " << tp_comm.size() << ", " << o.threads << " thread(s) per rank, batch " << o.batch
@@ -403,6 +451,23 @@ std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_C
     }
     rows.push_back(BenchPreset(preset, o, comm, tp_comm, counter));
     if (tp_comm.rank() == 0) Report(o, rows.back(), params, out);
+  }
+  for (int64_t t : o.attention_seq_lens) {
+    if (tp_comm.rank() == 0) {
+      const AttentionRow a = BenchAttention(t, o, counter);
+      if (a.max_diff > 1e-3) {
+        throw Error("bench model: attention at " + std::to_string(t) +
+                    " tokens: SDPA and the explicit path differ by " + std::to_string(a.max_diff) +
+                    " (outputs or gradients)");
+      }
+      std::ostringstream cfg;
+      cfg << "{\"tokens\":" << t << ",\"heads\":" << o.attention_heads << ",\"head_dim\":" << o.attention_head_dim
+          << ",\"threads\":" << o.threads * tp_comm.size() << ",\"max_abs_diff\":" << a.max_diff << "}";
+      const std::string p = "attention.t" + std::to_string(t);
+      Emit(out, o.json, p + ".fwd_bwd", a.sdpa_ms, "ms", a.explicit_ms, "explicit matmul+softmax", cfg.str());
+      Emit(out, o.json, p + ".peak_mem", a.sdpa_mib, "MiB", a.explicit_mib, "explicit matmul+softmax", cfg.str());
+    }
+    SleepingBarrier(comm);
   }
   return rows;
 }

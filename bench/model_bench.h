@@ -3,7 +3,9 @@
 // size, with and without activation checkpointing, and the peak memory each needs; against the same
 // forward + backward written with plain LibTorch ops (no TP, no checkpointing) on the same weights
 // and batch in the same run. Rank 0 computes the reference with all the threads the TP group uses
-// while the other ranks sleep, and the losses are compared after timing.
+// while the other ranks sleep, and the losses are compared after timing. Then the attention core alone: LibTorch's
+// scaled_dot_product_attention against the explicit matmul + softmax, time and peak memory of forward + backward
+// at 2k and 8k tokens (outputs and gradients compared).
 //
 //   ModelBenchOptions o; o.presets = {"tiny", "small"};
 //   RunModelBench(o, MPI_COMM_WORLD, std::cout);  // mpirun -np 2: TP = 2; rank 0 prints
@@ -28,6 +30,10 @@ struct ModelBenchOptions {
   int rounds = 2;     // rounds alternating lcl / lcl+checkpointing / reference; the best of each counts
   int threads = 0;    // intra-op threads per rank; 0 = cores / ranks on this node
   bool json = false;
+  // The attention core alone (rank 0, all the group's threads): SDPA vs the explicit path at these lengths.
+  std::vector<int64_t> attention_seq_lens = {2048, 8192};
+  int attention_heads = 8;
+  int attention_head_dim = 128;
 };
 
 struct ModelBenchRow {

@@ -103,10 +103,18 @@ void RegisterBenchModel(CLI::App& bench, Launch& launch) {
                                    "activation checkpointing) vs the same model in plain LibTorch ops");
   struct Args {
     std::string presets = "tiny,small";
+    std::string attention_seq = "2048,8192";
     bench::ModelBenchOptions opt;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--presets", args->presets, "comma-separated model presets")->capture_default_str();
+  cmd->add_option("--presets", args->presets, "comma-separated model presets (empty: none)")->capture_default_str();
+  cmd->add_option("--attention-seq", args->attention_seq,
+                  "sequence lengths for SDPA vs explicit attention, comma-separated (empty: none)")
+      ->capture_default_str();
+  cmd->add_option("--attention-heads", args->opt.attention_heads, "heads of the attention benchmark")
+      ->capture_default_str();
+  cmd->add_option("--attention-head-dim", args->opt.attention_head_dim, "head dim of the attention benchmark")
+      ->capture_default_str();
   cmd->add_option("--batch", args->opt.batch, "sequences per micro-batch")->capture_default_str();
   cmd->add_option("--seq-len", args->opt.seq_len, "tokens per sequence")->capture_default_str();
   cmd->add_option("--images", args->opt.images, "images per sequence")->capture_default_str();
@@ -122,7 +130,19 @@ void RegisterBenchModel(CLI::App& bench, Launch& launch) {
       cluster::InitLogging((*launch.argv)[0], mpi.rank(), mpi.size(), "");
       args->opt.presets.clear();
       std::stringstream ss(args->presets);
-      for (std::string p; std::getline(ss, p, ',');) args->opt.presets.push_back(p);
+      for (std::string p; std::getline(ss, p, ',');) {
+        if (!p.empty()) args->opt.presets.push_back(p);
+      }
+      args->opt.attention_seq_lens.clear();
+      std::stringstream seqs(args->attention_seq);
+      for (std::string t; std::getline(seqs, t, ',');) {
+        if (t.empty()) continue;
+        try {
+          args->opt.attention_seq_lens.push_back(std::stoll(t));
+        } catch (const std::exception&) {
+          throw ConfigError("--attention-seq: '" + t + "' is not a number (give lengths like 2048,8192)");
+        }
+      }
       bench::RunModelBench(args->opt, MPI_COMM_WORLD, std::cout);
       return 0;
     };

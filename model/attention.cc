@@ -39,10 +39,11 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, TpGroup tp)
       local_kv_heads_(c.num_key_value_heads / tp.size()),
       head_dim_(c.head_dim()) {
   const int64_t d = c.head_dim();
-  q_proj = register_module("q_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_attention_heads * d, false));
-  k_proj = register_module("k_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, false));
-  v_proj = register_module("v_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, false));
-  o_proj = register_module("o_proj", RowParallelLinear(tp, c.num_attention_heads * d, c.hidden_size, false));
+  const bool bias = c.attention_bias;
+  q_proj = register_module("q_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_attention_heads * d, bias));
+  k_proj = register_module("k_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, bias));
+  v_proj = register_module("v_proj", ColumnParallelLinear(tp, c.hidden_size, c.num_key_value_heads * d, bias));
+  o_proj = register_module("o_proj", RowParallelLinear(tp, c.num_attention_heads * d, c.hidden_size, bias));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,

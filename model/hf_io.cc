@@ -20,7 +20,22 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 // Buffers HF checkpoints may carry that are not parameters.
 bool Ignorable(const std::string& name, bool tied) {
   return EndsWith(name, "rotary_emb.inv_freq") || EndsWith(name, "embeddings.position_ids") ||
-         (tied && name == "lm_head.weight");
+         (tied && EndsWith(name, "lm_head.weight"));
+}
+
+// A llava-hf checkpoint is told from a LLaVA v1 one by its decoder's and projector's prefixes.
+HfLayout DetectLayout(const checkpoint::SafetensorsCheckpoint& ckpt) {
+  for (const auto& name : ckpt.Names()) {
+    for (const char* prefix :
+         {"language_model.", "model.language_model.", "multi_modal_projector.", "model.multi_modal_projector."}) {
+      if (StartsWith(name, prefix)) return HfLayout::kLlavaHf;
+    }
+  }
+  return HfLayout::kLlavaV1;
+}
+
+bool IsVisionOrProjector(const std::string& param_name) {
+  return StartsWith(param_name, "vision_tower.") || StartsWith(param_name, "mm_projector.");
 }
 
 // Where a parameter's tensor lives: the main checkpoint under its HF name, or (vision tower) the main
@@ -30,13 +45,21 @@ struct Source {
   std::string name;
 };
 
-Source Locate(const std::string& hf_name, const checkpoint::SafetensorsCheckpoint& main,
+Source Locate(const std::string& param_name, HfLayout layout, const checkpoint::SafetensorsCheckpoint& main,
               const checkpoint::SafetensorsCheckpoint* vision) {
-  if (main.Has(hf_name)) return {&main, hf_name};
+  for (const std::string& name : HfTensorNames(param_name, layout)) {
+    if (main.Has(name)) return {&main, name};
+  }
+  const std::string hf_name = HfTensorName(param_name);
   if (StartsWith(hf_name, kLlavaVision)) {
+    // A CLIP checkpoint: "vision_model.*" (CLIPModel, CLIPVisionModel before transformers 5) or without the prefix
+    // (CLIPVisionModel.save_pretrained in transformers 5).
     const std::string clip_name = hf_name.substr(kLlavaVision.size());
-    if (main.Has(clip_name)) return {&main, clip_name};
-    if (vision != nullptr && vision->Has(clip_name)) return {vision, clip_name};
+    const std::string bare = clip_name.substr(std::string("vision_model.").size());
+    for (const std::string& name : {clip_name, bare}) {
+      if (main.Has(name)) return {&main, name};
+      if (vision != nullptr && vision->Has(name)) return {vision, name};
+    }
   }
   return {};
 }
@@ -64,11 +87,36 @@ void LoadOne(const ParamPlacement& where, const Source& src) {
 
 }  // namespace
 
+HfLayout ParseHfLayout(const std::string& name) {
+  if (name == "llava-v1") return HfLayout::kLlavaV1;
+  if (name == "llava-hf") return HfLayout::kLlavaHf;
+  throw ConfigError("layout '" + name + "' is not one of llava-v1, llava-hf");
+}
+
 std::string HfTensorName(const std::string& p) {
   if (StartsWith(p, "language_model.")) return p.substr(std::string("language_model.").size());
   if (StartsWith(p, "vision_tower.")) return kLlavaVision + p.substr(std::string("vision_tower.").size());
   if (StartsWith(p, "mm_projector.")) return "model." + p;
   return p;
+}
+
+std::vector<std::string> HfTensorNames(const std::string& p, HfLayout layout) {
+  if (layout == HfLayout::kLlavaV1) return {HfTensorName(p)};
+  const std::string lm = "language_model.", decoder = "language_model.model.", tower = "vision_tower.vision_model.";
+  if (StartsWith(p, decoder)) return {p, "model.language_model." + p.substr(decoder.size())};
+  if (StartsWith(p, lm)) return {p, p.substr(lm.size())};  // language_model.lm_head.weight, lm_head.weight
+  if (StartsWith(p, tower)) {
+    const std::string rest = p.substr(tower.size());
+    return {p, "vision_tower." + rest, "model." + p, "model.vision_tower." + rest};
+  }
+  if (StartsWith(p, "mm_projector.")) {
+    // LLaVA's Sequential(Linear, GELU, Linear) indices 0 and 2 are llava-hf's linear_1 and linear_2.
+    std::string rest = p.substr(std::string("mm_projector.").size());
+    if (StartsWith(rest, "0.")) rest = "linear_1." + rest.substr(2);
+    if (StartsWith(rest, "2.")) rest = "linear_2." + rest.substr(2);
+    return {"multi_modal_projector." + rest, "model.multi_modal_projector." + rest};
+  }
+  return {p};
 }
 
 void LoadHfCheckpoint(MultimodalModelImpl& model, const std::string& dir, const HfLoadOptions& options) {
@@ -78,16 +126,19 @@ void LoadHfCheckpoint(MultimodalModelImpl& model, const std::string& dir, const 
     vision = std::make_unique<checkpoint::SafetensorsCheckpoint>(
         checkpoint::SafetensorsCheckpoint::Open(options.vision_checkpoint));
   }
+  const HfLayout layout = DetectLayout(main);
   torch::NoGradGuard no_grad;
   std::set<std::string> used;
   for (const ParamPlacement& where : TpPlacements(model)) {
-    const std::string hf_name = HfTensorName(where.name);
-    Source src = Locate(hf_name, main, vision.get());
+    if (options.text_only && IsVisionOrProjector(where.name)) continue;
+    const std::string hf_name = HfTensorNames(where.name, layout)[0];
+    Source src = Locate(where.name, layout, main, vision.get());
     if (src.ckpt == nullptr) {
-      if (options.allow_missing_projector && StartsWith(hf_name, "model.mm_projector.")) continue;
+      if (options.allow_missing_projector && StartsWith(where.name, "mm_projector.")) continue;
       throw CheckpointError(main.origin() + ": missing tensor '" + hf_name + "'" +
-                            (StartsWith(hf_name, kLlavaVision)
-                                 ? " (nor 'vision_model.*' in a CLIP checkpoint; pass the CLIP vision checkpoint)"
+                            (StartsWith(where.name, "vision_tower.")
+                                 ? " (nor 'vision_model.*' in a CLIP checkpoint): give the tower's CLIP checkpoint "
+                                   "(--vision, model.vision_checkpoint), or load a plain LlamaForCausalLM text-only"
                                  : "; the checkpoint does not match config.json"));
     }
     if (src.ckpt == &main) used.insert(src.name);
@@ -103,12 +154,12 @@ void LoadHfCheckpoint(MultimodalModelImpl& model, const std::string& dir, const 
   }
 }
 
-checkpoint::NamedTensors GatherHfTensors(MultimodalModelImpl& model, torch::ScalarType dtype) {
+checkpoint::NamedTensors GatherHfTensors(MultimodalModelImpl& model, torch::ScalarType dtype, HfLayout layout) {
   torch::NoGradGuard no_grad;
   TpGroup tp = model.tp();
   checkpoint::NamedTensors out;
   for (const ParamPlacement& where : TpPlacements(model)) {
-    const std::string hf_name = HfTensorName(where.name);
+    const std::string hf_name = HfTensorNames(where.name, layout)[0];
     torch::Tensor full = where.param.detach().contiguous();
     const int dim = where.split.dim;
     if (where.split.split() && tp.active()) {
@@ -125,10 +176,12 @@ checkpoint::NamedTensors GatherHfTensors(MultimodalModelImpl& model, torch::Scal
 
 void ExportHfCheckpoint(MultimodalModelImpl& model, const std::string& out_dir, bool write,
                         const HfExportOptions& options) {
-  checkpoint::NamedTensors tensors = GatherHfTensors(model, options.dtype);
+  // The config first: a model the layout cannot express fails before any collective.
+  nlohmann::json config =
+      options.layout == HfLayout::kLlavaHf ? model.config().ToLlavaHfJson() : model.config().ToJson();
+  checkpoint::NamedTensors tensors = GatherHfTensors(model, options.dtype, options.layout);
   if (!write) return;
   std::filesystem::create_directories(out_dir);
-  nlohmann::json config = model.config().ToJson();
   config["torch_dtype"] = options.dtype == torch::kBFloat16  ? "bfloat16"
                           : options.dtype == torch::kFloat16 ? "float16"
                                                              : "float32";

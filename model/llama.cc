@@ -6,9 +6,10 @@
 namespace lcl::model {
 
 LlamaMlpImpl::LlamaMlpImpl(const LlamaConfig& c, TpGroup tp) {
-  gate_proj = register_module("gate_proj", ColumnParallelLinear(tp, c.hidden_size, c.intermediate_size, false));
-  up_proj = register_module("up_proj", ColumnParallelLinear(tp, c.hidden_size, c.intermediate_size, false));
-  down_proj = register_module("down_proj", RowParallelLinear(tp, c.intermediate_size, c.hidden_size, false));
+  const bool bias = c.mlp_bias;
+  gate_proj = register_module("gate_proj", ColumnParallelLinear(tp, c.hidden_size, c.intermediate_size, bias));
+  up_proj = register_module("up_proj", ColumnParallelLinear(tp, c.hidden_size, c.intermediate_size, bias));
+  down_proj = register_module("down_proj", RowParallelLinear(tp, c.intermediate_size, c.hidden_size, bias));
 }
 
 torch::Tensor LlamaMlpImpl::forward(const torch::Tensor& x) {

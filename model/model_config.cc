@@ -25,8 +25,74 @@ void ReadField(const json& j, const char* key, T* out, const std::string& origin
   }
 }
 
+std::string Where(const std::string& origin, const char* scope, const char* key) { return origin + ": " + scope + key; }
+
+// A string field that must be one of `allowed` when present; refused otherwise, naming field and value.
+void ExpectOneOf(const json& j, const char* key, const std::vector<std::string>& allowed, const std::string& origin,
+                 const char* scope, const std::string& why) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return;
+  const std::string value = it->is_string() ? it->get<std::string>() : it->dump();
+  for (const auto& a : allowed) {
+    if (value == a) return;
+  }
+  throw ConfigError(Where(origin, scope, key) + "='" + value + "' is not supported; " + why);
+}
+
+// A field that must hold `expected` when present (a switch lcl implements one way only).
+void ExpectValue(const json& j, const char* key, const json& expected, const std::string& origin, const char* scope,
+                 const std::string& why) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null() || *it == expected) return;
+  throw ConfigError(Where(origin, scope, key) + "=" + it->dump() + " is not supported; " + why);
+}
+
+// The storage dtype (HF `torch_dtype`, `dtype` since transformers 5): lcl converts the weights on load to the run's
+// compute dtype, so any floating dtype it can read is fine.
+void ExpectFloatDtype(const json& j, const std::string& origin, const char* scope) {
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    ExpectOneOf(j, key, {"float32", "bfloat16", "float16", "float64"}, origin, scope,
+                "lcl reads F32, BF16 and F16 weights; convert the checkpoint to one of float32, bfloat16, float16");
+  }
+}
+
+// RoPE: rope_theta at the top level (transformers < 5) or in rope_parameters (transformers 5); any rope type other
+// than the default (linear, dynamic, yarn, llama3 scaling) is refused, as is the older rope_scaling with a value.
+void ReadRope(const json& j, LlamaConfig* c, const std::string& origin) {
+  ReadField(j, "rope_theta", &c->rope_theta, origin);
+  for (const char* key : {"rope_parameters", "rope_scaling"}) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) continue;
+    if (!it->is_object()) throw ConfigError(Where(origin, "", key) + "=" + it->dump() + " must be an object");
+    std::string type = "default";
+    ReadField(*it, "rope_type", &type, origin);
+    ReadField(*it, "type", &type, origin);
+    if (type != "default") {
+      throw ConfigError(Where(origin, "", key) + "=" + it->dump() + " (rope_type '" + type +
+                        "') is not supported; lcl implements plain RoPE (rope_type 'default' with rope_theta)");
+    }
+    ReadField(*it, "rope_theta", &c->rope_theta, origin);
+  }
+}
+
+// LLaVA v1's mm_hidden_size is the projector's input width: the tower's, once the tower's shape is known (from
+// vision_config, or from the separate CLIP checkpoint's config.json).
+void CheckMmHiddenSize(const json& j, const ClipVisionConfig& vision, const std::string& origin) {
+  int mm_hidden = vision.hidden_size;
+  ReadField(j, "mm_hidden_size", &mm_hidden, origin);
+  if (mm_hidden != vision.hidden_size) {
+    throw ConfigError(origin + ": mm_hidden_size=" + std::to_string(mm_hidden) +
+                      " but the vision tower's hidden_size is " + std::to_string(vision.hidden_size) +
+                      "; the projector input must be the tower's width (is the tower's CLIP checkpoint given?)");
+  }
+}
+
 LlamaConfig LlamaFromJson(const json& j, const std::string& origin) {
   LlamaConfig c;
+  // Architectures whose config.json looks like LLaMA's but whose model is not (Mistral's sliding window, Qwen2's
+  // biases and window, Gemma's norms) must not load as a wrong LLaMA.
+  ExpectOneOf(j, "model_type", {"llama", "llava", "llava_llama"}, origin, "",
+              "lcl implements LLaMA decoders (model_type llama, or a LLaVA config around one)");
   ReadField(j, "vocab_size", &c.vocab_size, origin);
   ReadField(j, "hidden_size", &c.hidden_size, origin);
   ReadField(j, "intermediate_size", &c.intermediate_size, origin);
@@ -36,12 +102,21 @@ LlamaConfig LlamaFromJson(const json& j, const std::string& origin) {
   ReadField(j, "num_key_value_heads", &c.num_key_value_heads, origin);
   ReadField(j, "max_position_embeddings", &c.max_position_embeddings, origin);
   ReadField(j, "rms_norm_eps", &c.rms_norm_eps, origin);
-  ReadField(j, "rope_theta", &c.rope_theta, origin);
   ReadField(j, "tie_word_embeddings", &c.tie_word_embeddings, origin);
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    throw ConfigError(origin + ": rope_scaling=" + j["rope_scaling"].dump() +
-                      " is not supported; remove it (plain RoPE with rope_theta only)");
+  ReadField(j, "attention_bias", &c.attention_bias, origin);
+  ReadField(j, "mlp_bias", &c.mlp_bias, origin);
+  ReadField(j, "head_dim", &c.explicit_head_dim, origin);
+  if (c.num_attention_heads > 0 && c.explicit_head_dim * c.num_attention_heads == c.hidden_size) {
+    c.explicit_head_dim = 0;  // the derived value: keep configs that only restate it equal to those without it
   }
+  ReadRope(j, &c, origin);
+  ExpectOneOf(j, "hidden_act", {"silu"}, origin, "",
+              "LLaMA's MLP is SwiGLU (hidden_act silu); a model with another activation is not a LLaMA lcl can run");
+  ExpectValue(j, "attention_dropout", 0.0, origin, "",
+              "lcl trains without attention dropout (as LLaMA and LLaVA do); set it to 0.0");
+  ExpectValue(j, "sliding_window", nullptr, origin, "",
+              "lcl's attention is full causal attention; sliding-window models (Mistral) are not supported");
+  ExpectFloatDtype(j, origin, "");
   return c;
 }
 
@@ -58,6 +133,9 @@ json LlamaToJson(const LlamaConfig& c) {
               {"rms_norm_eps", c.rms_norm_eps},
               {"rope_theta", c.rope_theta},
               {"tie_word_embeddings", c.tie_word_embeddings},
+              {"attention_bias", c.attention_bias},
+              {"mlp_bias", c.mlp_bias},
+              {"head_dim", c.head_dim()},
               {"hidden_act", "silu"},
               {"torch_dtype", "float32"}};
 }
@@ -142,6 +220,8 @@ ModelConfig ModelConfig::FromPreset(const std::string& name) {
 ClipVisionConfig ClipVisionConfigFromJson(const json& in, const std::string& origin) {
   const json& j = in.contains("vision_config") ? in["vision_config"] : in;
   ClipVisionConfig c;
+  ExpectOneOf(j, "model_type", {"clip_vision_model", "clip"}, origin, "vision_config.",
+              "lcl's vision tower is CLIP's ViT (SigLIP and other towers are not implemented)");
   ReadField(j, "hidden_size", &c.hidden_size, origin);
   ReadField(j, "intermediate_size", &c.intermediate_size, origin);
   ReadField(j, "num_hidden_layers", &c.num_hidden_layers, origin);
@@ -150,25 +230,61 @@ ClipVisionConfig ClipVisionConfigFromJson(const json& in, const std::string& ori
   ReadField(j, "patch_size", &c.patch_size, origin);
   ReadField(j, "num_channels", &c.num_channels, origin);
   ReadField(j, "layer_norm_eps", &c.layer_norm_eps, origin);
-  std::string act = "quick_gelu";
-  ReadField(j, "hidden_act", &act, origin);
-  if (act != "quick_gelu") {
-    throw ConfigError(origin + ": vision hidden_act='" + act + "' is not supported; expected quick_gelu");
-  }
+  ExpectOneOf(j, "hidden_act", {"quick_gelu"}, origin, "vision_config.",
+              "lcl's CLIP tower uses quick_gelu, as OpenAI's CLIP and CLIPVisionConfig's default do");
   return c;
 }
 
 ModelConfig ModelConfig::FromJson(const json& j, const std::string& origin) {
   if (!j.is_object()) throw ConfigError(origin + ": expected a JSON object at the top level");
   ModelConfig c;
-  c.text = LlamaFromJson(j.contains("text_config") ? j["text_config"] : j, origin);
-  if (j.contains("vision_config")) c.vision = ClipVisionConfigFromJson(j["vision_config"], origin);
+  const bool llava_hf = j.contains("text_config");
+  if (llava_hf && !j["text_config"].is_object()) throw ConfigError(origin + ": text_config must be an object");
+  c.text = LlamaFromJson(llava_hf ? j["text_config"] : j, origin + (llava_hf ? " text_config" : ""));
+  if (llava_hf) {
+    ExpectOneOf(j, "model_type", {"llava"}, origin, "", "a config with text_config must be a HF LlavaConfig");
+    ExpectFloatDtype(j, origin, "");
+    // LlavaConfig keeps its own tie_word_embeddings beside text_config's; they must agree.
+    bool top_tie = c.text.tie_word_embeddings;
+    ReadField(j, "tie_word_embeddings", &top_tie, origin);
+    if (top_tie != c.text.tie_word_embeddings) {
+      throw ConfigError(origin + ": tie_word_embeddings=" + (top_tie ? "true" : "false") +
+                        " disagrees with text_config.tie_word_embeddings; set both to the same value");
+    }
+  }
+  if (j.contains("vision_config")) {
+    if (!j["vision_config"].is_object()) throw ConfigError(origin + ": vision_config must be an object");
+    c.vision = ClipVisionConfigFromJson(j["vision_config"], origin);
+  }
+  ExpectOneOf(j, "mm_projector_type", {"linear", "mlp2x_gelu"}, origin, "",
+              "lcl implements LLaVA's linear and mlp2x_gelu projectors");
   ReadField(j, "mm_projector_type", &c.projector_type, origin);
-  ReadField(j, "mm_vision_select_layer", &c.vision_feature_layer, origin);
-  ReadField(j, "vision_feature_layer", &c.vision_feature_layer, origin);
+  ExpectOneOf(j, "projector_hidden_act", {"gelu"}, origin, "",
+              "the mlp2x_gelu projector (llava-hf's LlavaMultiModalProjector) uses gelu");
+  ExpectValue(j, "multimodal_projector_bias", true, origin, "", "lcl's projector layers have biases");
+  for (const char* key : {"vision_feature_layer", "mm_vision_select_layer"}) {
+    if (j.contains(key) && j[key].is_array()) {
+      throw ConfigError(origin + ": " + key + "=" + j[key].dump() +
+                        " (several layers concatenated) is not supported; give one layer index");
+    }
+    ReadField(j, key, &c.vision_feature_layer, origin);
+  }
+  // The CLS token is dropped from the tower's features (LLaVA's 'patch' / llava-hf's 'default'); keeping it
+  // ('cls_patch' / 'full') would change the image token count lcl's prompts are built for.
+  ExpectOneOf(j, "mm_vision_select_feature", {"patch"}, origin, "",
+              "lcl drops the class token from the tower's features (use 'patch')");
+  ExpectOneOf(j, "vision_feature_select_strategy", {"default"}, origin, "",
+              "lcl drops the class token from the tower's features (use 'default')");
+  if (j.contains("vision_config")) CheckMmHiddenSize(j, c.vision, origin);
   ReadField(j, "image_token_index", &c.image_token_id, origin);
+  ReadField(j, "image_token_id", &c.image_token_id, origin);
   ReadField(j, "im_start_token", &c.im_start_token_id, origin);
   ReadField(j, "im_end_token", &c.im_end_token_id, origin);
+  if (j.contains("mm_use_im_start_end") && !j["mm_use_im_start_end"].is_null()) {
+    bool markers = false;
+    ReadField(j, "mm_use_im_start_end", &markers, origin);
+    c.use_im_start_end = markers ? 1 : 0;
+  }
   ReadField(j, "activation_checkpointing", &c.activation_checkpointing, origin);
   return c;
 }
@@ -185,17 +301,74 @@ ModelConfig ModelConfig::FromJsonFile(const std::string& path) {
   return FromJson(j, path);
 }
 
+ModelConfig ModelConfig::FromHfDirectory(const std::string& dir, const std::string& vision_dir) {
+  const std::string path = dir + "/config.json";
+  ModelConfig c = FromJsonFile(path);
+  std::ifstream in(path);
+  json j;
+  in >> j;  // already parsed once above
+  if (!j.contains("vision_config") && !vision_dir.empty()) {
+    const std::string vision_path = vision_dir + "/config.json";
+    std::ifstream vin(vision_path);
+    if (!vin) {
+      throw ConfigError(path + " has no vision_config and the vision checkpoint has no config.json (" + vision_path +
+                        "); give a HF CLIP checkpoint directory");
+    }
+    json v;
+    try {
+      vin >> v;
+    } catch (const json::exception& e) {
+      throw ConfigError(vision_path + ": not valid JSON (" + e.what() + ")");
+    }
+    c.vision = ClipVisionConfigFromJson(v, vision_path);
+  }
+  if (!j.contains("vision_config")) CheckMmHiddenSize(j, c.vision, path);
+  return c;
+}
+
 json ModelConfig::ToJson() const {
   json j = LlamaToJson(text);
   j["vision_config"] = ClipToJson(vision);
   j["mm_projector_type"] = projector_type;
   j["mm_hidden_size"] = vision.hidden_size;
   j["mm_vision_select_layer"] = vision_feature_layer;
-  j["mm_use_im_start_end"] = im_start_token_id >= 0;
+  if (use_im_start_end >= 0) j["mm_use_im_start_end"] = use_im_start_end == 1;  // unknown until a run trains it
   j["image_token_index"] = image_token_id;
   j["im_start_token"] = im_start_token_id;
   j["im_end_token"] = im_end_token_id;
   j["activation_checkpointing"] = activation_checkpointing;
+  return j;
+}
+
+json ModelConfig::ToLlavaHfJson() const {
+  if (projector_type != "mlp2x_gelu") {
+    throw ConfigError("mm_projector_type='" + projector_type +
+                      "' cannot be written in the llava-hf layout (LlavaMultiModalProjector is two linear layers with "
+                      "gelu, lcl's mlp2x_gelu); export with --layout llava-v1");
+  }
+  json t = LlamaToJson(text);
+  t.erase("architectures");
+  t.erase("torch_dtype");
+  t["model_type"] = "llama";
+  json v = ClipToJson(vision);
+  json j{{"architectures", {"LlavaForConditionalGeneration"}},
+         {"model_type", "llava"},
+         {"text_config", t},
+         {"vision_config", v},
+         {"image_token_index", image_token_id},
+         {"image_seq_length", vision.num_patches()},
+         {"projector_hidden_act", "gelu"},
+         {"multimodal_projector_bias", true},
+         {"vision_feature_layer", vision_feature_layer},
+         {"vision_feature_select_strategy", "default"},
+         {"tie_word_embeddings", text.tie_word_embeddings},
+         {"torch_dtype", "float32"},
+         // Not LlavaConfig fields (HF keeps them as extra attributes): the span delimiters lcl's prompts use,
+         // so that the model reads back exactly.
+         {"im_start_token", im_start_token_id},
+         {"im_end_token", im_end_token_id},
+         {"activation_checkpointing", activation_checkpointing}};
+  if (use_im_start_end >= 0) j["mm_use_im_start_end"] = use_im_start_end == 1;
   return j;
 }
 
@@ -209,8 +382,13 @@ void ModelConfig::Validate(int tp) const {
   CheckPositive(text.vocab_size, "vocab_size");
   CheckPositive(text.num_hidden_layers, "num_hidden_layers");
   CheckPositive(text.num_key_value_heads, "num_key_value_heads");
-  CheckDivides(text.num_attention_heads, text.hidden_size, "hidden_size",
-               "hidden_size must be num_attention_heads * head_dim");
+  CheckPositive(text.num_attention_heads, "num_attention_heads");
+  if (text.explicit_head_dim < 0)
+    throw ConfigError("head_dim=" + std::to_string(text.explicit_head_dim) + " must be positive");
+  if (text.explicit_head_dim == 0) {
+    CheckDivides(text.num_attention_heads, text.hidden_size, "hidden_size",
+                 "hidden_size must be num_attention_heads * head_dim (or give head_dim)");
+  }
   CheckDivides(text.num_key_value_heads, text.num_attention_heads, "num_attention_heads",
                "grouped-query attention needs num_attention_heads to be a multiple of num_key_value_heads");
   if (text.head_dim() % 2 != 0) {

@@ -26,8 +26,11 @@ struct LlamaConfig {
   double rms_norm_eps = 1e-5;
   double rope_theta = 10000.0;
   bool tie_word_embeddings = false;
+  bool attention_bias = false;  // biases on q/k/v/o_proj (HF attention_bias)
+  bool mlp_bias = false;        // biases on gate/up/down_proj (HF mlp_bias)
+  int explicit_head_dim = 0;    // HF head_dim when it is not hidden_size / num_attention_heads; 0 = derived
 
-  int head_dim() const { return hidden_size / num_attention_heads; }
+  int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : hidden_size / num_attention_heads; }
 };
 
 // CLIP ViT vision tower (HF CLIPVisionConfig names). hidden_act is always quick_gelu (as in OpenAI CLIP).
@@ -60,17 +63,29 @@ struct ModelConfig {
   int image_token_id = -1;
   int im_start_token_id = -1;
   int im_end_token_id = -1;
+  // LLaVA's mm_use_im_start_end when config.json says it: whether the prompts the model was trained on wrap each
+  // image's patches in im_start / im_end. Unset (-1): config.json does not say. Training refuses a disagreeing
+  // data.image_markers.
+  int use_im_start_end = -1;
   // Recompute each decoder layer in backward instead of keeping its activations.
   bool activation_checkpointing = false;
 
   static ModelConfig FromPreset(const std::string& name);  // tiny | small | llava-7b
   static std::vector<std::string> PresetNames();
-  // Accepts a LLaVA config.json (LlamaConfig fields at the top level, mm_* keys, an optional "vision_config"
-  // object), a HF LlavaConfig ("text_config" + "vision_config"), or a plain LlamaConfig. `origin` names the file
-  // in error messages.
+  // Accepts a LLaVA v1 config.json (LlamaConfig fields at the top level, mm_* keys, an optional "vision_config"
+  // object), a HF LlavaConfig ("text_config" + "vision_config", the llava-hf layout), or a plain LlamaConfig. Every
+  // field that changes the architecture is honoured or refused with a ConfigError naming field and value (the
+  // table is in docs/model.md). `origin` names the file in error messages.
   static ModelConfig FromJson(const nlohmann::json& j, const std::string& origin);
   static ModelConfig FromJsonFile(const std::string& path);
+  // A model directory's config.json; when it has no "vision_config" and `vision_dir` (a separate CLIP checkpoint,
+  // as LLaVA v1 ships the tower) is given, the tower's shape comes from `vision_dir`/config.json.
+  static ModelConfig FromHfDirectory(const std::string& dir, const std::string& vision_dir = "");
+  // LLaVA v1 layout (what `lcl model init` and export write by default).
   nlohmann::json ToJson() const;
+  // HF LlavaConfig (LlavaForConditionalGeneration, the llava-hf layout). Throws ConfigError for a model that
+  // layout cannot express (a linear projector).
+  nlohmann::json ToLlavaHfJson() const;
 
   // Throws lcl::ConfigError naming the field, the value and what to change when the shapes are inconsistent or
   // do not divide by the tensor-parallel size `tp`.

@@ -87,7 +87,15 @@ RunModel BuildRunModel(cluster::ClusterContext& ctx, const LoadedConfig& loaded)
   RunModel m;
   const std::string dir = c.model().path();
   const DataPaths paths = DataPathsOf(c);
-  m.config = lcl::model::ModelConfig::FromJsonFile(paths.model_config);
+  m.config = lcl::model::ModelConfig::FromHfDirectory(dir, c.model().vision_checkpoint());
+  if (m.config.use_im_start_end >= 0 && (m.config.use_im_start_end == 1) != c.data().image_markers()) {
+    const bool markers = m.config.use_im_start_end == 1;
+    throw ConfigError(
+        loaded.Where("data.image_markers") + ": data.image_markers=" + (c.data().image_markers() ? "true" : "false") +
+        " but " + paths.model_config + " says mm_use_im_start_end=" + (markers ? "true" : "false") +
+        "; prompts must wrap images as the model was trained: set data.image_markers: " + (markers ? "true" : "false"));
+  }
+  m.config.use_im_start_end = c.data().image_markers() ? 1 : 0;  // checkpoints and exports record the prompt layout
   m.config.activation_checkpointing = c.model().activation_checkpointing();
   m.config.Validate(ctx.grid().shape().tp);
 

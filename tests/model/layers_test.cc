@@ -65,6 +65,50 @@ TEST(Attention, ExplicitAndDefaultPathsMatchReferenceWithPaddingAndGqa) {
   }
 }
 
+// The SDPA path (LibTorch's fused kernel: the CPU flash kernel here) against the explicit matmul + softmax, in values
+// and in the gradients of q, k and v: causal attention with left padding (generation batches) and right padding
+// (training batches), grouped-query heads repeated as LlamaAttention does, and one KV-cache decode step.
+TEST(Attention, SdpaMatchesExplicitInValuesAndGradientsWithLeftAndRightPaddingAndGqa) {
+  torch::manual_seed(5);
+  const int64_t b = 3, h = 8, hkv = 2, t = 40, d = 16;
+  torch::Tensor valid = torch::ones({b, t}, torch::kInt64);
+  valid[1].narrow(0, 0, 7).zero_();    // left padding
+  valid[2].narrow(0, 29, 11).zero_();  // right padding
+  torch::Tensor q0 = torch::randn({b, h, t, d}), k0 = torch::randn({b, hkv, t, d}), v0 = torch::randn({b, hkv, t, d});
+  torch::Tensor grad_out = torch::randn({b, h, t, d}) * valid.view({b, 1, t, 1});  // real queries only
+  torch::Tensor mask = MakeCausalPaddingMask(valid, t, 0);
+  struct Result {
+    torch::Tensor y, dq, dk, dv;
+  };
+  auto run = [&](bool force_explicit) {
+    torch::Tensor q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true),
+                  v = v0.clone().requires_grad_(true);
+    torch::Tensor y = ScaledDotProductAttention(q, k.repeat_interleave(h / hkv, 1), v.repeat_interleave(h / hkv, 1),
+                                                mask, force_explicit);
+    y.backward(grad_out);
+    return Result{y.detach(), q.grad(), k.grad(), v.grad()};
+  };
+  const Result sdpa = run(false), expl = run(true);
+  torch::Tensor real = valid.view({b, 1, t, 1}).to(torch::kBool).expand({b, h, t, d});
+  EXPECT_LT((sdpa.y - expl.y).masked_select(real).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((sdpa.dq - expl.dq).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((sdpa.dk - expl.dk).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((sdpa.dv - expl.dv).abs().max().item<double>(), 1e-5);
+  EXPECT_GT(expl.dk.abs().sum().item<double>(), 0.0);  // the gradients compared are not all zero
+  // And both are the reference attention.
+  torch::Tensor ref = RefAttention(q0, k0.repeat_interleave(h / hkv, 1), v0.repeat_interleave(h / hkv, 1), valid, true);
+  EXPECT_LT((sdpa.y - ref).masked_select(real).abs().max().item<double>(), 1e-5);
+
+  // One decode step over a cache of t keys (the generation path): q_len 1, past t - 1.
+  torch::Tensor last = MakeCausalPaddingMask(valid, 1, t - 1);  // [B, 1, 1, T]
+  torch::Tensor q1 = q0.narrow(2, t - 1, 1), kr = k0.repeat_interleave(h / hkv, 1),
+                vr = v0.repeat_interleave(h / hkv, 1);
+  torch::Tensor a = ScaledDotProductAttention(q1, kr, vr, last, false),
+                e = ScaledDotProductAttention(q1, kr, vr, last, true);
+  EXPECT_LT((a - e).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((a - ref.narrow(2, t - 1, 1)).narrow(0, 0, 2).abs().max().item<double>(), 1e-5);  // rows whose last is real
+}
+
 TEST(VocabParallelCrossEntropy, MatchesTorchCrossEntropyAndGradientAtTp1) {
   torch::manual_seed(4);
   torch::Tensor logits = (torch::randn({7, 11}) * 4).requires_grad_(true);
