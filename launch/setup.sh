@@ -28,6 +28,7 @@ packages=(
   libcli11-dev nlohmann-json3-dev libxxhash-dev
   libopencv-dev libsentencepiece-dev sentencepiece
   chromium  # tests/launch/report_test.sh opens the report page headless
+  iproute2 util-linux  # tests/cluster/two_host_test.sh: ip netns (two hosts on one machine), unshare
   munge slurmctld slurmd slurm-client slurm-wlm-basic-plugins  # tests/slurm's one-node cluster; srun --mpi=pmix
 )
 missing=()

@@ -199,6 +199,11 @@ ImageNetIndex IndexImageNetRoot(const std::string& root_str, const IndexOptions&
     index.num_train += c.train.size();
     index.num_val += c.val.size();
   }
+  // An index of classes without a single image would only fail later, as "no images" of one class or another.
+  if (index.num_train + index.num_val == 0) {
+    throw DataError("ImageNet root " + root_str + " holds no images: no train/<wnid>/ folder (nor val/) has an " +
+                    "image file; expected train/<wnid>/*.JPEG (make one with `lcl data synth`)");
+  }
   return index;
 }
 

@@ -17,6 +17,25 @@ else
   ctest --test-dir "$build_dir" -N -L gpu | grep "Test *#" || true
   exclude+=(gpu)
 fi
+# Two hosts in network namespaces need root with CAP_SYS_ADMIN and CAP_NET_ADMIN: where this machine cannot make
+# one, the netns-labelled tests are excluded, visibly, as the gpu ones are without a GPU.
+probe_ns=lcl-probe-$$
+if ip netns add "$probe_ns" 2>/dev/null; then
+  ip netns delete "$probe_ns"
+  echo "tests: network namespaces work here: running netns-labelled tests"
+else
+  echo "tests: this machine cannot create network namespaces (needs root, ip netns): EXCLUDING the netns-labelled tests:"
+  ctest --test-dir "$build_dir" -N -L netns | grep "Test *#" || true
+  exclude+=(netns)
+fi
+# Long runs (label long: the 100-trial kill test of lcl train, ~12 min here) only when asked.
+if [ "${LCL_LONG:-0}" = 1 ]; then
+  echo "tests: LCL_LONG=1: running long-labelled tests"
+else
+  echo "tests: EXCLUDING the long-labelled tests (LCL_LONG=1 tests/run.sh runs them):"
+  ctest --test-dir "$build_dir" -N -L long | grep "Test *#" || true
+  exclude+=(long)
+fi
 not_built=$(ctest --test-dir "$build_dir" -N -L not_built | grep "Test *#" || true)
 if [ -n "$not_built" ]; then
   echo "tests: NOT BUILT in this build (an optional library is off); these FAIL, each naming what to install:"
