@@ -434,7 +434,7 @@ std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_C
     }
   }
   cluster::MpiCommunicator tp_comm(comm, "tp");
-  if (tp_comm.rank() == 0 && !o.json) {
+  if (tp_comm.rank() == 0 && !o.json && !o.presets.empty()) {
     out << "# lcl bench model: tp " << tp_comm.size() << ", " << o.threads << " thread(s) per rank, batch " << o.batch
         << " x " << o.seq_len << " tokens, " << o.images << " images per sequence; time = slowest rank, best of "
         << o.rounds << " rounds of " << o.iters << " steps; reference = plain LibTorch ops on rank 0 with "
@@ -452,9 +452,18 @@ std::vector<ModelBenchRow> RunModelBench(const ModelBenchOptions& options, MPI_C
     rows.push_back(BenchPreset(preset, o, comm, tp_comm, counter));
     if (tp_comm.rank() == 0) Report(o, rows.back(), params, out);
   }
+  if (tp_comm.rank() == 0 && !o.json && !o.attention_seq_lens.empty()) {
+    out << "# attention core on rank 0 with " << o.threads * tp_comm.size() << " thread(s): [1, " << o.attention_heads
+        << " heads, T, " << o.attention_head_dim
+        << "] fp32, causal mask, forward + backward; SDPA (LibTorch's fused kernel) vs explicit matmul + softmax; "
+           "time = best of "
+        << o.rounds << ", memory = allocator peak of one step\n";
+  }
   for (int64_t t : o.attention_seq_lens) {
     if (tp_comm.rank() == 0) {
+      torch::set_num_threads(o.threads * tp_comm.size());  // the other ranks sleep meanwhile
       const AttentionRow a = BenchAttention(t, o, counter);
+      torch::set_num_threads(o.threads);
       if (a.max_diff > 1e-3) {
         throw Error("bench model: attention at " + std::to_string(t) +
                     " tokens: SDPA and the explicit path differ by " + std::to_string(a.max_diff) +
