@@ -145,7 +145,11 @@ void RegisterIndex(CLI::App& data, Launch& launch) {
 }
 
 nlohmann::json ImageJson(const sampler::ImageRef& ref, const std::string& label, bool positive) {
-  return {{"path", ref.path}, {"label", label}, {"positive", positive}};
+  nlohmann::json j = {{"path", ref.path}, {"label", label}, {"positive", positive}};
+  if (!ref.tile.whole()) {  // a jigsaw piece
+    j["tile"] = {{"cols", ref.tile.cols}, {"rows", ref.tile.rows}, {"col", ref.tile.col}, {"row", ref.tile.row}};
+  }
+  return j;
 }
 
 nlohmann::json EpisodeJson(const sampler::Episode& e, const sampler::PromptConfig& prompt,
@@ -205,6 +209,8 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
   if (!given("--seed")) a->config.seed = a->eval ? eval.seed : train.seed;
   a->config.made_up_negative = train.made_up_negative;
   a->config.made_up_max_letters = train.made_up_max_letters;
+  a->config.draw_with_replacement = train.draw_with_replacement;
+  a->config.lowercase_names = train.lowercase_names;
   const int image_tokens = given("--image-tokens")
                                ? a->prompt.image_tokens
                                : lcl::model::ModelConfig::FromJsonFile(paths.model_config).vision.num_patches();
@@ -219,7 +225,7 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
 void RegisterEpisodes(CLI::App& data, Launch& launch) {
   auto* cmd = data.add_subcommand("episodes", "print rendered episodes as JSON lines (text, images, token counts)");
   struct Args {
-    std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight", layout = "official";
+    std::string pairs, test_pairs, templates, tokenizer, policy = "2way_weight", layout = "vicuna";
     sampler::EpisodeConfig config;
     sampler::PromptConfig prompt;
     uint64_t epoch = 0, start = 0, count = 4;
@@ -239,7 +245,8 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
   cmd->add_option("--test-pairs", args->test_pairs, "evaluation pairs jsonl (test100 format): eval episodes");
   cmd->add_option("--templates", args->templates, "final-question templates JSON (e.g. ICL.json)");
   cmd->add_option("--tokenizer", args->tokenizer, "SentencePiece model: adds token counts");
-  cmd->add_option("--policy", args->policy, "2way_weight | 2way_random_shot")->capture_default_str();
+  cmd->add_option("--policy", args->policy, "2way_weight | 2way_random_shot | 2way_ref | jigsaw")
+      ->capture_default_str();
   cmd->add_option("--shot", args->config.shot, "example images per side")->capture_default_str();
   cmd->add_option("--seed", args->config.seed, "episode seed")->capture_default_str();
   cmd->add_option("--epoch", args->epoch, "epoch")->capture_default_str();
@@ -247,7 +254,7 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
   cmd->add_option("--count", args->count, "number of episodes")->capture_default_str();
   cmd->add_option("--image-tokens", args->prompt.image_tokens, "patch tokens per image")->capture_default_str();
   cmd->add_option("--max-length", args->prompt.max_length, "maximum tokens per episode")->capture_default_str();
-  cmd->add_option("--prompt-layout", args->layout, "official | compact (see data.prompt_layout)")
+  cmd->add_option("--prompt-layout", args->layout, "vicuna | official | compact (see data.prompt_layout)")
       ->capture_default_str();
   cmd->add_flag("--made-up-eval-labels", args->made_up_eval_labels, "eval episodes use made-up words as labels");
   cmd->callback([&launch, args, cmd] {
@@ -281,7 +288,7 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
       sampler::EvalEpisodes eval(
           classes, args->config.shot, args->config.seed,
           args->made_up_eval_labels ? sampler::EvalLabels::kMadeUpWords : sampler::EvalLabels::kClassNames,
-          args->config.templates, args->config.made_up_max_letters);
+          args->config.templates, args->config.made_up_max_letters, args->config.lowercase_names);
       for (uint64_t i = args->start; i < std::min<uint64_t>(eval.size(), args->start + args->count); ++i) {
         std::cout << EpisodeJson(eval.Build(i), args->prompt, tok.get()).dump() << "\n";
       }

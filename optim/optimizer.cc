@@ -101,7 +101,13 @@ DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params, c
   const int parts = options_.zero1 ? dp_->size() : 1;
   sync_ = std::make_unique<internal::GradBuckets>(std::move(slots), dp_, parts, options_.bucket_bytes);
   torch::NoGradGuard no_grad;
-  int64_t elements = 0;
+  int64_t elements = 0, local_rows = 0;
+  for (const internal::ParamSlot& s : sync_->slots()) local_rows += s.part_rows * s.row_numel;
+  // One contiguous buffer per moment for this rank's whole ZeRO-1 shard: one allocation, views per parameter.
+  const auto f32 = params.front().param.options().dtype(torch::kFloat32);
+  flat_exp_avg_ = torch::zeros({local_rows}, f32);
+  flat_exp_avg_sq_ = torch::zeros({local_rows}, f32);
+  int64_t offset = 0;
   for (size_t i = 0; i < params.size(); ++i) {
     const internal::ParamSlot& s = sync_->slots()[i];
     State st;
@@ -109,16 +115,20 @@ DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params, c
     torch::Tensor rows = st.p.param.detach().narrow(0, s.part_row_lo, s.part_rows);
     st.master_is_param = rows.scalar_type() == torch::kFloat32;
     st.master = st.master_is_param ? rows : rows.to(torch::kFloat32).clone();
-    st.exp_avg = torch::zeros_like(st.master);
-    st.exp_avg_sq = torch::zeros_like(st.master);
+    const int64_t n = st.master.numel();
+    st.exp_avg = flat_exp_avg_.narrow(0, offset, n).view(st.master.sizes());
+    st.exp_avg_sq = flat_exp_avg_sq_.narrow(0, offset, n).view(st.master.sizes());
+    offset += n;
     elements += st.p.param.numel();
     state_.push_back(std::move(st));
+    state_steps_.push_back(torch::zeros({}, f32));
   }
   if (dp_->rank() == 0 && (!tp_ || tp_->rank() == 0)) {
-    LOG(INFO) << "optimizer: AdamW on " << state_.size() << " parameters (" << elements << " local elements, "
-              << c10::toString(state_.front().p.param.scalar_type()) << "), " << sync_->buckets().size()
-              << " bucket(s) (cap " << options_.bucket_bytes << " B), ZeRO-1 " << (options_.zero1 ? "on" : "off")
-              << " over dp=" << dp_->size() << ", overlap " << (options_.overlap ? "on" : "off");
+    LOG(INFO) << "optimizer: " << (options_.fused ? "fused " : "") << "AdamW on " << state_.size() << " parameters ("
+              << elements << " local elements, " << c10::toString(state_.front().p.param.scalar_type()) << "), "
+              << sync_->buckets().size() << " bucket(s) (cap " << options_.bucket_bytes << " B), ZeRO-1 "
+              << (options_.zero1 ? "on" : "off") << " over dp=" << dp_->size() << ", overlap "
+              << (options_.overlap ? "on" : "off");
   }
 }
 
@@ -182,15 +192,35 @@ StepStats DistributedOptimizer::Step(double lr) {
   const double b1 = options_.beta1, b2 = options_.beta2;
   const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step_));
   const double bias2 = 1.0 - std::pow(b2, static_cast<double>(step_));
-  for (size_t i = 0; i < state_.size(); ++i) {
-    State& st = state_[i];
-    if (st.master.numel() == 0) continue;
-    const torch::Tensor& g = grads[i];
-    if (options_.weight_decay > 0 && st.p.weight_decay) st.master.mul_(1.0 - lr * options_.weight_decay);
-    st.exp_avg.mul_(b1).add_(g, 1.0 - b1);
-    st.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
-    const torch::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-    st.master.addcdiv_(st.exp_avg, denom, -lr / bias1);
+  if (options_.fused) {
+    // Two calls, as torch.optim.AdamW's two parameter groups: with weight decay and without.
+    for (const bool decayed : {true, false}) {
+      std::vector<torch::Tensor> masters, gs, avgs, avg_sqs, steps;
+      for (size_t i = 0; i < state_.size(); ++i) {
+        State& st = state_[i];
+        if (st.master.numel() == 0 || (options_.weight_decay > 0 && st.p.weight_decay) != decayed) continue;
+        state_steps_[i].fill_(static_cast<double>(step_));
+        masters.push_back(st.master);
+        gs.push_back(grads[i]);
+        avgs.push_back(st.exp_avg);
+        avg_sqs.push_back(st.exp_avg_sq);
+        steps.push_back(state_steps_[i]);
+      }
+      if (masters.empty()) continue;
+      at::_fused_adamw_(masters, gs, avgs, avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, b1, b2,
+                        decayed ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
+    }
+  } else {
+    for (size_t i = 0; i < state_.size(); ++i) {
+      State& st = state_[i];
+      if (st.master.numel() == 0) continue;
+      const torch::Tensor& g = grads[i];
+      if (options_.weight_decay > 0 && st.p.weight_decay) st.master.mul_(1.0 - lr * options_.weight_decay);
+      st.exp_avg.mul_(b1).add_(g, 1.0 - b1);
+      st.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
+      const torch::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+      st.master.addcdiv_(st.exp_avg, denom, -lr / bias1);
+    }
   }
 
   if (sync_->parts() > 1) {

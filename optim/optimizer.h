@@ -54,6 +54,10 @@ struct OptimizerOptions {
   bool zero1 = true;                // partition optimizer state over DP (ReduceScatter + AllGather)
   int64_t bucket_bytes = 25 << 20;  // fp32 gradient bytes per reduction bucket
   bool overlap = true;              // launch each bucket's reduction during the last backward
+  // AdamW with LibTorch's fused multi-tensor kernel (at::_fused_adamw_, torch.optim.AdamW(fused=True)) over all
+  // of this rank's rows at once, the moments in one flat buffer; false: one tensor at a time with plain ops (the
+  // reference the fused path is tested against).
+  bool fused = true;
 };
 
 struct StepStats {
@@ -122,6 +126,10 @@ class DistributedOptimizer {
   cluster::Communicator* tp_;
   std::vector<State> state_;
   std::unique_ptr<internal::GradBuckets> sync_;
+  // The moments of every parameter, back to back (State::exp_avg / exp_avg_sq are views into them), and the step
+  // count per parameter as the fused kernel reads it (fp32 scalars).
+  torch::Tensor flat_exp_avg_, flat_exp_avg_sq_;
+  std::vector<torch::Tensor> state_steps_;
   // WaitGradReduction() ran since the last Step(), taking this long.
   bool reduction_waited_ = false;
   double reduction_wait_ms_ = 0;

@@ -1,6 +1,6 @@
 // LCL episodes as pure functions of (seed, epoch, index): the training policies `2way_weight` (the
-// paper's) and `2way_random_shot` over a train-pairs table, and the 2-way evaluation episode over
-// test pairs.
+// paper's), `2way_random_shot`, `2way_ref` and `jigsaw` (the official code's, docs/data.md) over a train-pairs
+// table, and the 2-way evaluation episode over test pairs.
 //
 //   lcl::sampler::EpisodeConfig config;  // 2way_weight, shot 16, default templates
 //   lcl::sampler::TrainEpisodes episodes(table, config);
@@ -9,21 +9,24 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "sampler/pairs_file.h"
 
 namespace lcl::sampler {
 
-enum class Policy { k2WayWeight, k2WayRandomShot };
+class CounterRng;
 
-// "2way_weight" | "2way_random_shot"; throws lcl::ConfigError naming the accepted values.
+enum class Policy { k2WayWeight, k2WayRandomShot, k2WayRef, kJigsaw };
+
+// "2way_weight" | "2way_random_shot" | "2way_ref" | "jigsaw"; throws lcl::ConfigError naming the accepted values.
 Policy ParsePolicy(const std::string& name);
 const char* PolicyName(Policy policy);
 
 struct EpisodeConfig {
   Policy policy = Policy::k2WayWeight;
-  int shot = 16;  // example images per side (the paper: 16); random_shot draws 1..shot
+  int shot = 16;  // example images per side (the paper: 16); random_shot draws 1..shot, 2way_ref 3..shot
   uint64_t seed = 0;
   std::vector<std::string> templates;  // final-question templates; empty = DefaultTemplates()
   // Fraction of training episodes whose neighbour side is also labelled with a made-up word instead of its
@@ -33,34 +36,71 @@ struct EpisodeConfig {
   double made_up_negative = 0.0;
   // Longest made-up word (the paper: 10). Small models trained from scratch learn to copy short words far sooner.
   int made_up_max_letters = 10;
+  // Every image an independent uniform draw from its side's samples, as the official code draws them (so an
+  // episode may show an image twice and ask an example again as the query); false: without replacement while the
+  // pool lasts, the neighbour's listed image not drawn again.
+  bool draw_with_replacement = false;
+  // Class names lower-cased where they are labels (the neighbour side's answer), as the official code does.
+  bool lowercase_names = false;
+};
+
+// A piece of an image cut into a cols x rows grid (the jigsaw policy): column `col`, row `row`, each piece
+// floor(width / cols) x floor(height / rows) pixels from the top-left corner, as the official crop. 1 x 1 is
+// the whole image.
+struct Tile {
+  int cols = 1;
+  int rows = 1;
+  int col = 0;
+  int row = 0;
+  bool whole() const { return cols == 1 && rows == 1; }
 };
 
 struct ImageRef {
-  std::string path;    // relative to the ImageNet root
-  int class_pos = -1;  // the class it shows (position in its table): a bad image is replaced from this class
+  // A constructor rather than an aggregate, so that the many {path, class_pos} initialisers need not name `tile`.
+  ImageRef(std::string path = "", int class_pos = -1, Tile tile = {})
+      : path(std::move(path)), class_pos(class_pos), tile(tile) {}
+  std::string path;  // relative to the ImageNet root
+  int class_pos;     // the class it shows (position in its table): a bad image is replaced from this class
+  Tile tile;         // the piece of the file shown (the whole image but in jigsaw episodes)
 };
 
 struct ExampleTurn {
+  // As ImageRef's: {image, label, positive, class_name} initialisers leave the policy texts empty.
+  ExampleTurn(ImageRef image = {}, std::string label = "", bool positive = false, std::string class_name = "",
+              std::string question = "", std::string answer = "")
+      : image(std::move(image)),
+        label(std::move(label)),
+        positive(positive),
+        class_name(std::move(class_name)),
+        question(std::move(question)),
+        answer(std::move(answer)) {}
   ImageRef image;
   std::string label;
-  bool positive = false;
+  bool positive;
   std::string class_name;  // the image's class name (for PromptConfig::support_names; empty when unknown)
+  // The turn's own question and answer where the policy defines them (2way_ref, jigsaw); empty: the layout's
+  // question and its answer from `label`.
+  std::string question;
+  std::string answer;
 };
 
 struct Episode {
   uint64_t epoch = 0;
   uint64_t index = 0;
-  std::string policy;       // "2way_weight", "2way_random_shot" or "2way_eval"
-  int shot = 0;             // per side
+  std::string policy;       // "2way_weight", "2way_random_shot", "2way_ref", "jigsaw" or "2way_eval"
+  int shot = 0;             // per side (jigsaw: the number of pieces, all on the positive side)
   int positive_class = -1;  // positions in the table
   int negative_class = -1;
-  std::string positive_label;
+  std::string positive_label;  // the sides' labels; empty in 2way_ref and jigsaw, whose turns carry their own
   std::string negative_label;
-  std::vector<ExampleTurn> examples;  // 2*shot turns, in presentation order
+  std::vector<ExampleTurn> examples;  // 2*shot turns (jigsaw: shot), in presentation order
   ImageRef query;
   bool query_positive = true;
   std::string query_label;
   std::string question;  // the final-question template, with "<image>"
+  // The whole final answer where the policy defines its own (2way_ref, jigsaw; then query_label holds the same
+  // text); empty: the layout's answer from query_label.
+  std::string query_answer;
 };
 
 // A made-up concept name: 1 to max_letters (the paper: 10) lowercase letters, length and letters uniform.
@@ -70,10 +110,18 @@ std::string MadeUpWord(uint64_t seed, uint64_t epoch, uint64_t index, int max_le
 std::vector<double> NeighborWeights(size_t n);
 // random_shot weights for s = 1..shot: exp(s / 2).
 std::vector<double> RandomShotWeights(int shot);
+// The jigsaw grids (columns x rows), each equally likely: the piece count uniform over 4, 6, 9, 12, 16, then its
+// grids uniform (6: 2x3 or 3x2; 12: 3x4 or 4x3), as the official policy_jigsaw. {cols, rows, probability}.
+struct JigsawGrid {
+  int cols;
+  int rows;
+  double probability;
+};
+std::vector<JigsawGrid> JigsawGrids();
 
 class TrainEpisodes {
  public:
-  // Keeps a reference to `table`, which must outlive this object. Throws ConfigError on shot < 1.
+  // Keeps a reference to `table`, which must outlive this object. Throws ConfigError on shot < 1 (2way_ref: < 3).
   TrainEpisodes(const PairsTable& table, EpisodeConfig config);
 
   // One epoch visits every class once as the positive class, in a seeded order.
@@ -84,6 +132,9 @@ class TrainEpisodes {
   const EpisodeConfig& config() const { return config_; }
 
  private:
+  void NameReferences(Episode& e) const;                // 2way_ref's names and texts over a 2-way episode
+  void BuildJigsaw(Episode& e, CounterRng& rng) const;  // e has its positive class
+
   const PairsTable& table_;
   EpisodeConfig config_;
 };
@@ -95,8 +146,9 @@ enum class EvalLabels { kClassNames, kMadeUpWords };
 // positive side.
 class EvalEpisodes {
  public:
+  // lowercase_names: class-name labels lower-cased, as the official evaluation does.
   EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed, EvalLabels labels,
-               std::vector<std::string> templates = {}, int made_up_max_letters = 10);
+               std::vector<std::string> templates = {}, int made_up_max_letters = 10, bool lowercase_names = false);
   uint64_t size() const { return starts_.empty() ? 0 : starts_.back(); }
   Episode Build(uint64_t index) const;
 
@@ -107,6 +159,7 @@ class EvalEpisodes {
   EvalLabels labels_;
   std::vector<std::string> templates_;
   int made_up_max_letters_;
+  bool lowercase_names_;
   std::vector<uint64_t> starts_;  // starts_[c+1] = first episode index after class c
 };
 

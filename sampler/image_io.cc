@@ -92,16 +92,35 @@ cv::Mat SquareAndResize(const cv::Mat& bgr, const ImageSpec& spec) {
   const double scale = double(spec.size) / side;
   const int w = std::clamp(int(std::lround(bgr.cols * scale)), 1, spec.size);
   const int h = std::clamp(int(std::lround(bgr.rows * scale)), 1, spec.size);
-  cv::Scalar fill(std::round(spec.mean[2] * 255), std::round(spec.mean[1] * 255), std::round(spec.mean[0] * 255));
+  const cv::Scalar fill =
+      spec.pad == PadColor::kWhite
+          ? cv::Scalar(255, 255, 255)
+          : cv::Scalar(std::round(spec.mean[2] * 255), std::round(spec.mean[1] * 255), std::round(spec.mean[0] * 255));
   cv::Mat out(spec.size, spec.size, CV_8UC3, fill);
   cv::Mat roi = out(cv::Rect((spec.size - w) / 2, (spec.size - h) / 2, w, h));
   cv::resize(bgr, roi, roi.size(), 0, 0, side > spec.size ? cv::INTER_AREA : cv::INTER_CUBIC);
   return out;
 }
 
+// The official jigsaw crop: piece (col, row) of a cols x rows grid, each floor(W / cols) x floor(H / rows) from the
+// top-left (the right and bottom remainders belong to no piece). A view: no pixels are copied.
+cv::Mat Piece(const cv::Mat& image, const Tile& tile, const std::string& path) {
+  if (tile.whole()) return image;
+  CHECK(tile.col >= 0 && tile.col < tile.cols && tile.row >= 0 && tile.row < tile.rows)
+      << path << ": piece (" << tile.col << ", " << tile.row << ") is outside its " << tile.cols << "x" << tile.rows
+      << " grid";
+  const int w = image.cols / tile.cols, h = image.rows / tile.rows;
+  if (w < 1 || h < 1) {
+    Bad(path, std::to_string(image.cols) + "x" + std::to_string(image.rows) + " is too small to cut into " +
+                  std::to_string(tile.cols) + "x" + std::to_string(tile.rows) + " jigsaw pieces");
+  }
+  return image(cv::Rect(tile.col * w, tile.row * h, w, h));
+}
+
 }  // namespace
 
-torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path, const ImageSpec& spec) {
+torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std::string& path, const ImageSpec& spec,
+                                   const Tile& tile) {
   if (bytes.empty()) Bad(path, "empty file (0 bytes)");
   Format format = Sniff(bytes);
   auto [w, h] = HeaderSize(bytes, format);
@@ -124,7 +143,7 @@ torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std:
   }
   // Stays BGR until normalisation, which reads channel 2 - c: one full-image pass fewer than
   // cvtColor.
-  cv::Mat small = SquareAndResize(bgr, spec);
+  cv::Mat small = SquareAndResize(Piece(bgr, tile, path), spec);
   // Normalise straight into the tensor's RGB planes with a per-channel table: x' = (x / 255 - mean)
   // / std.
   float lut[3][256];
@@ -146,8 +165,8 @@ torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>& bytes, const std:
   return out;
 }
 
-torch::Tensor LoadImage(const std::string& path, const ImageSpec& spec) {
-  return PreprocessImageBytes(ReadFile(path), path, spec);
+torch::Tensor LoadImage(const std::string& path, const ImageSpec& spec, const Tile& tile) {
+  return PreprocessImageBytes(ReadFile(path), path, spec, tile);
 }
 
 ImageLoader::ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction, uint64_t min_window)
@@ -163,7 +182,7 @@ torch::Tensor ImageLoader::Load(const ImageRef& ref, const std::vector<std::stri
   for (int attempt = 0; attempt <= kMaxAttempts; ++attempt) {
     ++loaded_;
     try {
-      return LoadImage(FullPath(path), spec_);
+      return LoadImage(FullPath(path), spec_, ref.tile);
     } catch (const DataError& e) {
       RecordBad(e.what());
     }

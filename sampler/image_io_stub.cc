@@ -11,8 +11,10 @@ namespace {
 }
 }  // namespace
 
-torch::Tensor LoadImage(const std::string&, const ImageSpec&) { Fail(); }
-torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>&, const std::string&, const ImageSpec&) { Fail(); }
+torch::Tensor LoadImage(const std::string&, const ImageSpec&, const Tile&) { Fail(); }
+torch::Tensor PreprocessImageBytes(const std::vector<uint8_t>&, const std::string&, const ImageSpec&, const Tile&) {
+  Fail();
+}
 ImageLoader::ImageLoader(std::string root, ImageSpec spec, double max_bad_fraction, uint64_t min_window)
     : root_(std::move(root)), spec_(spec), max_bad_fraction_(max_bad_fraction), min_window_(min_window) {}
 torch::Tensor ImageLoader::Load(const ImageRef&, const std::vector<std::string>&) { Fail(); }

@@ -42,6 +42,8 @@ MicroBatch EpisodePipeline::Build(const std::vector<EpisodeKey>& keys) const {
     prompts.push_back(TokenizeEpisode(episode_of_(key), tokenizer_, prompt_));
     mb.images_per_episode.push_back(static_cast<int>(prompts.back().images.size()));
     mb.shots.push_back(prompts.back().shot);
+    mb.requested_shots.push_back(prompts.back().requested_shot);
+    mb.requested_tokens.push_back(prompts.back().requested_tokens);
     num_images += mb.images_per_episode.back();
   }
   // Images go straight into the batch with memcpy: torch::stack or copy_ would run on LibTorch's

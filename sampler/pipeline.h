@@ -31,6 +31,8 @@ struct MicroBatch {
   torch::Tensor images;                 // [N, 3, S, S] float32, every episode's images in block order, episode-major
   std::vector<int> images_per_episode;  // [B], sums to N
   std::vector<int> shots;               // [B], after any max-length reduction
+  std::vector<int> requested_shots;     // [B], before it (shots[i] < requested_shots[i]: example pairs dropped)
+  std::vector<int> requested_tokens;    // [B], the token count at requested_shots[i]
 };
 
 class EpisodePipeline {

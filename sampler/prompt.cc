@@ -1,5 +1,7 @@
-// Conversation rendering, tokenization with image blocks, label mask and the length policy.
+// Conversation rendering in the three layouts, tokenization with image blocks, the label mask and the length policy.
 #include "sampler/prompt.h"
+
+#include <cctype>
 
 #include "cluster/errors.h"
 #include "sampler/templates.h"
@@ -8,6 +10,8 @@ namespace lcl::sampler {
 namespace {
 
 constexpr const char* kCompactQuestion = " ?";  // after the query image in the compact layout
+// The official final_v1.0 conversation's system text; its separator adds a second space before "USER:".
+constexpr const char* kFinalQuestion = "[FINAL QUESTION]: ";
 
 std::string ExampleAnswer(const std::string& label) { return "there is \"" + label + "\" in the image. [END EXAMPLE]"; }
 
@@ -22,16 +26,77 @@ std::string NamedLabel(const ExampleTurn& t, bool support_names) {
 }
 std::string FinalAnswer(const std::string& label) { return "there is \"" + label + "\" in the image."; }
 
-// The user side of turn i as the layout renders it (the answer follows it after a space).
-std::string UserText(const Turn& turn, size_t i, const PromptConfig& config) {
-  if (config.layout == PromptLayout::kCompact) return turn.user;
-  return (i == 0 ? config.system + " " : std::string()) + "USER: " + turn.user + " ASSISTANT:";
+// One turn as its layout lays it out: [bos] user text, " " answer, [eos]. The text and the tokens are both made
+// from this, so RenderText shows exactly what TokenizeEpisode encodes.
+struct TurnText {
+  bool bos = false;  // opens with the tokenizer's bos ("<s>")
+  std::string user;  // everything before the answer, "<image>" markers included
+  std::string answer;
+  bool eos = false;       // the answer is followed by eos ("</s>")
+  bool labelled = false;  // the answer (and its eos) enter the loss
+};
+
+// The official code builds one conversation per turn (causal_v1.0 for the first example, hypnotized_ans_v1.0 for
+// the others, final_v1.0 for the query), tokenizes each with its bos, drops the last token (the </s>) of every
+// turn after the first but the last, and concatenates.
+std::vector<TurnText> LayOut(const Episode& e, const PromptConfig& config) {
+  const std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
+  std::vector<TurnText> out(turns.size());
+  const size_t last = turns.size() - 1;
+  for (size_t i = 0; i < turns.size(); ++i) {
+    TurnText& t = out[i];
+    t.answer = turns[i].assistant;
+    t.labelled = config.loss_on == LossOn::kAll || i == last;
+    switch (config.layout) {
+      case PromptLayout::kCompact:
+        t.bos = i == 0;
+        t.user = turns[i].user;
+        t.eos = true;
+        break;
+      case PromptLayout::kVicuna:
+        t.bos = i == 0;
+        t.user = (i == 0 ? config.system + " " : std::string()) + "USER: " + turns[i].user + " ASSISTANT:";
+        t.eos = true;
+        break;
+      case PromptLayout::kOfficial: {
+        // ADD_COLON_TWO puts "system sep" first; hypnotized_ans_v1.0 (EMPTY) puts its sep (" ") alone.
+        const std::string head =
+            i == last ? std::string(kFinalQuestion) + " " : (i == 0 ? config.system + " " : std::string(" "));
+        t.bos = true;
+        t.user = head + "USER: " + turns[i].user + " ASSISTANT:";
+        t.eos = i == 0 || i == last;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// A turn's text; lcl's layouts are shown without their single bos (as they always were), the official one with
+// every turn's "<s>". Without the answer: what evaluation feeds, up to the "ASSISTANT:" the model answers after.
+std::string TurnString(const TurnText& t, const PromptConfig& config, bool with_answer) {
+  std::string s = (t.bos && config.layout == PromptLayout::kOfficial ? "<s>" : "") + t.user;
+  if (with_answer) s += " " + t.answer + (t.eos ? "</s>" : "");
+  return s;
+}
+
+// The text around an image block loses its adjacent whitespace in the official layout, as the official (slow,
+// transformers 4.29) LLaMA tokenizer strips it around the added image tokens.
+std::string StripRight(std::string s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.pop_back();
+  return s;
+}
+std::string StripLeft(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
+  return s.substr(i);
 }
 
 // Appends text with each "<image>" expanded to its patches (between image-start and image-end when
-// `markers`); all unlabelled.
+// `markers`); all unlabelled. Each piece between images is encoded on its own (SentencePiece adds its dummy
+// prefix to each, as the official tokenizer does); `strip` trims the whitespace next to each image block.
 // Returns the number of image blocks appended.
-int AppendUserText(const std::string& text, const Tokenizer& tok, int image_tokens, bool markers,
+int AppendUserText(const std::string& text, const Tokenizer& tok, int image_tokens, bool markers, bool strip,
                    TokenizedPrompt& out) {
   const std::string marker = kImageMarker;
   int blocks = 0;
@@ -39,6 +104,8 @@ int AppendUserText(const std::string& text, const Tokenizer& tok, int image_toke
   while (true) {
     size_t at = text.find(marker, start);
     std::string piece = text.substr(start, at == std::string::npos ? std::string::npos : at - start);
+    if (strip && start > 0) piece = StripLeft(piece);
+    if (strip && at != std::string::npos) piece = StripRight(piece);
     if (!piece.empty()) {
       std::vector<int> ids = tok.Encode(piece);
       out.input_ids.insert(out.input_ids.end(), ids.begin(), ids.end());
@@ -58,18 +125,25 @@ int AppendUserText(const std::string& text, const Tokenizer& tok, int image_toke
 TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const PromptConfig& config) {
   TokenizedPrompt out;
   out.shot = e.shot;
-  out.input_ids.push_back(tok.bos_id());
-  out.labels.push_back(kIgnoreIndex);
-  out.text_tokens = 1;
-  std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
-  for (size_t i = 0; i < turns.size(); ++i) {
-    AppendUserText(UserText(turns[i], i, config), tok, config.image_tokens, config.image_markers, out);
-    // The answer and its eos are the only labelled positions: the model learns to answer and to
-    // stop.
-    std::vector<int> answer = tok.Encode(turns[i].assistant);
-    answer.push_back(tok.eos_id());
+  for (const TurnText& t : LayOut(e, config)) {
+    if (t.bos) {
+      out.input_ids.push_back(tok.bos_id());
+      out.labels.push_back(kIgnoreIndex);
+      out.text_tokens += 1;
+    }
+    AppendUserText(t.user, tok, config.image_tokens, config.image_markers,
+                   /*strip=*/config.layout == PromptLayout::kOfficial, out);
+    // The answer (with its eos, when the layout keeps one) is all that can be labelled: the model learns to
+    // answer and to stop. Encoded on its own, "ASSISTANT:" + " there" gives the tokens of "ASSISTANT: there"
+    // (SentencePiece never merges across a space).
+    std::vector<int> answer = tok.Encode(t.answer);
+    if (t.eos) answer.push_back(tok.eos_id());
     out.input_ids.insert(out.input_ids.end(), answer.begin(), answer.end());
-    out.labels.insert(out.labels.end(), answer.begin(), answer.end());
+    if (t.labelled) {
+      out.labels.insert(out.labels.end(), answer.begin(), answer.end());
+    } else {
+      out.labels.insert(out.labels.end(), answer.size(), kIgnoreIndex);
+    }
     out.text_tokens += static_cast<int>(answer.size());
   }
   for (const ExampleTurn& t : e.examples) out.images.push_back(t.image);
@@ -80,33 +154,48 @@ TokenizedPrompt TokenizeOnce(const Episode& e, const Tokenizer& tok, const Promp
 }  // namespace
 
 PromptLayout ParsePromptLayout(const std::string& name) {
+  if (name == "vicuna") return PromptLayout::kVicuna;
   if (name == "official") return PromptLayout::kOfficial;
   if (name == "compact") return PromptLayout::kCompact;
-  throw ConfigError("unknown prompt layout '" + name + "': use official or compact");
+  throw ConfigError("unknown prompt layout '" + name + "': use vicuna | official | compact");
+}
+
+LossOn ParseLossOn(const std::string& name) {
+  if (name == "all") return LossOn::kAll;
+  if (name == "final") return LossOn::kFinal;
+  throw ConfigError("unknown loss_on '" + name + "': use all | final");
 }
 
 std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout, bool support_names) {
   std::vector<Turn> turns;
+  // A policy with its own texts (2way_ref, jigsaw) puts them on the turns; the others leave them empty.
   if (layout == PromptLayout::kCompact) {
-    for (const ExampleTurn& t : e.examples) turns.push_back({kImageMarker, NamedLabel(t, support_names)});
+    for (const ExampleTurn& t : e.examples) {
+      turns.push_back({kImageMarker, t.answer.empty() ? NamedLabel(t, support_names) : t.answer});
+    }
     // The question mark tells the query from an example at any shot count, so the answer is the label alone
     // even when examples carry more (support_names).
     turns.push_back({std::string(kImageMarker) + kCompactQuestion, e.query_label});
     return turns;
   }
   for (const ExampleTurn& t : e.examples) {
-    turns.push_back({"[BEGIN EXAMPLE] What is in the image <image>?", ExampleAnswer(NamedLabel(t, support_names))});
+    turns.push_back({t.question.empty() ? std::string("[BEGIN EXAMPLE] What is in the image <image>?") : t.question,
+                     t.answer.empty() ? ExampleAnswer(NamedLabel(t, support_names)) : t.answer});
   }
-  turns.push_back({e.question, FinalAnswer(e.query_label)});
+  turns.push_back({e.question, e.query_answer.empty() ? FinalAnswer(e.query_label) : e.query_answer});
   return turns;
 }
 
 std::string RenderText(const Episode& e, const PromptConfig& config) {
   std::string text;
-  std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
-  for (size_t i = 0; i < turns.size(); ++i) {
-    text += UserText(turns[i], i, config) + " " + turns[i].assistant + "</s>";
-  }
+  for (const TurnText& t : LayOut(e, config)) text += TurnString(t, config, /*with_answer=*/true);
+  return text;
+}
+
+std::string RenderEvalText(const Episode& e, const PromptConfig& config) {
+  const std::vector<TurnText> turns = LayOut(e, config);
+  std::string text;
+  for (size_t i = 0; i < turns.size(); ++i) text += TurnString(turns[i], config, /*with_answer=*/i + 1 < turns.size());
   return text;
 }
 
@@ -126,9 +215,15 @@ Episode DropExamplePair(const Episode& e) {
 
 TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok, const PromptConfig& config) {
   Episode e = episode;
+  int requested_tokens = -1;
   while (true) {
     TokenizedPrompt p = TokenizeOnce(e, tok, config);
-    if (static_cast<int>(p.input_ids.size()) <= config.max_length) return p;
+    if (requested_tokens < 0) requested_tokens = static_cast<int>(p.input_ids.size());
+    if (static_cast<int>(p.input_ids.size()) <= config.max_length) {
+      p.requested_shot = episode.shot;
+      p.requested_tokens = requested_tokens;
+      return p;
+    }
     // Shrinking removes whole turns, so an image block is never cut.
     if (config.reduce_shots && e.shot > config.min_shot) {
       e = DropExamplePair(e);
@@ -141,8 +236,9 @@ TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok, co
                     std::to_string(config.image_tokens + (config.image_markers ? 2 : 0)) + " + " +
                     std::to_string(p.text_tokens) + " text) but max_length is " + std::to_string(config.max_length) +
                     (config.reduce_shots ? " even at min_shot " + std::to_string(config.min_shot)
-                                         : std::string(" and reduce_shots is off")) +
-                    "; raise max_length or lower shot or image_tokens");
+                                         : std::string(" and data.too_long is reject")) +
+                    "; raise data.max_length, or lower data.shot or the model's image tokens" +
+                    (config.reduce_shots ? std::string() : ", or set data.too_long=drop_shots"));
   }
 }
 

@@ -1,11 +1,10 @@
-// Prompt rendering and tokenization of an episode in the official LCL conversation layout (Vicuna
-// v1 turns, the system line on the first example turn), with a label mask over the assistant
-// answers only and image blocks (image-start + N patches + image-end) that are never cut by the
-// length limit.
+// Prompt rendering and tokenization of an episode in one of three conversation layouts (lcl's Vicuna turns, the
+// official code's text byte for byte, or a compact one), with a label mask over the answers (every answer, or the
+// final one only) and image blocks (image-start + N patches + image-end) that are never cut by the length limit.
 //
-//   lcl::sampler::PromptConfig config;  // 256 image tokens, max_length 2048, reduce shots when too long
+//   lcl::sampler::PromptConfig config;  // 256 image tokens, max_length 12288, reduce shots when too long
 //   lcl::sampler::TokenizedPrompt p = lcl::sampler::TokenizeEpisode(episode, tokenizer, config);
-//   // p.input_ids[i] is predicted where p.labels[i] != kIgnoreIndex
+//   // p.input_ids[i] is predicted where p.labels[i] != kIgnoreIndex; p.shot < p.requested_shot when reduced
 #pragma once
 
 #include <string>
@@ -19,11 +18,20 @@ namespace lcl::sampler {
 inline constexpr int kIgnoreIndex = -100;  // label of a position the loss skips (PyTorch's convention)
 
 enum class PromptLayout {
-  kOfficial,  // the paper's conversation: system line, USER/ASSISTANT turns, "there is "label" in the image."
-  kCompact,   // "<image> label</s>" per example, then the query image and its label: no boilerplate
+  // lcl's own: one conversation, the system line once, then `USER: ... ASSISTANT: answer</s>` per turn.
+  kVicuna,
+  // The official code's text: one conversation per turn, each opened by <s>: the first example under the system
+  // line, the middle examples without their </s>, the query turn prefixed "[FINAL QUESTION]: " (docs/data.md).
+  kOfficial,
+  kCompact,  // "<image> label</s>" per example, then the query image and its label: no boilerplate
 };
-// "official" | "compact"; anything else is a ConfigError naming the value.
+// "vicuna" | "official" | "compact"; anything else is a ConfigError naming the value and the choices.
 PromptLayout ParsePromptLayout(const std::string& name);
+
+// Which answers are labelled: every answer (lcl's recipe) or the final one only (the official code's).
+enum class LossOn { kAll, kFinal };
+// "all" | "final"; anything else is a ConfigError naming the value and the choices.
+LossOn ParseLossOn(const std::string& name);
 
 struct PromptConfig {
   std::string system =
@@ -31,10 +39,11 @@ struct PromptConfig {
       "learns new "
       "concepts from the examples and answers the question about the last image.";
   int image_tokens = 256;    // patch placeholders per image (CLIP ViT-L/14 at 224 px: 256)
-  int max_length = 2048;     // tokens, image blocks included
+  int max_length = 12288;    // tokens, image blocks included: a 16-shot episode at 256 tokens per image fits
   bool reduce_shots = true;  // when too long: drop example pairs down to min_shot; else reject
   int min_shot = 1;
-  PromptLayout layout = PromptLayout::kOfficial;
+  PromptLayout layout = PromptLayout::kVicuna;
+  LossOn loss_on = LossOn::kAll;
   // Image-start and image-end around each image's patches (LLaVA's mm_use_im_start_end); false: patches only
   // (LLaVA-1.5's layout).
   bool image_markers = true;
@@ -50,10 +59,13 @@ struct Turn {
 };
 
 // The episode as turns: 2*shot example turns, then the final question and its answer.
-std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kOfficial,
+std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kVicuna,
                               bool support_names = false);
-// The whole conversation as text (with "<image>" markers and "</s>" after answers), for inspection.
+// The whole conversation as text, the training text: "<image>" markers, "</s>" where an answer's eos is, and in
+// the official layout "<s>" where each turn's bos is.
 std::string RenderText(const Episode& episode, const PromptConfig& config);
+// What evaluation feeds the model: the text before the final answer (RenderText up to the final "ASSISTANT:").
+std::string RenderEvalText(const Episode& episode, const PromptConfig& config);
 
 struct TokenizedPrompt {
   std::vector<int> input_ids;    // [T]
@@ -61,6 +73,8 @@ struct TokenizedPrompt {
   std::vector<ImageRef> images;  // in the order of the image blocks: examples, then the query
   int shot = 0;                  // per side, after any reduction
   int text_tokens = 0;           // tokens outside image blocks
+  int requested_shot = 0;        // per side, as the episode came (shot < requested_shot: example pairs dropped)
+  int requested_tokens = 0;      // tokens at requested_shot (> max_length when reduced)
 };
 
 // Tokenizes the episode; throws lcl::DataError when it is longer than max_length and cannot be

@@ -30,6 +30,16 @@ check "unknown nested subcommand names it and its parent" \
 "$lcl" ckpt list "$tmp/no-such-run" >"$tmp/e" 2>&1; rc=$?
 check "ckpt list of a missing run dir exits 1 and says so" \
   test $rc -eq 1 -a -n "$(grep -lF "run directory '$tmp/no-such-run' does not exist" "$tmp/e")"
+# Every shipped config resolves (the paper's lcl_7b with the official recipe's fields filled in).
+for conf in "$LCL_SOURCE_DIR"/launch/configs/*.pbtxt; do
+  "$lcl" train --config "$conf" --print-config >"$tmp/p" 2>&1; rc=$?
+  check "$(basename "$conf") resolves with --print-config" test $rc -eq 0
+done
+"$lcl" train --config "$LCL_SOURCE_DIR/launch/configs/lcl_7b.pbtxt" --print-config >"$tmp/p" 2>&1
+for field in 'loss_on: "final"' 'prompt_layout: "official"' 'draw_with_replacement: true' 'pad_color: "white"' \
+             'shot: 16' 'lr: 2e-05' 'warmup_ratio: 0.03' 'precision: "bf16"' 'activation_checkpointing: true'; do
+  check "lcl_7b.pbtxt resolves $field" grep -qF "$field" "$tmp/p"
+done
 mkdir -p "$tmp/confdir"
 "$lcl" train --config "$tmp/confdir" --print-config >"$tmp/e" 2>&1; rc=$?
 check "a directory as --config exits 1 and says so" \

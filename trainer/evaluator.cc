@@ -73,9 +73,8 @@ Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const Loaded
     throw DataError(input_ + ": " + std::to_string(classes_.size()) +
                     " test classes; 2-way evaluation needs paired classes (an even number, at least 2)");
   }
-  sampler::ImageSpec spec;
-  spec.size = model_.config.vision.image_size;
-  loader_ = std::make_unique<sampler::ImageLoader>(image_root, spec, config_.data().max_bad_fraction());
+  loader_ = std::make_unique<sampler::ImageLoader>(image_root, ImageSpecOf(config_, model_.config.vision.image_size),
+                                                   config_.data().max_bad_fraction());
 }
 
 Evaluator::~Evaluator() = default;
@@ -102,8 +101,9 @@ EvalRow Evaluator::RunShot(int shot) {
         << input_ << ": " << isekai->short_lines() << " of " << total << " lines have fewer than " << shot
         << " support images on a side; they are evaluated with all they have (short_support in eval.jsonl)";
   } else {
-    pairs = std::make_unique<sampler::EvalEpisodes>(classes_, shot, episodes_.seed, episodes_.labels,
-                                                    episodes_.templates, episodes_.made_up_max_letters);
+    pairs =
+        std::make_unique<sampler::EvalEpisodes>(classes_, shot, episodes_.seed, episodes_.labels, episodes_.templates,
+                                                episodes_.made_up_max_letters, episodes_.lowercase_names);
     build = [&pairs](uint64_t i) { return pairs->Build(i); };
     pool = [this](int c) { return classes_[size_t(c)].context_samples; };
     total = pairs->size();
@@ -130,6 +130,7 @@ EvalRow Evaluator::RunShot(int shot) {
     std::vector<sampler::EpisodeKey> keys;
     for (size_t i = b; i < std::min(mine.size(), b + batch); ++i) keys.push_back({0, mine[i]});
     sampler::MicroBatch mb = pipeline.Build(keys);
+    for (size_t i = 0; i < keys.size(); ++i) row.too_long += mb.shots[i] < mb.requested_shots[i];
     // Left-pad the prompts so that every row's next token is at the same position.
     std::vector<std::vector<int64_t>> prompts;
     size_t longest = 0;
@@ -175,7 +176,7 @@ EvalRow Evaluator::RunShot(int shot) {
   // TP ranks evaluated the same episodes: count each DP rank's result once (from its tp_rank 0).
   const bool counts = ctx_.grid().tp_rank() == 0;
   torch::Tensor totals = torch::tensor({counts ? row.correct : 0, counts ? row.n : 0, counts ? row.unanswered : 0,
-                                        counts ? row.short_support : 0},
+                                        counts ? row.short_support : 0, counts ? row.too_long : 0},
                                        torch::kInt64)
                              .to(ctx_.device());
   ctx_.world().AllReduce(totals, cluster::ReduceOp::kSum);
@@ -184,13 +185,19 @@ EvalRow Evaluator::RunShot(int shot) {
   row.n = totals[1].item<int64_t>();
   row.unanswered = totals[2].item<int64_t>();
   row.short_support = totals[3].item<int64_t>();
+  row.too_long = totals[4].item<int64_t>();
+  LOG_IF(WARNING, row.too_long > 0 && ctx_.grid().rank() == 0)
+      << "eval shots " << shot << ": " << row.too_long << " of " << row.n << " episodes need more than data.max_length "
+      << prompt_.max_length << " tokens and were evaluated at fewer shots (too_long_episodes in eval.jsonl); raise "
+      << "data.max_length to evaluate every shot";
   return row;
 }
 
 std::map<std::string, double> EvalRowExtras(const EvalRow& row) {
   return {{"correct", double(row.correct)},
           {"named_neither", double(row.unanswered)},
-          {"short_support", double(row.short_support)}};
+          {"short_support", double(row.short_support)},
+          {"too_long_episodes", double(row.too_long)}};
 }
 
 void PrintEvalTable(const std::vector<EvalRow>& rows, const std::string& title, std::ostream& out) {

@@ -32,6 +32,8 @@ struct EvalRow {
   int64_t unanswered = 0;  // answers that named neither label (or both)
   // Episodes shown fewer than `shots` support images on a side (ISEKAI lines with short lists use what they have).
   int64_t short_support = 0;
+  // Episodes longer than data.max_length, evaluated at fewer shots (data.too_long=drop_shots).
+  int64_t too_long = 0;
   double accuracy() const { return n > 0 ? static_cast<double>(correct) / n : 0.0; }
   std::string example_answer;  // the first episode's generated text (for the log)
 };

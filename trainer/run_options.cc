@@ -5,6 +5,7 @@
 #include <chrono>
 #include <thread>
 
+#include "cluster/errors.h"
 #include "optim/lr_schedule.h"
 #include "sampler/templates.h"
 
@@ -14,6 +15,14 @@ namespace {
 std::vector<std::string> TemplatesOf(const TrainConfig& config) {
   if (config.data().templates().empty()) return {};  // the built-in templates
   return sampler::LoadTemplates(config.data().templates());
+}
+
+// data.too_long: "drop_shots" reduces an over-long episode, "reject" stops the run.
+bool ReduceShotsOf(const TrainConfig& config) {
+  const std::string& v = config.data().too_long();
+  if (v == "drop_shots") return true;
+  if (v == "reject") return false;
+  throw ConfigError("data.too_long = '" + v + "' is not one of drop_shots | reject");
 }
 
 }  // namespace
@@ -36,8 +45,18 @@ sampler::EpisodeConfig EpisodeOptionsOf(const TrainConfig& config) {
   e.seed = config.seed();
   e.made_up_negative = config.data().made_up_negative();
   e.made_up_max_letters = config.data().made_up_max_letters();
+  e.draw_with_replacement = config.data().draw_with_replacement();
+  e.lowercase_names = config.data().lowercase_names();
   e.templates = TemplatesOf(config);
   return e;
+}
+
+void CheckTrainingTemplates(const TrainConfig& config) {
+  if (config.data().templates().empty() && config.data().recipe() == "official") {
+    throw ConfigError(
+        "data.recipe is official but data.templates is empty: the official recipe asks its training question from "
+        "the official ICL.json, which lcl does not ship; set data.templates to it (e.g. ../shared/data/lcl/ICL.json)");
+  }
 }
 
 EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config) {
@@ -47,16 +66,30 @@ EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config) {
   e.seed = config.eval().seed();
   e.labels =
       config.eval().labels() == "class_names" ? sampler::EvalLabels::kClassNames : sampler::EvalLabels::kMadeUpWords;
-  e.templates = TemplatesOf(config);
+  // The official evaluation asks one fixed question; lcl's draws from the training templates.
+  e.templates = config.data().eval_question().empty() ? TemplatesOf(config)
+                                                      : std::vector<std::string>{config.data().eval_question()};
   e.made_up_max_letters = config.data().made_up_max_letters();
+  e.lowercase_names = config.data().lowercase_names();
   return e;
+}
+
+sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size) {
+  sampler::ImageSpec spec;
+  spec.size = image_size;
+  spec.pad = sampler::ParsePadColor(config.data().pad_color());
+  return spec;
 }
 
 sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_tokens, EpisodeUse use) {
   sampler::PromptConfig prompt;
   prompt.image_tokens = image_tokens;
   prompt.max_length = config.data().max_length();
+  prompt.reduce_shots = ReduceShotsOf(config);
+  prompt.min_shot = config.data().min_shot();
   prompt.layout = sampler::ParsePromptLayout(config.data().prompt_layout());
+  prompt.loss_on = sampler::ParseLossOn(config.data().loss_on());
+  prompt.system = config.data().system();
   prompt.image_markers = config.data().image_markers();
   prompt.support_names = config.data().support_names() && use == EpisodeUse::kTraining;
   return prompt;
@@ -72,6 +105,7 @@ lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config) {
   o.zero1 = config.parallel().zero1();
   o.bucket_bytes = static_cast<int64_t>(config.parallel().bucket_mb() * (1 << 20));
   o.overlap = config.parallel().overlap_grad_sync();
+  o.fused = config.optimizer().fused();
   return o;
 }
 

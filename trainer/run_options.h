@@ -19,6 +19,7 @@
 #include "cluster/process_grid.h"
 #include "optim/optimizer.h"
 #include "sampler/episode.h"
+#include "sampler/image_io.h"
 #include "sampler/prompt.h"
 #include "trainer/config.pb.h"
 
@@ -33,17 +34,23 @@ struct DataPaths {
 };
 DataPaths DataPathsOf(const TrainConfig& config);
 
-// Training episodes: data.policy, data.shot, seed, data.made_up_*, and data.templates read from its file (empty =
-// the built-in templates). Throws what LoadTemplates throws for a bad templates file.
+// Training episodes: data.policy, data.shot, seed, data.made_up_*, data.draw_with_replacement, data.lowercase_names,
+// and data.templates read from its file (empty = the built-in templates). Throws what LoadTemplates throws for a bad
+// templates file.
 sampler::EpisodeConfig EpisodeOptionsOf(const TrainConfig& config);
+
+// Training under data.recipe official needs data.templates (the official ICL.json, which lcl does not ship): a
+// ConfigError saying so when it is empty. Evaluation asks data.eval_question and needs none.
+void CheckTrainingTemplates(const TrainConfig& config);
 
 // Evaluation episodes (test pairs, ISEKAI lines and index classes alike).
 struct EvalEpisodeOptions {
   std::vector<int> shots;                                          // eval.shots; {data.shot} when the list is empty
   uint64_t seed = 0;                                               // eval.seed
   sampler::EvalLabels labels = sampler::EvalLabels::kMadeUpWords;  // eval.labels
-  std::vector<std::string> templates;                              // data.templates, read
+  std::vector<std::string> templates;                              // {data.eval_question}, else data.templates
   int made_up_max_letters = 10;                                    // data.made_up_max_letters
+  bool lowercase_names = false;                                    // data.lowercase_names
 };
 EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config);
 
@@ -51,8 +58,12 @@ EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config);
 enum class EpisodeUse { kTraining, kEvaluation };
 
 // How episodes become tokens: `image_tokens` patch tokens per image (the model's vision.num_patches()),
-// data.max_length, data.prompt_layout, data.image_markers, and data.support_names for training.
+// data.max_length, too_long, min_shot, prompt_layout, loss_on, system, image_markers, and data.support_names for
+// training. Throws ConfigError (listing the choices) for an unknown too_long, prompt_layout or loss_on.
 sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_tokens, EpisodeUse use);
+
+// Image preprocessing for a tower of `image_size` pixels: data.pad_color (ConfigError on an unknown colour).
+sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size);
 
 // AdamW (optimizer.*) and the DP gradient sync (parallel.zero1, bucket_mb, overlap_grad_sync).
 lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config);

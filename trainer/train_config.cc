@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cluster/errors.h"
+#include "trainer/recipe.h"
 
 namespace lcl::trainer {
 namespace {
@@ -287,6 +288,7 @@ LoadedConfig LoadTrainConfig(const std::string& path, const std::vector<std::str
     RecordOrigins(loaded.config, tree, "", path, &loaded.origin);
   }
   for (const std::string& o : overrides) ApplyOverride(o, &loaded);
+  ApplyRecipe(&loaded);  // last: the file's fields and every --set win over the recipe's
   return loaded;
 }
 
@@ -303,8 +305,25 @@ void ValidateConfig(const LoadedConfig& loaded) {
   if (c.data().root().empty() && c.eval().format() == "test_pairs" && c.eval().test_pairs().empty()) {
     check.Fail("data.root", "is empty; give an ImageNet-style root (`lcl data synth` makes one)");
   }
-  check.OneOf("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot"});
-  check.OneOf("data.prompt_layout", c.data().prompt_layout(), {"official", "compact"});
+  check.OneOf("data.policy", c.data().policy(), {"2way_weight", "2way_random_shot", "2way_ref", "jigsaw"});
+  if (c.data().policy() == "2way_ref" && c.data().shot() < 3) {
+    check.Fail("data.shot", "= " + std::to_string(c.data().shot()) +
+                                " must be >= 3 with data.policy 2way_ref (it draws 3..shot images per side)");
+  }
+  check.OneOf("data.pad_color", c.data().pad_color(), {"mean", "white"});
+  check.OneOf("data.prompt_layout", c.data().prompt_layout(), {"vicuna", "official", "compact"});
+  check.OneOf("data.recipe", c.data().recipe(), RecipeNames());
+  check.OneOf("data.loss_on", c.data().loss_on(), {"all", "final"});
+  check.OneOf("data.too_long", c.data().too_long(), {"drop_shots", "reject"});
+  check.Positive("data.min_shot", c.data().min_shot());
+  if (!c.data().eval_question().empty()) {
+    const std::string& q = c.data().eval_question();
+    const size_t at = q.find("<image>");
+    if (at == std::string::npos || q.find("<image>", at + 1) != std::string::npos) {
+      check.Fail("data.eval_question",
+                 "= '" + q + "' must contain \"<image>\" exactly once (where the query image goes)");
+    }
+  }
   check.Positive("data.shot", c.data().shot());
   check.Positive("data.made_up_max_letters", c.data().made_up_max_letters());
   check.Positive("data.max_length", c.data().max_length());

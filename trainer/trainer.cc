@@ -97,10 +97,10 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   }
   Data d;
   d.table = std::make_unique<sampler::PairsTable>(sampler::PairsTable::Read(DataPathsOf(c).train_pairs));
+  CheckTrainingTemplates(c);
   d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, EpisodeOptionsOf(c));
-  sampler::ImageSpec spec;
-  spec.size = m.config.vision.image_size;
-  d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), spec, c.data().max_bad_fraction());
+  d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), ImageSpecOf(c, m.config.vision.image_size),
+                                                    c.data().max_bad_fraction());
   d.pipeline = std::make_unique<sampler::EpisodePipeline>(
       *d.episodes, *m.tokenizer, PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining), *d.loader);
   return d;
@@ -198,12 +198,18 @@ class TrainLoop {
           step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1;
       // The largest rank's peak RSS; a collective, so every rank takes part on every logged step.
       const int64_t max_rss_kib = logged ? ctx_->control().Max(PeakRssKib()) : 0;
-      // Bad images over the DP ranks (the TP ranks of one DP rank load the same images): also a collective.
-      const double bad_images = logged ? SumOver(ctx_->dp(), model_.device, {double(data_.loader->bad())})[0] : 0;
+      // Bad images and over-long episodes over the DP ranks (the TP ranks of one DP rank load the same episodes):
+      // also a collective.
+      const std::vector<double> data_counts =
+          logged ? SumOver(ctx_->dp(), model_.device,
+                           {double(data_.loader->bad()), double(too_long_episodes_), double(dropped_pairs_)})
+                 : std::vector<double>(3, 0.0);
       if (metrics_) {
         StepMetrics m = MetricsOf(r);
         if (logged) {
-          m.bad_images = static_cast<int64_t>(bad_images);
+          m.bad_images = static_cast<int64_t>(data_counts[0]);
+          m.extra["too_long_episodes"] = data_counts[1];
+          m.extra["dropped_shot_pairs"] = data_counts[2];
           m.extra["max_rss_mb"] = static_cast<double>(max_rss_kib) / 1024.0;
           metrics_->WriteStep(m);
         }
@@ -262,13 +268,15 @@ class TrainLoop {
   //   4. checkpoint fence: a save in flight copies what it has not yet written of the parameters and moments.
   //   5. optimizer Step(lr): clips by the global norm over TP and DP, ZeRO-1 AdamW on this rank's rows of the
   //      fp32 masters, all-gathers the updated parameters (optimizer_ms).
-  //   6. the loss summed over DP; a non-finite loss stops the run (the last committed checkpoint is intact).
+  //   6. between 3 and 4: the loss summed over DP; a non-finite loss stops the run before the update touches the
+  //      weights (the last committed checkpoint is intact).
   StepReport TrainStep(sampler::Prefetcher<sampler::MicroBatch>& prefetch) {
     StepReport r;
     const auto t0 = Clock::now();
     std::vector<sampler::MicroBatch> micro;  // 1.
     for (int m = 0; m < plan_.grad_accum; ++m) micro.push_back(prefetch.Next());
     r.data_wait_ms = MsSince(t0);
+    for (const sampler::MicroBatch& mb : micro) CountTooLong(mb);
     const GlobalCounts global = CountOverDp(micro, ctx_->dp(), model_.device);
     const double global_tokens = std::max(1.0, global.labelled);
 
@@ -279,21 +287,22 @@ class TrainLoop {
     }
 
     r.sync_wait_ms = optimizer_->WaitGradReduction();  // 3. the DP reduction's end: the last buckets, then wait
+    // 6. (before the update, so that a non-finite loss never reaches the weights) Every TP rank holds the same
+    // loss_sum; sum over DP only.
+    r.loss = SumOver(ctx_->dp(), model_.device, {loss_sum})[0] / global_tokens;
+    if (!std::isfinite(r.loss)) {
+      throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) +
+                  "; the weights were not updated with it: lower optimizer.lr or check the data (the last committed "
+                  "checkpoint is intact)");
+    }
     r.lr = LearningRateAt(c_, step_, plan_.total_steps);
     ckpt_->ReleaseState();  // 4. the save's only stall (nothing to copy when it is done)
     const lcl::optim::StepStats stats = optimizer_->Step(r.lr);  // 5. clip -> ZeRO-1 AdamW -> all-gather
     r.grad_norm = stats.grad_norm;
     r.optimizer_ms = stats.optimizer_ms;
-
-    // 5. Every TP rank holds the same loss_sum; sum over DP only.
-    r.loss = SumOver(ctx_->dp(), model_.device, {loss_sum})[0] / global_tokens;
     r.step_ms = MsSince(t0);
     r.tokens_per_sec = global.tokens / (r.step_ms / 1e3);  // every input token (text and image), all DP ranks
     r.images_per_sec = global.images / (r.step_ms / 1e3);
-    if (!std::isfinite(r.loss)) {
-      throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) +
-                  "; lower optimizer.lr or check the data (the last committed checkpoint is intact)");
-    }
     return r;
   }
 
@@ -334,6 +343,23 @@ class TrainLoop {
     m.extra["epoch"] = static_cast<double>(sampler_.epoch);
     if (const char* restarts = std::getenv("SLURM_RESTART_COUNT")) m.extra["restart_count"] = std::atof(restarts);
     return m;
+  }
+
+  // Counts this rank's episodes that did not fit data.max_length (data.too_long=drop_shots trained them at fewer
+  // shots; reject would have stopped the run in the pipeline) and warns once, with the first one's numbers.
+  void CountTooLong(const sampler::MicroBatch& mb) {
+    for (size_t i = 0; i < mb.shots.size(); ++i) {
+      if (mb.shots[i] >= mb.requested_shots[i]) continue;
+      ++too_long_episodes_;
+      dropped_pairs_ += mb.requested_shots[i] - mb.shots[i];
+      if (too_long_episodes_ > 1) continue;
+      LOG(WARNING) << "episode (epoch " << mb.keys[i].epoch << ", index " << mb.keys[i].index << ") needs "
+                   << mb.requested_tokens[i] << " tokens at shot " << mb.requested_shots[i]
+                   << " but data.max_length is " << c_.data().max_length() << ": trained at shot " << mb.shots[i]
+                   << " (data.too_long=drop_shots). "
+                   << "Such episodes are counted in metrics.jsonl (too_long_episodes, dropped_shot_pairs) and not "
+                   << "logged again; raise data.max_length to train every shot, or set data.too_long=reject";
+    }
   }
 
   void Save() { ckpt_->Save(step_, SnapshotState(model_, *optimizer_, *ctx_, sampler_, step_, config_text_)); }
@@ -396,6 +422,8 @@ class TrainLoop {
   std::string config_text_;
   int64_t step_ = 0;
   sampler::SamplerState sampler_;
+  int64_t too_long_episodes_ = 0;  // this rank's, since this process started (CountTooLong)
+  int64_t dropped_pairs_ = 0;
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // Image decoding and preprocessing: CLIP normalisation and expand2square against an OpenCV
 // reference, formats decoded by content, every bad-input case with path and reason, and
-// deterministic replacement.
+// deterministic replacement; jigsaw pieces and the pad colour.
 #include <gtest/gtest.h>
 
 #include <opencv2/imgcodecs.hpp>
@@ -182,5 +182,90 @@ TEST(ImageLoader, StopsWithADataErrorPastTheBadFraction) {
   testing::ExpectErrorMentions<DataError>([&] { loader.Load({"bad.JPEG", 0}, {"good.png"}); }, {"3 bad images"});
 }
 
+// A 97x61 picture of 3x2 solid blocks of 32x30 pixels (one spare column and row, which no jigsaw piece covers), each
+// block its own colour, with a little texture so that a resize of the wrong region shows.
+cv::Mat BlockImage() {
+  cv::Mat m(61, 97, CV_8UC3, cv::Scalar(0, 0, 0));
+  for (int c = 0; c < 3; ++c) {
+    for (int r = 0; r < 2; ++r) {
+      cv::rectangle(m, cv::Rect(c * 32, r * 30, 32, 30), cv::Scalar(40 + 80 * c, 60 + 120 * r, 200 - 60 * c),
+                    cv::FILLED);
+      cv::circle(m, cv::Point(c * 32 + 8 + 4 * c, r * 30 + 10 + 5 * r), 4, cv::Scalar(255, 255, 255), cv::FILLED);
+    }
+  }
+  return m;
+}
+
+TEST(ImageIo, JigsawPiecesAreCutFromTheDecodedJpegBeforePaddingAsTheOfficialCrop) {
+  TempDir dir;
+  const std::vector<uint8_t> jpeg = Encode(BlockImage(), ".jpg");  // a real, lossy JPEG
+  WriteBytes(dir.path() + "/blocks.JPEG", jpeg);
+  const cv::Mat decoded = cv::imdecode(jpeg, cv::IMREAD_COLOR);  // the pixels the loader sees
+  ImageSpec spec;
+  spec.size = 48;
+  for (int c = 0; c < 3; ++c) {
+    for (int r = 0; r < 2; ++r) {
+      const Tile tile{3, 2, c, r};
+      torch::Tensor piece = LoadImage(dir.path() + "/blocks.JPEG", spec, tile);
+      ASSERT_EQ(piece.sizes(), (std::vector<int64_t>{3, 48, 48}));
+      // Reference: the official crop box [c*w, r*h, (c+1)*w, (r+1)*h] with w = floor(97/3), h = floor(61/2), given
+      // to the whole preprocessing as an image of its own (lossless, so it sees the same pixels).
+      const cv::Mat crop = decoded(cv::Rect(c * 32, r * 30, 32, 30)).clone();
+      EXPECT_TRUE(torch::equal(piece, PreprocessImageBytes(Encode(crop, ".png"), "crop.png", spec)))
+          << "piece (" << c << ", " << r << ")";
+      // Column c is x, row r is y: inside, away from the texture, the piece shows block (c, r)'s colour (blocks
+      // differ by 60 levels or more, JPEG error is a few).
+      const double bgr[3] = {40.0 + 80 * c, 60.0 + 120 * r, 200.0 - 60 * c};
+      for (int ch = 0; ch < 3; ++ch) {
+        const double want = (bgr[2 - ch] / 255.0 - spec.mean[size_t(ch)]) / spec.std[size_t(ch)];
+        EXPECT_NEAR(piece[ch][36][40].item<double>(), want, 0.15) << "piece (" << c << ", " << r << ")";
+      }
+    }
+  }
+  EXPECT_TRUE(torch::equal(LoadImage(dir.path() + "/blocks.JPEG", spec, Tile{}),
+                           LoadImage(dir.path() + "/blocks.JPEG", spec)));  // 1x1: the whole image
+  // An image with fewer pixels than its grid is a bad image, replaced like any other.
+  WriteBytes(dir.path() + "/tiny.png", Encode(cv::Mat(3, 3, CV_8UC3, cv::Scalar(1, 2, 3)), ".png"));
+  testing::ExpectErrorMentions<DataError>(
+      [&] {
+        LoadImage(dir.path() + "/tiny.png", spec, Tile{4, 4, 0, 0});
+      },
+      {"tiny.png", "3x3", "too small", "4x4"});
+}
+
+TEST(ImageLoader, ABadJigsawPieceIsReplacedByTheSamePieceOfOneReplacement) {
+  TempDir dir;
+  WriteBytes(dir.path() + "/c/good.JPEG", Encode(BlockImage(), ".jpg"));
+  WriteBytes(dir.path() + "/c/bad.JPEG", {});
+  ImageSpec spec;
+  spec.size = 16;
+  ImageLoader loader(dir.path(), spec, 1.0, 1);
+  for (int c = 0; c < 3; ++c) {
+    const Tile tile{3, 2, c, 1};
+    EXPECT_TRUE(torch::equal(loader.Load({"c/bad.JPEG", 0, tile}, {"c/good.JPEG"}),
+                             LoadImage(dir.path() + "/c/good.JPEG", spec, tile)));
+  }
+}
+
+TEST(ImageIo, PadColourIsTheClipMeanOrWhite) {
+  TempDir dir;
+  WriteBytes(dir.path() + "/wide.png", Encode(cv::Mat(20, 40, CV_8UC3, cv::Scalar(50, 100, 200)), ".png"));
+  ImageSpec mean, white;
+  mean.size = white.size = 40;
+  white.pad = ParsePadColor("white");
+  EXPECT_EQ(ParsePadColor("mean"), PadColor::kMean);
+  EXPECT_EQ(ImageSpec{}.pad, PadColor::kMean);  // the default: what lcl always padded with
+  torch::Tensor m = LoadImage(dir.path() + "/wide.png", mean), w = LoadImage(dir.path() + "/wide.png", white);
+  for (int c = 0; c < 3; ++c) {
+    // Rows 0-9 and 30-39 are padding: the mean normalises to about 0, white to (1 - mean) / std.
+    EXPECT_NEAR(m[c][2][20].item<double>(), 0.0, 0.01);
+    EXPECT_NEAR(w[c][2][20].item<double>(), (1.0 - white.mean[size_t(c)]) / white.std[size_t(c)], 1e-5);
+    EXPECT_NEAR(w[c][37][5].item<double>(), (1.0 - white.mean[size_t(c)]) / white.std[size_t(c)], 1e-5);
+  }
+  // The picture itself is the same.
+  EXPECT_TRUE(torch::equal(m.slice(1, 10, 30), w.slice(1, 10, 30)));
+  testing::ExpectErrorMentions<ConfigError>([] { ParsePadColor("black"); },
+                                            {"'black'", "data.pad_color", "mean", "white"});
+}
 }  // namespace
 }  // namespace lcl::sampler

@@ -42,7 +42,7 @@ cp "$here/launch/configs/tiny.pbtxt" tiny.pbtxt
 overrides=(--set "schedule.total_steps=$steps" --set batch.micro_batch=1 --set batch.global_batch=2
            --set logging.every_steps=1 --set checkpoint.every_steps=0 --set eval.at_end=false
            --set logging.progress=false --set "model.path=$tmp/data/tiny-model" --set "data.root=$tmp/data/synth"
-           --set data.train_pairs= --set data.prompt_layout=official --set data.made_up_max_letters=10
+           --set data.train_pairs= --set data.prompt_layout=vicuna --set data.made_up_max_letters=10
            --set data.support_names=false --set data.image_markers=true)
 echo "     data and model ready ($(elapsed))"
 

@@ -80,6 +80,22 @@ TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
   EXPECT_NE(ErrorOf<ConfigError>([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
 }
 
+TEST(TrainConfig, PolicyAndPadColourAcceptOnlyTheirChoices) {
+  const std::string path = WriteTemp("choices.pbtxt", kGood);
+  for (const std::string policy : {"2way_weight", "2way_random_shot", "2way_ref", "jigsaw"}) {
+    ValidateConfig(LoadTrainConfig(path, {"data.policy=" + policy}));
+  }
+  ValidateConfig(LoadTrainConfig(path, {"data.pad_color=white"}));
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"data.policy=3way", {"data.policy", "'3way'", "2way_weight | 2way_random_shot | 2way_ref | jigsaw"}},
+      {"data.pad_color=black", {"data.pad_color", "'black'", "mean | white"}},
+      {"data.policy=2way_ref", {"data.shot", "= 2", "2way_ref", ">= 3"}}};  // shot 2 is too few for 2way_ref
+  for (const auto& [set, mentions] : cases) {
+    const LoadedConfig c = LoadTrainConfig(path, {"data.shot=2", set});
+    lcl::testing::ExpectErrorMentions<ConfigError>([&] { ValidateConfig(c); }, mentions);
+  }
+}
+
 TEST(TrainConfig, DataRootIsNeededUnlessEvaluationReadsAnIsekaiFileOrAnIndex) {
   const std::string path = WriteTemp("root.pbtxt", kGood);
   LoadedConfig no_root = LoadTrainConfig(path, {"data.root="});
