@@ -316,14 +316,16 @@ void TrainEpisodes::BuildJigsaw(Episode& e, CounterRng& rng) const {
 }
 
 EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed, EvalLabels labels,
-                           std::vector<std::string> templates, int made_up_max_letters, bool lowercase_names)
+                           std::vector<std::string> templates, int made_up_max_letters, bool lowercase_names,
+                           bool first_support, int max_test_per_class)
     : classes_(classes),
       shot_(shot),
       seed_(seed),
       labels_(labels),
       templates_(std::move(templates)),
       made_up_max_letters_(made_up_max_letters),
-      lowercase_names_(lowercase_names) {
+      lowercase_names_(lowercase_names),
+      first_support_(first_support) {
   if (shot < 0) throw ConfigError("eval shot=" + std::to_string(shot) + " must be >= 0");
   if (classes.size() % 2 != 0) {
     throw DataError("eval needs an even number of test classes (2k and 2k+1 are partners), found " +
@@ -331,7 +333,11 @@ EvalEpisodes::EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint
   }
   if (templates_.empty()) templates_ = DefaultTemplates();
   starts_.push_back(0);
-  for (const TestClass& c : classes_) starts_.push_back(starts_.back() + c.test_samples.size());
+  for (const TestClass& c : classes_) {
+    const size_t n = c.test_samples.size();
+    starts_.push_back(starts_.back() +
+                      (max_test_per_class > 0 ? std::min(n, static_cast<size_t>(max_test_per_class)) : n));
+  }
 }
 
 Episode EvalEpisodes::Build(uint64_t index) const {
@@ -361,9 +367,14 @@ Episode EvalEpisodes::Build(uint64_t index) const {
     } while (e.negative_label == e.positive_label);
   }
   e.query_positive = true;
-  std::vector<std::string> pos_images = DrawImages(pos.context_samples, shot_, rng);
+  auto support = [&](const TestClass& t) {
+    if (!first_support_) return DrawImages(t.context_samples, shot_, rng);
+    const size_t n = std::min(t.context_samples.size(), static_cast<size_t>(shot_));
+    return std::vector<std::string>(t.context_samples.begin(), t.context_samples.begin() + static_cast<long>(n));
+  };
+  std::vector<std::string> pos_images = support(pos);
   pos_images.push_back(pos.test_samples[index - starts_[c]]);
-  std::vector<std::string> neg_images = DrawImages(neg.context_samples, shot_, rng);
+  std::vector<std::string> neg_images = support(neg);
   Assemble(e, std::move(pos_images), std::move(neg_images), pos_name, neg_name, rng, templates_);
   return e;
 }

@@ -147,8 +147,11 @@ enum class EvalLabels { kClassNames, kMadeUpWords };
 class EvalEpisodes {
  public:
   // lowercase_names: class-name labels lower-cased, as the official evaluation does.
+  // first_support: each side's support is the first `shot` context images of its class (the official evaluation),
+  // not a random subset; max_test_per_class > 0: only the first that many test images of each class are queries.
   EvalEpisodes(const std::vector<TestClass>& classes, int shot, uint64_t seed, EvalLabels labels,
-               std::vector<std::string> templates = {}, int made_up_max_letters = 10, bool lowercase_names = false);
+               std::vector<std::string> templates = {}, int made_up_max_letters = 10, bool lowercase_names = false,
+               bool first_support = false, int max_test_per_class = 0);
   uint64_t size() const { return starts_.empty() ? 0 : starts_.back(); }
   Episode Build(uint64_t index) const;
 
@@ -160,6 +163,7 @@ class EvalEpisodes {
   std::vector<std::string> templates_;
   int made_up_max_letters_;
   bool lowercase_names_;
+  bool first_support_;
   std::vector<uint64_t> starts_;  // starts_[c+1] = first episode index after class c
 };
 

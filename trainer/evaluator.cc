@@ -39,9 +39,43 @@ std::vector<int64_t> PromptOfRow(const sampler::MicroBatch& mb, int64_t i) {
 
 }  // namespace
 
-bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative) {
-  const std::string a = Lower(answer);
-  return a.find(Lower(positive)) != std::string::npos && a.find(Lower(negative)) == std::string::npos;
+namespace {
+
+bool IsWordChar(char ch) { return std::isalnum(static_cast<unsigned char>(ch)) != 0; }
+
+// Positions of `label` in `text` standing as a whole word or phrase.
+std::vector<size_t> WholeMatches(const std::string& text, const std::string& label) {
+  std::vector<size_t> at;
+  if (label.empty()) return at;
+  for (size_t p = text.find(label); p != std::string::npos; p = text.find(label, p + 1)) {
+    const bool left = p == 0 || !IsWordChar(text[p - 1]) || !IsWordChar(label.front());
+    const size_t end = p + label.size();
+    const bool right = end == text.size() || !IsWordChar(text[end]) || !IsWordChar(label.back());
+    if (left && right) at.push_back(p);
+  }
+  return at;
+}
+
+}  // namespace
+
+bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative,
+                     AnswerMetric metric) {
+  std::string a = Lower(answer);
+  const std::string pos = Lower(positive), neg = Lower(negative);
+  if (metric == AnswerMetric::kOfficial) {
+    return a.find(pos) != std::string::npos && a.find(neg) == std::string::npos;
+  }
+  if (pos == neg) return false;  // an unanswerable episode
+  // The longer label first; blank its matches so that the shorter one inside it does not count again.
+  const bool pos_longer = pos.size() >= neg.size();
+  const std::string& longer = pos_longer ? pos : neg;
+  const std::string& shorter = pos_longer ? neg : pos;
+  const std::vector<size_t> long_at = WholeMatches(a, longer);
+  for (size_t p : long_at)
+    std::fill(a.begin() + static_cast<long>(p), a.begin() + static_cast<long>(p + longer.size()), ' ');
+  const bool long_named = !long_at.empty(), short_named = !WholeMatches(a, shorter).empty();
+  const bool pos_named = pos_longer ? long_named : short_named, neg_named = pos_longer ? short_named : long_named;
+  return pos_named && !neg_named;
 }
 
 Evaluator::Evaluator(cluster::ClusterContext& ctx, RunModel& model, const LoadedConfig& loaded)
@@ -103,7 +137,9 @@ EvalRow Evaluator::RunShot(int shot) {
   } else {
     pairs =
         std::make_unique<sampler::EvalEpisodes>(classes_, shot, episodes_.seed, episodes_.labels, episodes_.templates,
-                                                episodes_.made_up_max_letters, episodes_.lowercase_names);
+                                                episodes_.made_up_max_letters, episodes_.lowercase_names,
+                                                /*first_support=*/episodes_.official,
+                                                /*max_test_per_class=*/episodes_.official ? 50 : 0);
     build = [&pairs](uint64_t i) { return pairs->Build(i); };
     pool = [this](int c) { return classes_[size_t(c)].context_samples; };
     total = pairs->size();
@@ -162,8 +198,9 @@ EvalRow Evaluator::RunShot(int shot) {
       int64_t pos_shown = 0, neg_shown = 0;
       for (const sampler::ExampleTurn& t : e.examples) (t.positive ? pos_shown : neg_shown) += 1;
       row.short_support += std::min(pos_shown, neg_shown) < shot;
-      const bool ok = AnswerIsCorrect(answer, e.positive_label, e.negative_label);
-      const bool named = ok || AnswerIsCorrect(answer, e.negative_label, e.positive_label);
+      const AnswerMetric metric = episodes_.official ? AnswerMetric::kOfficial : AnswerMetric::kLcl;
+      const bool ok = AnswerIsCorrect(answer, e.positive_label, e.negative_label, metric);
+      const bool named = ok || AnswerIsCorrect(answer, e.negative_label, e.positive_label, metric);
       row.correct += ok;
       row.unanswered += !named;
       row.n += 1;

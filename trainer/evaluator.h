@@ -38,8 +38,17 @@ struct EvalRow {
   std::string example_answer;  // the first episode's generated text (for the log)
 };
 
-// The official rule: the answer contains the positive label and not the negative one (case-insensitive).
-bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative);
+// How an answer is scored, case-insensitively in both.
+//   kOfficial: the official rule as written: the answer contains the positive label and not the negative one, as
+//     substrings. It scores some answers wrongly: with nested labels ("cat" / "wildcat") the right answer
+//     "wildcat" contains the other label and is scored wrong; "tomcat" counts as naming "cat".
+//   kLcl: a label counts only where it stands as a whole word or phrase (no letter or digit right before or after
+//     it; its own "'", "." or "-" are part of it), and of two nested labels the longer is matched first and its
+//     occurrences are blanked before the shorter is looked for. Right when the positive is named and the negative
+//     is not.
+enum class AnswerMetric { kOfficial, kLcl };
+bool AnswerIsCorrect(const std::string& answer, const std::string& positive, const std::string& negative,
+                     AnswerMetric metric = AnswerMetric::kLcl);
 
 // The extra eval.jsonl fields of a row (besides step, shots, accuracy, n).
 std::map<std::string, double> EvalRowExtras(const EvalRow& row);

@@ -71,6 +71,8 @@ EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config) {
                                                       : std::vector<std::string>{config.data().eval_question()};
   e.made_up_max_letters = config.data().made_up_max_letters();
   e.lowercase_names = config.data().lowercase_names();
+  e.official = config.eval().protocol() == "official";
+  if (e.official) e.labels = sampler::EvalLabels::kClassNames;  // ValidateConfig refuses an explicit other choice
   return e;
 }
 

@@ -51,6 +51,7 @@ struct EvalEpisodeOptions {
   std::vector<std::string> templates;                              // {data.eval_question}, else data.templates
   int made_up_max_letters = 10;                                    // data.made_up_max_letters
   bool lowercase_names = false;                                    // data.lowercase_names
+  bool official = false;                                           // eval.protocol == official
 };
 EvalEpisodeOptions EvalEpisodeOptionsOf(const TrainConfig& config);
 

@@ -368,6 +368,12 @@ void ValidateConfig(const LoadedConfig& loaded) {
   check.Positive("eval.batch", c.eval().batch());
   check.OneOf("eval.labels", c.eval().labels(), {"made_up", "class_names"});
   check.OneOf("eval.format", c.eval().format(), {"test_pairs", "isekai", "index"});
+  check.OneOf("eval.protocol", c.eval().protocol(), {"lcl", "official"});
+  if (c.eval().protocol() == "official" && c.eval().has_labels() && c.eval().labels() != "class_names") {
+    check.Fail("eval.labels", "= " + c.eval().labels() +
+                                  " but eval.protocol = official scores the class names; drop eval.labels or set "
+                                  "eval.protocol: lcl");
+  }
   if (c.eval().format() == "isekai" && c.eval().isekai().empty()) {
     check.Fail("eval.isekai", "is empty but eval.format is isekai; give the ISEKAI-style jsonl file");
   }

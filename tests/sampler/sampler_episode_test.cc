@@ -222,6 +222,36 @@ TEST(MadeUpWord, LengthIsUniformOneToTenAndLettersLowercase) {
   ExpectFrequencies(counts, std::vector<double>(10, 1.0), draws);
 }
 
+// The official evaluation draws: each side's support is the first `shot` context images of its class, the same for
+// every query of that class, and only the first N test images of a class are asked.
+TEST(EvalEpisodes, OfficialDrawsTakeTheFirstShotContextImagesAndTheFirstTestImages) {
+  std::vector<TestClass> classes = {{"1", "cat", {"c/0", "c/1", "c/2", "c/3"}, {"c/t0", "c/t1", "c/t2"}},
+                                    {"2", "dog", {"d/0", "d/1", "d/2", "d/3"}, {"d/t0"}}};
+  EvalEpisodes official(classes, 2, 9, EvalLabels::kClassNames, {}, 10, false, /*first_support=*/true,
+                        /*max_test_per_class=*/2);
+  ASSERT_EQ(official.size(), 3u);  // cat's first 2 test images + dog's 1
+  std::multiset<std::string> first_support;
+  for (uint64_t i = 0; i < official.size(); ++i) {
+    Episode e = official.Build(i);
+    std::multiset<std::string> support;
+    for (const ExampleTurn& t : e.examples) support.insert(t.image.path);
+    const bool cat = e.query_label == "cat";
+    const std::multiset<std::string> expected = {"c/0", "c/1", "d/0", "d/1"};
+    EXPECT_EQ(support, expected) << "episode " << i << (cat ? " (cat)" : " (dog)");
+  }
+  EXPECT_EQ(official.Build(1).query.path, "c/t1");
+  EXPECT_EQ(official.Build(2).query.path, "d/t0");
+  // lcl's draws: a random subset, so some episode's support differs from the first two images.
+  EvalEpisodes random(classes, 2, 9, EvalLabels::kClassNames);
+  bool differs = false;
+  for (uint64_t i = 0; i < random.size(); ++i) {
+    std::multiset<std::string> support;
+    for (const ExampleTurn& t : random.Build(i).examples) support.insert(t.image.path);
+    differs = differs || support != std::multiset<std::string>{"c/0", "c/1", "d/0", "d/1"};
+  }
+  EXPECT_TRUE(differs);
+}
+
 TEST(EvalEpisodes, PairsPartnersAndAsksTheTestImageFromThePositiveSide) {
   std::vector<TestClass> classes = {{"1", "cat", {"c/0", "c/1", "c/2"}, {"c/t0", "c/t1"}},
                                     {"2", "dog", {"d/0", "d/1", "d/2"}, {"d/t0"}},

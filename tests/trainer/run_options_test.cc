@@ -57,6 +57,15 @@ TEST(RunOptions, EvaluationShotsFallBackToTheTrainingShot) {
   EXPECT_EQ(listed.labels, sampler::EvalLabels::kClassNames);
 }
 
+TEST(RunOptions, TheOfficialEvaluationProtocolScoresClassNamesWithTheOfficialDraws) {
+  const EvalEpisodeOptions lcl = EvalEpisodeOptionsOf(ConfigOf({}));
+  EXPECT_FALSE(lcl.official);
+  EXPECT_EQ(lcl.labels, sampler::EvalLabels::kMadeUpWords);
+  const EvalEpisodeOptions official = EvalEpisodeOptionsOf(ConfigOf({"eval.protocol=official"}));
+  EXPECT_TRUE(official.official);
+  EXPECT_EQ(official.labels, sampler::EvalLabels::kClassNames);
+}
+
 TEST(RunOptions, TheOfficialDrawsNamesAndPaddingReachEveryPart) {
   const TrainConfig c = ConfigOf(
       {"data.draw_with_replacement=true", "data.lowercase_names=true", "data.pad_color=white", "data.policy=jigsaw"});

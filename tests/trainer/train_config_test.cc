@@ -96,6 +96,20 @@ TEST(TrainConfig, PolicyAndPadColourAcceptOnlyTheirChoices) {
   }
 }
 
+TEST(TrainConfig, EvalProtocolAcceptsItsChoicesAndOfficialScoresClassNamesOnly) {
+  const std::string path = WriteTemp("protocol.pbtxt", kGood);
+  ValidateConfig(LoadTrainConfig(path, {"eval.protocol=official"}));
+  ValidateConfig(LoadTrainConfig(path, {"eval.protocol=official", "eval.labels=class_names"}));
+  lcl::testing::ExpectErrorMentions<ConfigError>(
+      [&] { ValidateConfig(LoadTrainConfig(path, {"eval.protocol=paper"})); },
+      {"eval.protocol", "'paper'", "lcl | official"});
+  lcl::testing::ExpectErrorMentions<ConfigError>(
+      [&] {
+        ValidateConfig(LoadTrainConfig(path, {"eval.protocol=official", "eval.labels=made_up"}));
+      },
+      {"eval.labels", "made_up", "eval.protocol = official"});
+}
+
 TEST(TrainConfig, DataRootIsNeededUnlessEvaluationReadsAnIsekaiFileOrAnIndex) {
   const std::string path = WriteTemp("root.pbtxt", kGood);
   LoadedConfig no_root = LoadTrainConfig(path, {"data.root="});
