@@ -48,6 +48,9 @@ PRESETS = {
 }
 
 
+ATTENTION = "sdpa"  # --attention
+
+
 def preset_config(name):
     p = PRESETS[name]
     c = dict(p, max_position_embeddings=4096 if name == "small" else 2048, rms_norm_eps=1e-5, rope_theta=10000.0,
@@ -93,8 +96,11 @@ class LlamaAttention(nn.Module):
         groups = self.heads // self.kv_heads
         if groups > 1:  # HF repeat_kv
             k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
-        scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim) + mask
-        y = torch.matmul(torch.softmax(scores, dim=-1), v)
+        if ATTENTION == "sdpa":  # PyTorch's fused attention (flash attention on CPU), causal, as lcl uses it
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(self.head_dim) + mask
+            y = torch.matmul(torch.softmax(scores, dim=-1), v)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -290,6 +296,14 @@ def main():
     ap.add_argument("--rendezvous", required=True,
                     help="a file path that does not exist yet: the ranks meet through it (torch's FileStore), so no "
                          "TCP port is picked and none can be taken by another process")
+    ap.add_argument("--attention", choices=["sdpa", "explicit"], default="sdpa",
+                    help="sdpa: F.scaled_dot_product_attention (the default, what a PyTorch 2 user runs); explicit: "
+                         "softmax(QK^T)V as tensors")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the DDP model (inductor; on CPU its C++ backend); the warm-up steps absorb "
+                         "the compilation")
+    ap.add_argument("--no-fused-adamw", action="store_true",
+                    help="torch.optim.AdamW's default for-each path instead of fused=True")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--clip", type=float, default=1.0, help="clip the global gradient norm (0: off)")
@@ -301,6 +315,8 @@ def main():
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")))
     world = int(os.environ.get("OMPI_COMM_WORLD_SIZE", os.environ.get("PMI_SIZE", "1")))
     torch.set_num_threads(args.threads)
+    global ATTENTION
+    ATTENTION = args.attention
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     dist.init_process_group("gloo", init_method=f"file://{os.path.abspath(args.rendezvous)}", rank=rank,
                             world_size=world)
@@ -322,7 +338,10 @@ def main():
             load_weights(model, args.model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     ddp = nn.parallel.DistributedDataParallel(model)
-    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
+    if args.compile:
+        ddp = torch.compile(ddp)
+    opt = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay,
+                            fused=None if args.no_fused_adamw else True)
 
     gen = torch.Generator().manual_seed(args.seed * 1000 + rank)
     batches = [make_batch(c, args.micro_batch, args.seq_len, args.images, gen) for _ in range(4)]
@@ -350,7 +369,10 @@ def main():
     tokens = args.micro_batch * args.seq_len * world
     if rank == 0:
         print(json.dumps({
-            "name": "train_reference", "framework": f"pytorch {torch.__version__} DDP gloo",
+            "name": "train_reference",
+            "framework": f"pytorch {torch.__version__} DDP gloo" + (" + torch.compile" if args.compile else ""),
+            "torch": torch.__version__, "attention": args.attention, "compiled": args.compile,
+            "fused_adamw": not args.no_fused_adamw,
             "model": args.model or args.preset, "ranks": world, "threads": args.threads,
             "micro_batch": args.micro_batch, "seq_len": args.seq_len, "images": args.images,
             "steps": args.steps, "warmup": args.warmup,

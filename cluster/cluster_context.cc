@@ -11,6 +11,7 @@ namespace lcl::cluster {
 
 ClusterContext::ClusterContext(const MpiSession& mpi, const ClusterOptions& options) : mpi_(mpi) {
   watchdog_ = std::make_unique<Watchdog>(mpi.rank(), options.collective_timeout);
+  tracer_ = std::make_unique<Tracer>(mpi.rank());
   grid_ = std::make_unique<ProcessGrid>(MPI_COMM_WORLD, options.tp);
   const bool cuda = options.use_cuda && torch::cuda::is_available();
   if (cuda) {
@@ -21,15 +22,16 @@ ClusterContext::ClusterContext(const MpiSession& mpi, const ClusterOptions& opti
     tp_ = std::make_unique<NcclCommunicator>(grid_->tp_comm(), "tp", dev, watchdog_.get(), options.collective_timeout);
     dp_ = std::make_unique<NcclCommunicator>(grid_->dp_comm(), "dp", dev, watchdog_.get(), options.collective_timeout);
   } else {
-    world_ = std::make_unique<MpiCommunicator>(grid_->world_comm(), "world", watchdog_.get());
-    tp_ = std::make_unique<MpiCommunicator>(grid_->tp_comm(), "tp", watchdog_.get());
-    dp_ = std::make_unique<MpiCommunicator>(grid_->dp_comm(), "dp", watchdog_.get());
+    Tracer* trace = tracer_.get();
+    world_ = std::make_unique<MpiCommunicator>(grid_->world_comm(), "world", watchdog_.get(), options.wait, trace);
+    tp_ = std::make_unique<MpiCommunicator>(grid_->tp_comm(), "tp", watchdog_.get(), options.wait, trace);
+    dp_ = std::make_unique<MpiCommunicator>(grid_->dp_comm(), "dp", watchdog_.get(), options.wait, trace);
   }
-  control_ = std::make_unique<ControlPlane>(grid_->world_comm(), watchdog_.get());
+  control_ = std::make_unique<ControlPlane>(grid_->world_comm(), watchdog_.get(), options.wait);
   if (mpi.rank() == 0) {
     LOG(INFO) << "cluster: " << grid_->shape().ToString() << ", backend " << world_->backend() << ", device " << device_
-              << ", MPI thread level " << MpiSession::ThreadLevelName(mpi.thread_level()) << ", collective timeout "
-              << options.collective_timeout.count() << " ms";
+              << ", MPI thread level " << MpiSession::ThreadLevelName(mpi.thread_level()) << ", MPI wait "
+              << WaitModeName(options.wait) << ", collective timeout " << options.collective_timeout.count() << " ms";
   }
 }
 

@@ -17,7 +17,9 @@
 #include "cluster/communicator.h"
 #include "cluster/control_plane.h"
 #include "cluster/mpi_session.h"
+#include "cluster/mpi_wait.h"
 #include "cluster/process_grid.h"
+#include "cluster/trace.h"
 #include "cluster/watchdog.h"
 
 namespace lcl::cluster {
@@ -28,6 +30,8 @@ struct ClusterOptions {
   std::chrono::milliseconds collective_timeout = std::chrono::minutes(10);
   // Use cuda:<local_rank> and NCCL when CUDA is available; CPU and MPI otherwise.
   bool use_cuda = true;
+  // How MPI waits (the CPU communicators and the control plane): see mpi_wait.h.
+  WaitMode wait = WaitMode::kSleep;
 };
 
 class ClusterContext {
@@ -44,6 +48,8 @@ class ClusterContext {
   Communicator& tp() { return *tp_; }
   Communicator& dp() { return *dp_; }
   ControlPlane& control() { return *control_; }
+  // This rank's step timeline (off until someone enables it; the communicators record into it).
+  Tracer& tracer() { return *tracer_; }
   // cuda:<local_rank> or cpu; tensors given to the communicators live here.
   torch::Device device() const { return device_; }
 
@@ -51,6 +57,7 @@ class ClusterContext {
   const MpiSession& mpi_;
   torch::Device device_{torch::kCPU};
   std::unique_ptr<Watchdog> watchdog_;  // first in, last out: communicators report to it
+  std::unique_ptr<Tracer> tracer_;
   std::unique_ptr<ProcessGrid> grid_;
   std::unique_ptr<Communicator> world_;
   std::unique_ptr<Communicator> tp_;

@@ -11,8 +11,16 @@
 
 namespace lcl::cluster {
 
-ControlPlane::ControlPlane(MPI_Comm comm, Watchdog* watchdog)
-    : comm_(MpiComm::Dup(comm)), watchdog_(watchdog), rank_(comm_.rank()), size_(comm_.size()) {}
+ControlPlane::ControlPlane(MPI_Comm comm, Watchdog* watchdog, WaitMode wait)
+    : comm_(MpiComm::Dup(comm)), watchdog_(watchdog), wait_(wait), rank_(comm_.rank()), size_(comm_.size()) {}
+
+// Every operation is nonblocking + WaitForRequest: the rank that reaches the per-step agreement first (the others
+// still in their step) waits without holding a core.
+void ControlPlane::Complete(int start_rc, MPI_Request* req, const char* call) {
+  int rc = start_rc;
+  if (rc == MPI_SUCCESS) rc = WaitForRequest(req, wait_);
+  if (rc != MPI_SUCCESS) internal::ThrowMpiError(rc, call, __FILE__, __LINE__);
+}
 
 std::vector<std::string> ControlPlane::GatherBytes(const std::string& mine) {
   if (mine.size() > static_cast<size_t>(INT_MAX)) {
@@ -21,7 +29,8 @@ std::vector<std::string> ControlPlane::GatherBytes(const std::string& mine) {
   Watchdog::Scope scope(watchdog_, "control", "Gather", seq_++, static_cast<int64_t>(mine.size()));
   int my_len = static_cast<int>(mine.size());
   std::vector<int> lens(rank_ == 0 ? size_ : 0);
-  LCL_MPI_CHECK(MPI_Gather(&my_len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, comm_.get()));
+  MPI_Request req = MPI_REQUEST_NULL;
+  Complete(MPI_Igather(&my_len, 1, MPI_INT, lens.data(), 1, MPI_INT, 0, comm_.get(), &req), &req, "MPI_Igather");
   std::vector<int> displs(lens.size());
   int64_t total = 0;
   for (size_t r = 0; r < lens.size(); ++r) {
@@ -30,8 +39,9 @@ std::vector<std::string> ControlPlane::GatherBytes(const std::string& mine) {
   }
   if (total > INT_MAX) throw CommError("gathered control messages exceed 2 GiB");
   std::string all(static_cast<size_t>(total), '\0');
-  LCL_MPI_CHECK(
-      MPI_Gatherv(mine.data(), my_len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, 0, comm_.get()));
+  Complete(MPI_Igatherv(mine.data(), my_len, MPI_BYTE, all.data(), lens.data(), displs.data(), MPI_BYTE, 0, comm_.get(),
+                        &req),
+           &req, "MPI_Igatherv");
   std::vector<std::string> out;
   for (size_t r = 0; r < lens.size(); ++r) out.emplace_back(all.substr(displs[r], lens[r]));
   return out;
@@ -40,24 +50,27 @@ std::vector<std::string> ControlPlane::GatherBytes(const std::string& mine) {
 std::string ControlPlane::BroadcastBytes(const std::string& from_root) {
   Watchdog::Scope scope(watchdog_, "control", "Broadcast", seq_++, static_cast<int64_t>(from_root.size()));
   int64_t len = static_cast<int64_t>(from_root.size());
-  LCL_MPI_CHECK(MPI_Bcast(&len, 1, MPI_INT64_T, 0, comm_.get()));
+  MPI_Request req = MPI_REQUEST_NULL;
+  Complete(MPI_Ibcast(&len, 1, MPI_INT64_T, 0, comm_.get(), &req), &req, "MPI_Ibcast");
   if (len > INT_MAX) throw CommError("control broadcast of " + std::to_string(len) + " bytes is too large");
   std::string buf = rank_ == 0 ? from_root : std::string(static_cast<size_t>(len), '\0');
-  LCL_MPI_CHECK(MPI_Bcast(buf.data(), static_cast<int>(len), MPI_BYTE, 0, comm_.get()));
+  Complete(MPI_Ibcast(buf.data(), static_cast<int>(len), MPI_BYTE, 0, comm_.get(), &req), &req, "MPI_Ibcast");
   return buf;
 }
 
 bool ControlPlane::AnyTrue(bool flag) {
   Watchdog::Scope scope(watchdog_, "control", "AnyTrue", seq_++, sizeof(int));
   int in = flag ? 1 : 0, out = 0;
-  LCL_MPI_CHECK(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, comm_.get()));
+  MPI_Request req = MPI_REQUEST_NULL;
+  Complete(MPI_Iallreduce(&in, &out, 1, MPI_INT, MPI_LOR, comm_.get(), &req), &req, "MPI_Iallreduce");
   return out != 0;
 }
 
 int64_t ControlPlane::Max(int64_t value) {
   Watchdog::Scope scope(watchdog_, "control", "Max", seq_++, sizeof(int64_t));
   int64_t out = 0;
-  LCL_MPI_CHECK(MPI_Allreduce(&value, &out, 1, MPI_INT64_T, MPI_MAX, comm_.get()));
+  MPI_Request req = MPI_REQUEST_NULL;
+  Complete(MPI_Iallreduce(&value, &out, 1, MPI_INT64_T, MPI_MAX, comm_.get(), &req), &req, "MPI_Iallreduce");
   return out;
 }
 

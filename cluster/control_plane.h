@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cluster/mpi_comm.h"
+#include "cluster/mpi_wait.h"
 #include "cluster/watchdog.h"
 
 namespace google::protobuf {
@@ -25,7 +26,8 @@ namespace lcl::cluster {
 
 class ControlPlane {
  public:
-  ControlPlane(MPI_Comm comm, Watchdog* watchdog = nullptr);
+  // `wait`: how a rank that arrives first waits for the others (mpi_wait.h).
+  ControlPlane(MPI_Comm comm, Watchdog* watchdog = nullptr, WaitMode wait = WaitMode::kSleep);
   ControlPlane(const ControlPlane&) = delete;
   ControlPlane& operator=(const ControlPlane&) = delete;
 
@@ -58,9 +60,12 @@ class ControlPlane {
 
  private:
   static void Parse(const std::string& raw, google::protobuf::MessageLite* msg, int from_rank);
+  // Waits for a started nonblocking operation; `call` names it in the error.
+  void Complete(int start_rc, MPI_Request* req, const char* call);
 
   MpiComm comm_;  // a duplicate owned here: control messages never match gradient traffic
   Watchdog* watchdog_;
+  WaitMode wait_;
   int rank_ = 0;
   int size_ = 1;
   uint64_t seq_ = 0;

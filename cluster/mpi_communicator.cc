@@ -2,6 +2,7 @@
 #include "cluster/mpi_communicator.h"
 
 #include <climits>
+#include <cstdio>
 #include <functional>
 #include <sstream>
 #include <thread>
@@ -72,8 +73,17 @@ int CheckedCount(int64_t n, const char* op, const std::string& comm) {
 
 class MpiWork final : public Work {
  public:
-  MpiWork(MPI_Request req, std::function<void()> finish, Watchdog* dog, uint64_t token)
-      : req_(req), finish_(std::move(finish)), dog_(dog), token_(token) {}
+  // `trace_id` != 0: the launch is on `tracer`'s timeline as `trace_name`; completion ends it.
+  MpiWork(MPI_Request req, std::function<void()> finish, Watchdog* dog, uint64_t token, WaitMode wait, Tracer* tracer,
+          std::string trace_name, uint64_t trace_id)
+      : req_(req),
+        finish_(std::move(finish)),
+        dog_(dog),
+        token_(token),
+        wait_(wait),
+        tracer_(tracer),
+        trace_name_(std::move(trace_name)),
+        trace_id_(trace_id) {}
   ~MpiWork() override {
     if (done_) return;
     // The buffers must outlive the operation: wait here rather than let MPI write into freed memory.
@@ -91,14 +101,20 @@ class MpiWork final : public Work {
   }
   void Wait() override {
     if (done_) return;
-    Check(MPI_Wait(&req_, MPI_STATUS_IGNORE), "MPI_Wait");
+    Check(WaitForRequest(&req_, wait_), wait_ == WaitMode::kSpin ? "MPI_Wait" : "MPI_Test");
     Complete();
   }
   bool Wait(std::chrono::milliseconds timeout) override {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto start = std::chrono::steady_clock::now();
     while (!IsCompleted()) {
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      std::this_thread::yield();
+      const auto waited = std::chrono::steady_clock::now() - start;
+      if (waited >= timeout) return false;
+      // As WaitForRequest: spin briefly, then leave the core between tests.
+      if (waited > std::chrono::milliseconds(1)) {
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
+      } else {
+        std::this_thread::yield();
+      }
     }
     return true;
   }
@@ -114,14 +130,27 @@ class MpiWork final : public Work {
     done_ = true;
     if (dog_) dog_->End(token_);
     if (finish_) finish_();
+    if (trace_id_ != 0) tracer_->AsyncEnd(trace_name_, "comm", trace_id_);
   }
 
   MPI_Request req_;
   std::function<void()> finish_;
   Watchdog* dog_;
   uint64_t token_;
+  WaitMode wait_;
+  Tracer* tracer_;
+  std::string trace_name_;
+  uint64_t trace_id_;
   bool done_ = false;
 };
+
+// "dp ReduceScatter 25.0 MB": a collective's name on the timeline.
+std::string TraceName(const std::string& comm, const char* op, int64_t bytes) {
+  char size[32];
+  std::snprintf(size, sizeof(size), " %.1f %s", bytes >= (1 << 20) ? bytes / 1048576.0 : bytes / 1024.0,
+                bytes >= (1 << 20) ? "MiB" : "KiB");
+  return comm + " " + op + size;
+}
 
 }  // namespace
 
@@ -134,10 +163,12 @@ struct MpiCommunicator::Plan {
   std::function<void()> finish;
 };
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog)
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog, WaitMode wait, Tracer* tracer)
     : comm_(MpiComm::Dup(comm)),
       name_(std::move(name)),
       watchdog_(watchdog),
+      wait_(wait),
+      tracer_(tracer),
       rank_(comm_.rank()),
       size_(comm_.size()) {}
 
@@ -185,9 +216,19 @@ torch::Tensor WorkBuffer(const torch::Tensor& t, bool reduce, bool* staged) {
 WorkPtr MpiCommunicator::Launch(Plan plan, bool async) {
   const uint64_t seq = seq_++;
   VLOG(2) << "[" << name_ << "] " << plan.op << " seq=" << seq << " bytes=" << plan.bytes << (async ? " async" : "");
+  const bool traced = tracer_ && tracer_->enabled();
+  const std::string trace_name = traced ? TraceName(name_, plan.op, plan.bytes) : std::string();
   if (!async) {
     Watchdog::Scope scope(watchdog_, name_, plan.op, seq, plan.bytes);
-    int rc = plan.start(nullptr);
+    Tracer::Span span(traced ? tracer_ : nullptr, trace_name, "comm");
+    int rc = MPI_SUCCESS;
+    if (wait_ == WaitMode::kSpin) {
+      rc = plan.start(nullptr);
+    } else {
+      MPI_Request req = MPI_REQUEST_NULL;
+      rc = plan.start(&req);
+      if (rc == MPI_SUCCESS) rc = WaitForRequest(&req, wait_);
+    }
     if (rc != MPI_SUCCESS) internal::ThrowMpiError(rc, plan.op, __FILE__, __LINE__);
     if (plan.finish) plan.finish();
     return std::make_unique<CompletedWork>();
@@ -199,7 +240,9 @@ WorkPtr MpiCommunicator::Launch(Plan plan, bool async) {
     if (watchdog_) watchdog_->End(token);
     internal::ThrowMpiError(rc, plan.op, __FILE__, __LINE__);
   }
-  return std::make_unique<MpiWork>(req, std::move(plan.finish), watchdog_, token);
+  const uint64_t trace_id = traced ? tracer_->NextId() : 0;
+  if (traced) tracer_->AsyncBegin(trace_name, "comm", trace_id, {{"bytes", double(plan.bytes)}, {"seq", double(seq)}});
+  return std::make_unique<MpiWork>(req, std::move(plan.finish), watchdog_, token, wait_, tracer_, trace_name, trace_id);
 }
 
 MpiCommunicator::Plan MpiCommunicator::PlanAllReduce(torch::Tensor& tensor, ReduceOp op) {
@@ -349,7 +392,7 @@ void MpiCommunicator::Barrier() {
   Plan plan;
   plan.op = "Barrier";
   const MPI_Comm comm = comm_.get();
-  plan.start = [comm](MPI_Request*) { return MPI_Barrier(comm); };
+  plan.start = [comm](MPI_Request* req) { return req ? MPI_Ibarrier(comm, req) : MPI_Barrier(comm); };
   Launch(std::move(plan), false);
 }
 WorkPtr MpiCommunicator::BarrierAsync() {

@@ -1,8 +1,10 @@
 // MpiCommunicator: the Communicator for CPU tensors over an MPI communicator (its own duplicate of it).
-// Blocking collectives call the blocking MPI routine (the fastest path Open MPI has); async ones use the
-// nonblocking routines (MPI_Iallreduce, ...). Supports float32, float64, bfloat16, float16, int32, int64 for
-// reductions and any dtype for AllGather/Broadcast. MPI has no 16-bit float types: bf16/fp16 reductions are staged
-// through fp32 (one rounding at the end, so the result is the correctly rounded fp32 reduction).
+// Async collectives use the nonblocking routines (MPI_Iallreduce, ...). Blocking ones wait as `wait` says: kSleep
+// (the default) issues the nonblocking routine and waits without holding the core (mpi_wait.h); kSpin calls the
+// blocking MPI routine, whose busy wait has the lowest latency. With a tracer, every collective is on the timeline
+// (blocking: a span; async: from launch to the test or wait that saw it complete). Supports float32, float64, bfloat16,
+// float16, int32, int64 for reductions and any dtype for AllGather/Broadcast. MPI has no 16-bit float types: bf16/fp16
+// reductions are staged through fp32 (one rounding at the end, so the result is the correctly rounded fp32 reduction).
 // Non-contiguous tensors are staged through a contiguous copy and copied back.
 //
 //   MpiCommunicator dp(grid.dp_comm(), "dp", &watchdog);
@@ -15,14 +17,18 @@
 
 #include "cluster/communicator.h"
 #include "cluster/mpi_comm.h"
+#include "cluster/mpi_wait.h"
+#include "cluster/trace.h"
 #include "cluster/watchdog.h"
 
 namespace lcl::cluster {
 
 class MpiCommunicator final : public Communicator {
  public:
-  // `watchdog` may be null (no timeout). `comm` is duplicated; the caller keeps ownership of it.
-  MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog = nullptr);
+  // `watchdog` and `tracer` may be null (no timeout, no timeline). `comm` is duplicated; the caller keeps ownership
+  // of it.
+  MpiCommunicator(MPI_Comm comm, std::string name, Watchdog* watchdog = nullptr, WaitMode wait = WaitMode::kSleep,
+                  Tracer* tracer = nullptr);
   MpiCommunicator(const MpiCommunicator&) = delete;
   MpiCommunicator& operator=(const MpiCommunicator&) = delete;
 
@@ -57,6 +63,8 @@ class MpiCommunicator final : public Communicator {
   MpiComm comm_;  // our own duplicate: its messages never match those of another user of the same group
   std::string name_;
   Watchdog* watchdog_;
+  WaitMode wait_;
+  Tracer* tracer_;
   int rank_ = 0;
   int size_ = 1;
   std::atomic<uint64_t> seq_{0};

@@ -4,6 +4,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <deque>
 #include <sstream>
 #include <thread>
 
@@ -91,6 +92,9 @@ struct NcclCommunicator::Impl {
   CudaEventPool events;  // two per collective (ready, done), reused
   NcclComm comm;
   uint64_t seq = 0;
+  // Blocking collectives in flight: the compute stream waits for them on the device (an event), the host does
+  // not. Each is kept (with its tensors) until a later call sees it complete. Destroyed first (declared last).
+  std::deque<WorkPtr> ordered;
 
   void CheckAsync() {
     ncclResult_t async = ncclSuccess;
@@ -118,6 +122,7 @@ class NcclWork final : public Work {
     if (!finished_ && !impl_->comm.aborted()) cudaEventSynchronize(done_.get());
     Finish();
   }
+  cudaEvent_t done_event() const { return done_.get(); }
   bool IsCompleted() override {
     if (finished_) return true;
     impl_->CheckAsync();
@@ -192,7 +197,13 @@ WorkPtr Enqueue(NcclCommunicator::Impl* impl, const char* op, int64_t bytes, std
     LCL_CUDA_CHECK(cudaEventRecord(ready.get(), ComputeStream(impl->device)));
     LCL_CUDA_CHECK(cudaStreamWaitEvent(impl->stream.get(), ready.get(), 0));
   }  // `ready` may be recorded again at once: the wait is on the work it captured, not on later records
-  const uint64_t token = impl->watchdog ? impl->watchdog->Begin(impl->name, op, seq, bytes) : 0;
+  // The probe lets the watchdog drop a collective that finished while nobody looked (a blocking one that only the
+  // device waited for); the event outlives the record, since the Work ends the record before returning the event.
+  cudaEvent_t done_event = done.get();
+  const uint64_t token = impl->watchdog
+                             ? impl->watchdog->Begin(impl->name, op, seq, bytes,
+                                                     [done_event] { return cudaEventQuery(done_event) == cudaSuccess; })
+                             : 0;
   try {
     launch();
     LCL_CUDA_CHECK(cudaEventRecord(done.get(), impl->stream.get()));
@@ -293,14 +304,24 @@ WorkPtr NcclCommunicator::BroadcastAsync(torch::Tensor& tensor, int root) {
   });
 }
 
-void NcclCommunicator::AllReduce(torch::Tensor& tensor, ReduceOp op) { AllReduceAsync(tensor, op)->Wait(); }
+// Blocking collectives are blocking for the device, not the host: the compute stream waits for the collective's
+// done event, so every later kernel (and any host read, which goes through the compute stream) sees the result,
+// while the host goes on queueing work. Collectives seen complete are dropped from the front of the queue.
+void NcclCommunicator::Order(WorkPtr work) {
+  auto* nccl = static_cast<NcclWork*>(work.get());
+  LCL_CUDA_CHECK(cudaStreamWaitEvent(ComputeStream(impl_->device), nccl->done_event(), 0));
+  impl_->ordered.push_back(std::move(work));
+  while (!impl_->ordered.empty() && impl_->ordered.front()->IsCompleted()) impl_->ordered.pop_front();
+}
+
+void NcclCommunicator::AllReduce(torch::Tensor& tensor, ReduceOp op) { Order(AllReduceAsync(tensor, op)); }
 void NcclCommunicator::ReduceScatter(const torch::Tensor& input, torch::Tensor& output, ReduceOp op) {
-  ReduceScatterAsync(input, output, op)->Wait();
+  Order(ReduceScatterAsync(input, output, op));
 }
 void NcclCommunicator::AllGather(const torch::Tensor& input, torch::Tensor& output) {
-  AllGatherAsync(input, output)->Wait();
+  Order(AllGatherAsync(input, output));
 }
-void NcclCommunicator::Broadcast(torch::Tensor& tensor, int root) { BroadcastAsync(tensor, root)->Wait(); }
+void NcclCommunicator::Broadcast(torch::Tensor& tensor, int root) { Order(BroadcastAsync(tensor, root)); }
 
 void NcclCommunicator::Barrier() {
   Impl* impl = impl_.get();

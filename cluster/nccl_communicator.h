@@ -1,6 +1,8 @@
 // NcclCommunicator: the Communicator for CUDA tensors. Rank 0 of the group makes the ncclUniqueId and
 // broadcasts it over MPI. Collectives run on the communicator's own stream, ordered after the caller's compute
-// stream with an event (so the host never syncs to launch). Work::Wait() polls the completion event and
+// stream with an event (so the host never syncs to launch). The blocking forms block the device, not the host: the
+// compute stream waits for the collective's done event, and the host goes on (Barrier alone waits on the host).
+// Work::Wait() polls the completion event and
 // ncclCommGetAsyncError; a collective still running after the timeout, or an async NCCL error, aborts the NCCL
 // communicator (ncclCommAbort) and throws lcl::CommError naming rank, op, sequence number and NCCL version.
 //
@@ -56,6 +58,8 @@ class NcclCommunicator final : public Communicator {
   struct Impl;  // opaque: NCCL and CUDA types stay out of this header
 
  private:
+  // Orders the compute stream after `work` and keeps it until a later call sees it complete.
+  void Order(WorkPtr work);
   std::unique_ptr<Impl> impl_;
 };
 

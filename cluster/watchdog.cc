@@ -28,10 +28,11 @@ Watchdog::~Watchdog() {
   thread_.join();
 }
 
-uint64_t Watchdog::Begin(const std::string& comm, const char* op, uint64_t seq, int64_t bytes) {
+uint64_t Watchdog::Begin(const std::string& comm, const char* op, uint64_t seq, int64_t bytes,
+                         std::function<bool()> done) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t token = next_token_++;
-  in_flight_[token] = CollectiveRecord{comm, op, seq, bytes, std::chrono::steady_clock::now()};
+  in_flight_[token] = CollectiveRecord{comm, op, seq, bytes, std::chrono::steady_clock::now(), std::move(done)};
   return token;
 }
 
@@ -58,7 +59,14 @@ void Watchdog::Run() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
     cv_.wait_for(lock, poll, [this] { return stop_; });
-    if (stop_ || fired_ || in_flight_.empty()) continue;
+    if (stop_ || fired_) continue;
+    // Overdue records that finished unobserved are dropped, not reported.
+    while (!in_flight_.empty() && in_flight_.begin()->second.done &&
+           std::chrono::steady_clock::now() - in_flight_.begin()->second.start >= timeout_ &&
+           in_flight_.begin()->second.done()) {
+      in_flight_.erase(in_flight_.begin());
+    }
+    if (in_flight_.empty()) continue;
     const CollectiveRecord oldest = in_flight_.begin()->second;
     const auto waited = std::chrono::steady_clock::now() - oldest.start;
     if (waited < timeout_) continue;

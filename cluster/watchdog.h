@@ -23,6 +23,9 @@ struct CollectiveRecord {
   uint64_t seq = 0;  // the collective's sequence number on that communicator
   int64_t bytes = 0;
   std::chrono::steady_clock::time_point start;
+  // Optional: true once the collective has finished although nobody called End() yet (a stream-ordered NCCL
+  // collective whose completion no one has observed). Asked, under the watchdog's lock, before a timeout fires.
+  std::function<bool()> done;
 };
 
 class Watchdog {
@@ -37,8 +40,11 @@ class Watchdog {
   Watchdog& operator=(const Watchdog&) = delete;
 
   std::chrono::milliseconds timeout() const { return timeout_; }
-  // Registers a collective as in flight; returns a token for End().
-  uint64_t Begin(const std::string& comm, const char* op, uint64_t seq, int64_t bytes);
+  // Registers a collective as in flight; returns a token for End(). `done` (may be empty): see CollectiveRecord.
+  // It runs on the watchdog thread with the watchdog's lock held, so End() from its owner cannot race it: an owner
+  // that frees what `done` reads must call End() first.
+  uint64_t Begin(const std::string& comm, const char* op, uint64_t seq, int64_t bytes,
+                 std::function<bool()> done = nullptr);
   void End(uint64_t token);
   size_t InFlight() const;
   bool fired() const;

@@ -156,7 +156,7 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
                            "(gloo) on the "
                            "same model and shapes; run it as a plain process: it launches mpirun itself");
   struct Args {
-    std::string presets = "tiny,small", ranks = "1,2";
+    std::string presets = "tiny,small", ranks = "1,2", references = "ddp";
     bool no_memory = false;
     bench::TrainBenchOptions opt;
   };
@@ -169,6 +169,11 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
   cmd->add_option("--micro-batch", o.micro_batch, "episodes per rank per step")->capture_default_str();
   cmd->add_option("--shot", o.shot, "example images per side of an episode")->capture_default_str();
   cmd->add_option("--threads", o.threads, "intra-op threads per rank (both sides)")->capture_default_str();
+  cmd->add_option("--recipe", o.recipe, "data.recipe of the lcl runs: lcl | official")->capture_default_str();
+  cmd->add_option("--reference", args->references,
+                  "comma-separated PyTorch references: ddp (eager DDP) and/or compile (DDP under torch.compile)")
+      ->capture_default_str();
+  cmd->add_option("--set", o.lcl_overrides, "override a field of the lcl runs' config, a.b=c (repeatable)");
   cmd->add_flag("--no-memory", args->no_memory, "skip the ZeRO-1 off run (peak RSS on vs off)");
   cmd->add_option("--work-dir", o.work_dir, "data, models, run dirs and logs (default /tmp/lcl_bench_train)");
   cmd->add_option("--mpirun", o.mpirun,
@@ -193,6 +198,7 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
         return out;
       };
       args->opt.presets = split(args->presets);
+      args->opt.references = split(args->references);
       args->opt.ranks.clear();
       for (const std::string& r : split(args->ranks)) {
         try {

@@ -44,8 +44,14 @@ void PartRows(int64_t rows, int parts, int k, int64_t* lo, int64_t* n) {
   *n = std::min(rows, *lo + per) - *lo;
 }
 
-GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes)
-    : slots_(std::move(slots)), dp_(dp), parts_(parts), part_(parts > 1 ? dp->rank() : 0) {
+GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes,
+                         bool poll, cluster::Tracer* tracer)
+    : slots_(std::move(slots)),
+      dp_(dp),
+      parts_(parts),
+      part_(parts > 1 ? dp->rank() : 0),
+      poll_(poll),
+      tracer_(tracer) {
   CHECK(parts == 1 || parts == dp->size()) << "parts must be 1 or the DP size";
   // Reverse registration order: the last layers' gradients are produced first in backward.
   int64_t bytes = 0;
@@ -110,10 +116,14 @@ void GradBuckets::Arm(bool overlap) {
     b.pending = static_cast<int>(b.slots.size());
     b.launched = false;
     b.launched_in_backward = false;
+    b.completed = false;
     b.work.reset();
   }
   next_launch_ = 0;
+  next_poll_ = 0;
   launched_in_backward_ = 0;
+  completed_in_backward_ = 0;
+  polls_ = 0;
   duplicate_.clear();
   armed_ = overlap;
   prepared_ = true;
@@ -128,6 +138,7 @@ void GradBuckets::MarkReady(int i) {
   }
   ready_[i] = 1;
   Pack(i);
+  if (poll_) Poll();
   Bucket& b = buckets_[slots_[i].bucket];
   if (--b.pending > 0) return;
   // Launch every bucket that is complete, in bucket order only: a later bucket that finished first
@@ -137,6 +148,19 @@ void GradBuckets::MarkReady(int i) {
     Launch(next);
     next.launched_in_backward = true;
     ++launched_in_backward_;
+  }
+}
+
+void GradBuckets::Poll() {
+  while (next_poll_ < next_launch_) {
+    Bucket& b = buckets_[next_poll_];
+    if (b.work) {
+      ++polls_;
+      if (!b.work->IsCompleted()) return;
+    }
+    b.completed = true;
+    ++completed_in_backward_;
+    ++next_poll_;
   }
 }
 
@@ -169,6 +193,10 @@ void GradBuckets::Launch(Bucket& b) {
     b.work = dp_->AllReduceAsync(b.buffer, cluster::ReduceOp::kSum);
   }
   b.launched = true;
+  if (tracer_ && tracer_->enabled()) {
+    tracer_->Instant("launch bucket " + std::to_string(&b - buckets_.data()), "comm",
+                     {{"bytes", double(b.buffer.numel()) * 4}, {"parameters", double(b.slots.size())}});
+  }
 }
 
 double GradBuckets::Finish() {
@@ -196,6 +224,14 @@ double GradBuckets::Finish() {
   for (Bucket& b : buckets_) {
     if (b.work) b.work->Wait();
     b.work.reset();
+    b.completed = true;
+  }
+  if (tracer_) {
+    tracer_->Instant("grad buckets done", "comm",
+                     {{"buckets", double(buckets_.size())},
+                      {"launched_in_backward", double(launched_in_backward_)},
+                      {"completed_in_backward", double(completed_in_backward_)},
+                      {"polls", double(polls_)}});
   }
   if (!duplicate.empty()) {
     throw ConfigError("optimizer: the gradient of '" + duplicate +

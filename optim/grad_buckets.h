@@ -14,7 +14,9 @@
 // bucket during the last micro-step's backward, and the bucket's async collective is launched as
 // soon as every parameter in it is ready. Buckets are always launched in bucket order, so every
 // rank issues the same collectives in the same order whichever gradients arrive first (as PyTorch
-// DDP's Reducer does).
+// DDP's Reducer does). MPI moves a nonblocking collective only inside MPI calls, and at TP = 1 the
+// backward makes none: with `poll`, every hook also tests the oldest bucket still in flight, so the
+// reductions advance (and usually finish) while backward runs instead of all at once in Finish().
 //
 //   GradBuckets sync(slots, dp, /*parts=*/dp->size(), 25 << 20);
 //   sync.Arm(/*overlap=*/true);
@@ -33,6 +35,7 @@
 #include <vector>
 
 #include "cluster/communicator.h"
+#include "cluster/trace.h"
 
 namespace lcl::optim::internal {
 
@@ -69,6 +72,7 @@ struct Bucket {
   int pending = 0;  // parameters not yet ready in the armed backward
   bool launched = false;
   bool launched_in_backward = false;
+  bool completed = false;  // its collective was seen complete (by a hook's poll or Finish)
 };
 
 class GradBuckets {
@@ -76,7 +80,9 @@ class GradBuckets {
   // `slots` must have rows/row_numel filled in; partition and bucket fields are filled here.
   // `parts` is 1 (ZeRO off: AllReduce) or dp->size() (ZeRO-1: ReduceScatter); this rank's part is
   // dp->rank().
-  GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes);
+  // `poll`: the hooks test the in-flight buckets (see above). `tracer` may be null.
+  GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp, int parts, int64_t bucket_bytes,
+              bool poll = true, cluster::Tracer* tracer = nullptr);
   ~GradBuckets();
   GradBuckets(const GradBuckets&) = delete;
   GradBuckets& operator=(const GradBuckets&) = delete;
@@ -102,6 +108,10 @@ class GradBuckets {
   int part() const { return part_; }
   // Buckets the hooks launched during the last armed backward (for stats and tests).
   int launched_in_backward() const { return launched_in_backward_; }
+  // Buckets whose reduction a hook saw complete before backward ended (the rest were waited for in Finish()).
+  int completed_in_backward() const { return completed_in_backward_; }
+  // Tests of in-flight buckets the hooks made in the last armed backward.
+  int64_t polls() const { return polls_; }
 
   // Called from the AccumulateGrad post-hook of slot `i` (autograd's thread).
   void MarkReady(int i);
@@ -109,6 +119,8 @@ class GradBuckets {
  private:
   void Pack(int i);
   void Launch(Bucket& b);
+  // Tests the oldest launched bucket not yet seen complete (one test moves every pending MPI operation).
+  void Poll();
 
   std::vector<ParamSlot> slots_;
   std::vector<Bucket> buckets_;
@@ -123,6 +135,11 @@ class GradBuckets {
   std::string duplicate_;    // a parameter whose hook fired twice in one armed backward
   size_t next_launch_ = 0;   // buckets [0, next_launch_) are launched
   int launched_in_backward_ = 0;
+  int completed_in_backward_ = 0;
+  size_t next_poll_ = 0;  // buckets [0, next_poll_) were seen complete
+  int64_t polls_ = 0;
+  bool poll_;
+  cluster::Tracer* tracer_;
   // The AccumulateGrad nodes (kept alive: a variable holds only a weak reference) and the hook keys
   // to remove.
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;

@@ -99,7 +99,8 @@ DistributedOptimizer::DistributedOptimizer(std::vector<TrainableParam> params, c
     slots.push_back(std::move(s));
   }
   const int parts = options_.zero1 ? dp_->size() : 1;
-  sync_ = std::make_unique<internal::GradBuckets>(std::move(slots), dp_, parts, options_.bucket_bytes);
+  sync_ = std::make_unique<internal::GradBuckets>(std::move(slots), dp_, parts, options_.bucket_bytes,
+                                                  options_.poll_in_backward, options_.tracer);
   torch::NoGradGuard no_grad;
   int64_t elements = 0, local_rows = 0;
   for (const internal::ParamSlot& s : sync_->slots()) local_rows += s.part_rows * s.row_numel;
@@ -142,7 +143,7 @@ void DistributedOptimizer::PrepareBackward(bool last_micro_step) {
   if (last_micro_step) sync_->Arm(options_.overlap);
 }
 
-double DistributedOptimizer::GradNormSquared(const std::vector<torch::Tensor>& grads) {
+torch::Tensor DistributedOptimizer::GradNormSquared(const std::vector<torch::Tensor>& grads) {
   torch::NoGradGuard no_grad;
   const bool count_replicated = !tp_ || tp_->rank() == 0;  // TP-replicated grads are equal on every TP rank
   torch::Tensor sum = torch::zeros({1}, grads.front().options().dtype(torch::kFloat64));
@@ -155,7 +156,7 @@ double DistributedOptimizer::GradNormSquared(const std::vector<torch::Tensor>& g
   // full grads.
   if (sync_->parts() > 1) dp_->AllReduce(sum, cluster::ReduceOp::kSum);
   if (tp_) tp_->AllReduce(sum, cluster::ReduceOp::kSum);
-  return sum.item<double>();
+  return sum;
 }
 
 double DistributedOptimizer::WaitGradReduction() {
@@ -166,75 +167,105 @@ double DistributedOptimizer::WaitGradReduction() {
   return reduction_wait_ms_;
 }
 
-StepStats DistributedOptimizer::Step(double lr) {
+StepStats DistributedOptimizer::Step(double lr, const torch::Tensor& guard) {
   StepStats stats;
   stats.sync_wait_ms = WaitGradReduction();
   reduction_waited_ = false;
   const auto t0 = std::chrono::steady_clock::now();
+  cluster::Tracer* trace = options_.tracer;
   stats.buckets = static_cast<int>(sync_->buckets().size());
   stats.buckets_launched_in_backward = sync_->launched_in_backward();
+  stats.buckets_completed_in_backward = sync_->completed_in_backward();
 
   std::vector<torch::Tensor> grads;  // this rank's rows of the DP-summed gradients, fp32
   for (size_t i = 0; i < state_.size(); ++i) grads.push_back(sync_->ReducedRows(static_cast<int>(i)));
-  stats.grad_norm = std::sqrt(GradNormSquared(grads));
   torch::NoGradGuard no_grad;
-  if (options_.clip_norm > 0) {
-    // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1.
-    const double coef = options_.clip_norm / (stats.grad_norm + 1e-6);
-    if (coef < 1.0) {
-      stats.clipped = true;
+  torch::Tensor norm, found_inf, coef;
+  {
+    cluster::Tracer::Span span(trace, "grad norm + clip", "optimizer");
+    norm = GradNormSquared(grads).sqrt();  // [1] float64 on the parameters' device
+    // 1.0 where the update must not happen (AdamW's found_inf input is a float32 scalar).
+    torch::Tensor bad = norm.isfinite().logical_not();
+    if (guard.defined()) bad = bad.logical_or(guard.reshape({1}).isfinite().logical_not());
+    found_inf = bad.to(torch::kFloat32).reshape({});
+    if (options_.clip_norm > 0) {
+      // As torch.nn.utils.clip_grad_norm_: scale by clip / (norm + 1e-6) when that is below 1 (x 1.0 is exact).
+      coef = (options_.clip_norm / (norm + 1e-6)).clamp_max(1.0);
       for (torch::Tensor& g : grads) g.mul_(coef);
     }
   }
 
   // AdamW as torch.optim.AdamW (decoupled decay, bias correction), on this rank's rows only.
-  ++step_;
   const double b1 = options_.beta1, b2 = options_.beta2;
-  const double bias1 = 1.0 - std::pow(b1, static_cast<double>(step_));
-  const double bias2 = 1.0 - std::pow(b2, static_cast<double>(step_));
-  if (options_.fused) {
-    // Two calls, as torch.optim.AdamW's two parameter groups: with weight decay and without.
-    for (const bool decayed : {true, false}) {
-      std::vector<torch::Tensor> masters, gs, avgs, avg_sqs, steps;
-      for (size_t i = 0; i < state_.size(); ++i) {
-        State& st = state_[i];
-        if (st.master.numel() == 0 || (options_.weight_decay > 0 && st.p.weight_decay) != decayed) continue;
-        state_steps_[i].fill_(static_cast<double>(step_));
-        masters.push_back(st.master);
-        gs.push_back(grads[i]);
-        avgs.push_back(st.exp_avg);
-        avg_sqs.push_back(st.exp_avg_sq);
-        steps.push_back(state_steps_[i]);
+  const double next = static_cast<double>(step_ + 1);
+  const double bias1 = 1.0 - std::pow(b1, next);
+  const double bias2 = 1.0 - std::pow(b2, next);
+  bool skipped_on_host = false;
+  {
+    cluster::Tracer::Span span(trace, "adamw", "optimizer");
+    if (options_.fused) {
+      // Two calls, as torch.optim.AdamW's two parameter groups: with weight decay and without. The kernel returns
+      // at once when found_inf is 1.
+      for (const bool decayed : {true, false}) {
+        std::vector<torch::Tensor> masters, gs, avgs, avg_sqs, steps;
+        for (size_t i = 0; i < state_.size(); ++i) {
+          State& st = state_[i];
+          if (st.master.numel() == 0 || (options_.weight_decay > 0 && st.p.weight_decay) != decayed) continue;
+          state_steps_[i].fill_(next);
+          masters.push_back(st.master);
+          gs.push_back(grads[i]);
+          avgs.push_back(st.exp_avg);
+          avg_sqs.push_back(st.exp_avg_sq);
+          steps.push_back(state_steps_[i]);
+        }
+        if (masters.empty()) continue;
+        at::_fused_adamw_(masters, gs, avgs, avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, b1, b2,
+                          decayed ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false,
+                          /*grad_scale=*/std::nullopt, found_inf);
       }
-      if (masters.empty()) continue;
-      at::_fused_adamw_(masters, gs, avgs, avg_sqs, /*max_exp_avg_sqs=*/{}, steps, lr, b1, b2,
-                        decayed ? options_.weight_decay : 0.0, options_.eps, /*amsgrad=*/false, /*maximize=*/false);
-    }
-  } else {
-    for (size_t i = 0; i < state_.size(); ++i) {
-      State& st = state_[i];
-      if (st.master.numel() == 0) continue;
-      const torch::Tensor& g = grads[i];
-      if (options_.weight_decay > 0 && st.p.weight_decay) st.master.mul_(1.0 - lr * options_.weight_decay);
-      st.exp_avg.mul_(b1).add_(g, 1.0 - b1);
-      st.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
-      const torch::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
-      st.master.addcdiv_(st.exp_avg, denom, -lr / bias1);
+    } else {
+      // The reference path reads the check on the host.
+      skipped_on_host = found_inf.item<float>() != 0.0f;
+      for (size_t i = 0; i < state_.size() && !skipped_on_host; ++i) {
+        State& st = state_[i];
+        if (st.master.numel() == 0) continue;
+        const torch::Tensor& g = grads[i];
+        if (options_.weight_decay > 0 && st.p.weight_decay) st.master.mul_(1.0 - lr * options_.weight_decay);
+        st.exp_avg.mul_(b1).add_(g, 1.0 - b1);
+        st.exp_avg_sq.mul_(b2).addcmul_(g, g, 1.0 - b2);
+        const torch::Tensor denom = (st.exp_avg_sq.sqrt() / std::sqrt(bias2)).add_(options_.eps);
+        st.master.addcdiv_(st.exp_avg, denom, -lr / bias1);
+      }
     }
   }
 
-  if (sync_->parts() > 1) {
-    sync_->GatherParams([this](int i) { return state_[i].master; });
-  } else {
-    for (State& st : state_) {
-      if (!st.master_is_param) st.p.param.detach().copy_(st.master);
+  {
+    // A skipped update leaves the masters as they were, so gathering them is a no-op on the parameters.
+    cluster::Tracer::Span span(trace, "all-gather params", "optimizer");
+    if (sync_->parts() > 1) {
+      sync_->GatherParams([this](int i) { return state_[i].master; });
+    } else {
+      for (State& st : state_) {
+        if (!st.master_is_param) st.p.param.detach().copy_(st.master);
+      }
     }
   }
+  // The step's one read-back.
+  std::vector<torch::Tensor> read = {norm.reshape({1}), found_inf.to(torch::kFloat64).reshape({1})};
+  if (guard.defined()) read.push_back(guard.to(torch::kFloat64).reshape({1}));
+  const torch::Tensor host = torch::cat(read).cpu();
+  const double* v = host.data_ptr<double>();
+  stats.grad_norm = v[0];
+  stats.skipped = skipped_on_host || v[1] != 0.0;
+  stats.guard = guard.defined() ? v[2] : 0.0;
+  stats.clipped = options_.clip_norm > 0 && options_.clip_norm / (stats.grad_norm + 1e-6) < 1.0;
+  if (!stats.skipped) ++step_;
   stats.optimizer_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   VLOG(1) << "optimizer step " << step_ << ": lr " << lr << ", grad norm " << stats.grad_norm
-          << (stats.clipped ? " (clipped)" : "") << ", sync wait " << stats.sync_wait_ms << " ms, update "
-          << stats.optimizer_ms << " ms, " << stats.buckets_launched_in_backward << "/" << stats.buckets
-          << " buckets overlapped";
+          << (stats.clipped ? " (clipped)" : "") << (stats.skipped ? " (SKIPPED: not finite)" : "") << ", sync wait "
+          << stats.sync_wait_ms << " ms, update " << stats.optimizer_ms << " ms, " << stats.buckets_launched_in_backward
+          << "/" << stats.buckets << " buckets launched and " << stats.buckets_completed_in_backward
+          << " completed in backward";
   return stats;
 }
 

@@ -25,6 +25,7 @@
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpointer.h"
 #include "cluster/communicator.h"
+#include "cluster/trace.h"
 #include "optim/lr_schedule.h"
 
 namespace lcl::optim {
@@ -54,6 +55,11 @@ struct OptimizerOptions {
   bool zero1 = true;                // partition optimizer state over DP (ReduceScatter + AllGather)
   int64_t bucket_bytes = 25 << 20;  // fp32 gradient bytes per reduction bucket
   bool overlap = true;              // launch each bucket's reduction during the last backward
+  // With overlap: each gradient hook also tests the oldest bucket in flight, so MPI moves the reductions during
+  // backward (grad_buckets.h); false: they move only when Finish() waits.
+  bool poll_in_backward = true;
+  // The step timeline (spans of the update's parts, bucket launches); may be null.
+  cluster::Tracer* tracer = nullptr;
   // AdamW with LibTorch's fused multi-tensor kernel (at::_fused_adamw_, torch.optim.AdamW(fused=True)) over all
   // of this rank's rows at once, the moments in one flat buffer; false: one tensor at a time with plain ops (the
   // reference the fused path is tested against).
@@ -63,11 +69,16 @@ struct OptimizerOptions {
 struct StepStats {
   double grad_norm = 0;  // global, before clipping
   bool clipped = false;
+  // The update did not happen: the gradient norm or the guard was not finite (parameters, moments and the step
+  // count are as before the call).
+  bool skipped = false;
+  double guard = 0;  // the guard tensor's value, read with the norm (0 without a guard)
   // In Step(): launching the buckets backward did not launch, and waiting for the reductions.
   double sync_wait_ms = 0;
   double optimizer_ms = 0;  // in Step(): norm, AdamW and the all-gather
   int buckets = 0;
-  int buckets_launched_in_backward = 0;  // overlapped with backward (0 without overlap)
+  int buckets_launched_in_backward = 0;   // overlapped with backward (0 without overlap)
+  int buckets_completed_in_backward = 0;  // finished before backward ended (needs poll_in_backward or TP traffic)
 };
 
 class DistributedOptimizer {
@@ -96,7 +107,12 @@ class DistributedOptimizer {
   // whose parameters took part in no backward), computes the global grad norm, clips, runs AdamW on this rank's rows
   // with learning rate `lr`, and all-gathers the updated parameters. Deterministic: same inputs give bitwise-identical
   // parameters.
-  StepStats Step(double lr);
+  //
+  // Nothing in it waits for the device until its end: the norm, the clip factor and the finite check stay tensors,
+  // and the fused AdamW kernel skips the update itself when the check fails (its found_inf input, as AMP's
+  // GradScaler uses it). `guard`, if defined, is a scalar tensor on the parameters' device (the step's loss): a
+  // non-finite value skips the update too. The one read-back at the end fills grad_norm, clipped, skipped, guard.
+  StepStats Step(double lr, const torch::Tensor& guard = {});
   int64_t step() const { return step_; }
 
   // This rank's optimizer state as boxes of the global tensors "optim.master.<name>",
@@ -119,7 +135,7 @@ class DistributedOptimizer {
  private:
   struct State;  // per parameter: TrainableParam, master rows, moments
   int Index(const std::string& name) const;
-  double GradNormSquared(const std::vector<torch::Tensor>& grads);
+  torch::Tensor GradNormSquared(const std::vector<torch::Tensor>& grads);  // [1] float64, summed over TP and DP
 
   OptimizerOptions options_;
   cluster::Communicator* dp_;

@@ -97,8 +97,9 @@ sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_token
   return prompt;
 }
 
-lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config) {
+lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config, cluster::Tracer* tracer) {
   lcl::optim::OptimizerOptions o;
+  o.tracer = tracer;
   o.beta1 = config.optimizer().beta1();
   o.beta2 = config.optimizer().beta2();
   o.eps = config.optimizer().eps();
@@ -108,6 +109,7 @@ lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config) {
   o.bucket_bytes = static_cast<int64_t>(config.parallel().bucket_mb() * (1 << 20));
   o.overlap = config.parallel().overlap_grad_sync();
   o.fused = config.optimizer().fused();
+  o.poll_in_backward = config.parallel().poll_in_backward();
   return o;
 }
 
@@ -137,6 +139,7 @@ cluster::ClusterOptions ClusterOptionsOf(const TrainConfig& config) {
   o.collective_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(config.parallel().collective_timeout_s() * 1e3));
   o.use_cuda = config.parallel().device() != "cpu";
+  o.wait = cluster::ParseWaitMode(config.parallel().wait(), "parallel.wait");
   return o;
 }
 

@@ -67,7 +67,7 @@ sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_token
 sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size);
 
 // AdamW (optimizer.*) and the DP gradient sync (parallel.zero1, bucket_mb, overlap_grad_sync).
-lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config);
+lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config, cluster::Tracer* tracer = nullptr);
 
 // The learning rate of optimizer step `step` of `total_steps`: optimizer.lr, min_lr, warmup_ratio.
 double LearningRateAt(const TrainConfig& config, int64_t step, int64_t total_steps);

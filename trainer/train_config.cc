@@ -336,6 +336,7 @@ void ValidateConfig(const LoadedConfig& loaded) {
   check.Positive("parallel.bucket_mb", c.parallel().bucket_mb());
   check.Positive("parallel.collective_timeout_s", c.parallel().collective_timeout_s());
   check.NonNegative("parallel.threads", c.parallel().threads());
+  check.OneOf("parallel.wait", c.parallel().wait(), {"sleep", "spin"});
   check.OneOf("precision", c.precision(), {"auto", "fp32", "bf16"});
   if (c.batch().micro_batch() < 1) {
     check.Fail("batch.micro_batch", "= " + std::to_string(c.batch().micro_batch()) + " must be >= 1");
@@ -362,6 +363,11 @@ void ValidateConfig(const LoadedConfig& loaded) {
   if (c.schedule().total_steps() < 0) check.Fail("schedule.total_steps", "must be >= 0");
   if (c.schedule().total_steps() == 0) check.Positive("schedule.epochs", c.schedule().epochs());
   check.Positive("logging.every_steps", c.logging().every_steps());
+  try {
+    ParseStepList(c.logging().trace_steps());
+  } catch (const ConfigError& e) {
+    check.Fail("logging.trace_steps", e.what());
+  }
   check.NonNegative("eval.every_steps", c.eval().every_steps());
   check.NonNegative("eval.max_episodes", c.eval().max_episodes());
   check.Positive("eval.max_new_tokens", c.eval().max_new_tokens());
@@ -446,6 +452,38 @@ std::string ConfigText(const TrainConfig& config) {
   pb::TextFormat::Printer printer;
   printer.PrintToString(full, &out);
   return out;
+}
+
+std::set<int64_t> ParseStepList(const std::string& text) {
+  std::set<int64_t> steps;
+  const auto bad = [&](const std::string& why) {
+    return ConfigError("= '" + text + "' " + why + "; write steps from 1 as \"5\", \"5-7\" or \"3,10-12\"");
+  };
+  const auto number = [&](const std::string& s) {
+    if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos || s.size() > 12) {
+      throw bad("has '" + s + "', which is not a step number");
+    }
+    const int64_t v = std::stoll(s);
+    if (v < 1) throw bad("names step 0");
+    return v;
+  };
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t comma = text.find(',', pos);
+    if (comma == std::string::npos) comma = text.size();
+    std::string item = text.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(' '));
+    item.erase(item.find_last_not_of(' ') + 1);
+    const size_t dash = item.find('-');
+    const int64_t lo = number(item.substr(0, dash));
+    const int64_t hi = dash == std::string::npos ? lo : number(item.substr(dash + 1));
+    if (hi < lo) throw bad("has the range '" + item + "', which ends before it starts");
+    if (hi - lo > 100000) throw bad("has the range '" + item + "', more than 100000 steps");
+    for (int64_t v = lo; v <= hi; ++v) steps.insert(v);
+    pos = comma + 1;
+    if (comma + 1 == text.size()) throw bad("ends with a comma");
+  }
+  return steps;
 }
 
 }  // namespace lcl::trainer

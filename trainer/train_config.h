@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,10 @@ void ValidateLayout(const LoadedConfig& loaded, int world_size);
 // Derives the plan of a config both checks accepted (a CHECK failure otherwise): dp, grad_accum, global batch and
 // total steps. episodes_per_epoch = 0 skips the epoch conversion (total_steps stays as configured).
 RunPlan PlanRun(const LoadedConfig& loaded, int world_size, uint64_t episodes_per_epoch);
+
+// The steps a list like "5", "5-7" or "3,10-12" names (steps count from 1); empty text = none. Throws ConfigError
+// whose message is the problem (e.g. "= '7-5' ...") for the caller to put after the field's name.
+std::set<int64_t> ParseStepList(const std::string& text);
 
 // The effective config in text format (what `--print-config` prints and checkpoints store).
 std::string ConfigText(const TrainConfig& config);

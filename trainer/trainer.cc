@@ -8,8 +8,10 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <limits>
+#include <set>
 
 #include "checkpoint/checkpoint_reader.h"
 #include "checkpoint/checkpointer.h"
@@ -34,7 +36,8 @@ using Clock = std::chrono::steady_clock;
 
 double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-// Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100).
+// Counts positions whose label enters the loss (HF shift: labels[:, 1:] != -100). The micro-batch is on the host
+// (the pipeline's output), so this reads no device.
 int64_t LabelledTokens(const sampler::MicroBatch& mb) {
   return mb.labels.slice(1, 1).ne(sampler::kIgnoreIndex).sum().item<int64_t>();
 }
@@ -46,31 +49,35 @@ int64_t PeakRssKib() {
   return static_cast<int64_t>(usage.ru_maxrss);
 }
 
-// A tiny all-reduce of host numbers over a communicator that may want device tensors.
-std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, std::vector<double> values) {
+// A tiny all-reduce of host numbers over a communicator that may want device tensors; the sums stay on the device
+// (read them with ReadBack when the step is over).
+torch::Tensor SumOnDevice(cluster::Communicator& comm, torch::Device device, const std::vector<double>& values) {
   torch::Tensor t = torch::tensor(values, torch::kFloat64).to(device);
   comm.AllReduce(t, cluster::ReduceOp::kSum);
-  t = t.cpu();
-  for (size_t i = 0; i < values.size(); ++i) values[i] = t[int64_t(i)].item<double>();
-  return values;
+  return t;
+}
+
+std::vector<double> ReadBack(const torch::Tensor& t) {
+  const torch::Tensor host = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + host.numel());
+}
+
+std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, const std::vector<double>& values) {
+  return ReadBack(SumOnDevice(comm, device, values));
 }
 
 // What one optimizer step takes, over every DP rank: labelled tokens (the loss's denominator), input tokens (text
-// and image) and images.
-struct GlobalCounts {
-  double labelled = 0, tokens = 0, images = 0;
-};
-
-GlobalCounts CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster::Communicator& dp,
-                         torch::Device device) {
+// and image) and images, as a [3] float64 tensor on the device: the loss divides by element 0 without the host
+// waiting for the all-reduce.
+torch::Tensor CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster::Communicator& dp,
+                          torch::Device device) {
   int64_t labelled = 0, tokens = 0, images = 0;
   for (const sampler::MicroBatch& mb : micro) {
     labelled += LabelledTokens(mb);
     tokens += mb.attention_mask.sum().item<int64_t>();
     images += mb.images.size(0);
   }
-  const std::vector<double> sums = SumOver(dp, device, {double(labelled), double(tokens), double(images)});
-  return {sums[0], sums[1], sums[2]};
+  return SumOnDevice(dp, device, {double(labelled), double(tokens), double(images)});
 }
 
 struct Data {
@@ -141,8 +148,10 @@ class TrainLoop {
 
     optimizer_ = std::make_unique<lcl::optim::DistributedOptimizer>(
         TrainableParams(*model_.model, ctx_->grid(), c_.optimizer().projector_only()), &ctx_->dp(), &ctx_->tp(),
-        OptimizerOptionsOf(c_));
+        OptimizerOptionsOf(c_, &ctx_->tracer()));
     config_text_ = ConfigText(c_);
+    trace_steps_ = ParseStepList(c_.logging().trace_steps());
+    ctx_->tracer().NameThread("main");
 
     checkpoint::CheckpointOptions co = CheckpointOptionsOf(c_, ctx_->grid().shape());
     // The writer reads the live parameters and moments while the next forward and backward run;
@@ -174,6 +183,9 @@ class TrainLoop {
     sampler::Prefetcher<sampler::MicroBatch> prefetch(
         [&](uint64_t k) {
           const uint64_t micro = c_.data().fixed_batch() ? k % uint64_t(plan_.grad_accum) : k;
+          cluster::Tracer& trace = ctx_->tracer();
+          if (trace.enabled()) trace.NameThread("prefetch");
+          cluster::Tracer::Span span(&trace, "build micro-batch " + std::to_string(k), "data");
           return data_.pipeline->Build(sampler::MicroBatchKeys(start, plan_.global_batch, plan_.micro_batch,
                                                                ctx_->grid().dp_rank(), plan_.dp, per_epoch, micro));
         },
@@ -191,8 +203,13 @@ class TrainLoop {
       return kExitPreempted;
     }
     while (step_ < plan_.total_steps) {
+      const bool traced = trace_steps_.count(step_ + 1) > 0;
+      cluster::Tracer& trace = ctx_->tracer();
+      trace.SetEnabled(traced);
+      const auto step_start = Clock::now();
       const StepReport r = TrainStep(prefetch);
       ++step_;
+      const auto boundary_start = Clock::now();
       sampler_ = sampler::Advance(sampler_, plan_.global_batch, per_epoch);
       const bool logged =
           step_ % c_.logging().every_steps() == 0 || step_ == plan_.total_steps || step_ == first_step + 1;
@@ -221,8 +238,16 @@ class TrainLoop {
       const bool periodic = c_.checkpoint().every_steps() > 0 && step_ % c_.checkpoint().every_steps() == 0;
       const bool eval_step = c_.eval().every_steps() > 0 && step_ % c_.eval().every_steps() == 0 && !last;
       if (signal != 0 || periodic || (last && c_.checkpoint().at_end())) Save();
+      if (traced) {
+        trace.Complete("metrics + boundary", "step", boundary_start, Clock::now());
+        trace.Complete("step " + std::to_string(step_), "step", step_start, Clock::now(),
+                       {{"step", double(step_)}, {"loss", r.loss}, {"tokens_per_sec", r.tokens_per_sec}});
+        trace.SetEnabled(false);
+        if (step_ == *trace_steps_.rbegin()) WriteTrace();
+      }
       if (signal != 0) {
         progress.Finish();
+        WriteTrace();
         // The resumed run starts after this step, so its evaluation runs now (while the save writes) or never.
         if (eval_step) RunEval();
         const checkpoint::SaveResult saved = ckpt_->Wait();
@@ -238,6 +263,7 @@ class TrainLoop {
       if (eval_step) RunEval();
     }
     progress.Finish();
+    WriteTrace();  // a run that ended before the last listed step
     const checkpoint::SaveResult final_save = ckpt_->Wait();
     if (c_.eval().at_end()) RunEval();
     // checkpoint.fail_on_error=false lets training outlive failed periodic saves, but a run whose final save
@@ -254,6 +280,7 @@ class TrainLoop {
   struct StepReport {
     double loss = 0, lr = 0, grad_norm = 0, tokens_per_sec = 0, images_per_sec = 0, step_ms = 0;
     double data_wait_ms = 0, forward_ms = 0, backward_ms = 0, sync_wait_ms = 0, optimizer_ms = 0;
+    int buckets = 0, buckets_completed_in_backward = 0;
   };
 
   // One optimizer step (DESIGN.md "Training step"), in this order:
@@ -272,57 +299,96 @@ class TrainLoop {
   //      weights (the last committed checkpoint is intact).
   StepReport TrainStep(sampler::Prefetcher<sampler::MicroBatch>& prefetch) {
     StepReport r;
+    cluster::Tracer* trace = &ctx_->tracer();
     const auto t0 = Clock::now();
     std::vector<sampler::MicroBatch> micro;  // 1.
-    for (int m = 0; m < plan_.grad_accum; ++m) micro.push_back(prefetch.Next());
+    {
+      cluster::Tracer::Span span(trace, "data wait", "data");
+      for (int m = 0; m < plan_.grad_accum; ++m) micro.push_back(prefetch.Next());
+    }
     r.data_wait_ms = MsSince(t0);
     for (const sampler::MicroBatch& mb : micro) CountTooLong(mb);
-    const GlobalCounts global = CountOverDp(micro, ctx_->dp(), model_.device);
-    const double global_tokens = std::max(1.0, global.labelled);
+    torch::Tensor global;  // [labelled, tokens, images] over DP, on the device
+    {
+      cluster::Tracer::Span span(trace, "count tokens over dp", "data");
+      global = CountOverDp(micro, ctx_->dp(), model_.device);
+    }
+    const torch::Tensor global_labelled = global.narrow(0, 0, 1).clamp_min(1.0);
 
     optimizer_->ZeroGrad();  // 2.
-    double loss_sum = 0;
+    torch::Tensor loss_sum = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(model_.device));
     for (int m = 0; m < plan_.grad_accum; ++m) {
-      loss_sum += ForwardBackward(micro[size_t(m)], global_tokens, /*last=*/m == plan_.grad_accum - 1, &r);
+      loss_sum += ForwardBackward(micro[size_t(m)], global_labelled, /*last=*/m == plan_.grad_accum - 1, &r);
     }
 
-    r.sync_wait_ms = optimizer_->WaitGradReduction();  // 3. the DP reduction's end: the last buckets, then wait
-    // 6. (before the update, so that a non-finite loss never reaches the weights) Every TP rank holds the same
-    // loss_sum; sum over DP only.
-    r.loss = SumOver(ctx_->dp(), model_.device, {loss_sum})[0] / global_tokens;
-    if (!std::isfinite(r.loss)) {
-      throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) +
-                  "; the weights were not updated with it: lower optimizer.lr or check the data (the last committed "
-                  "checkpoint is intact)");
+    {
+      cluster::Tracer::Span span(trace, "grad sync wait", "comm");
+      r.sync_wait_ms = optimizer_->WaitGradReduction();  // 3. the DP reduction's end: the last buckets, then wait
+    }
+    // 6. Every TP rank holds the same loss_sum; sum over DP only. It stays on the device: the optimizer's finite
+    // check reads it (a non-finite loss skips the update inside the fused kernel) and the step's one read-back at
+    // the end of Step() returns it.
+    torch::Tensor loss;
+    {
+      cluster::Tracer::Span span(trace, "loss sum over dp", "comm");
+      ctx_->dp().AllReduce(loss_sum, cluster::ReduceOp::kSum);
+      loss = loss_sum / global_labelled;
     }
     r.lr = LearningRateAt(c_, step_, plan_.total_steps);
-    ckpt_->ReleaseState();  // 4. the save's only stall (nothing to copy when it is done)
-    const lcl::optim::StepStats stats = optimizer_->Step(r.lr);  // 5. clip -> ZeRO-1 AdamW -> all-gather
+    {
+      cluster::Tracer::Span span(trace, "checkpoint fence", "checkpoint");
+      ckpt_->ReleaseState();  // 4. the save's only stall (nothing to copy when it is done)
+    }
+    lcl::optim::StepStats stats;
+    {
+      cluster::Tracer::Span span(trace, "optimizer step", "optimizer");
+      stats = optimizer_->Step(r.lr, loss);  // 5. clip -> ZeRO-1 AdamW -> all-gather, then the one read-back
+    }
+    r.loss = stats.guard;
+    if (stats.skipped) {
+      throw Error("step " + std::to_string(step_ + 1) + ": loss is " + std::to_string(r.loss) + " and the gradient " +
+                  "norm " + std::to_string(stats.grad_norm) + "; the weights were not updated with them: lower " +
+                  "optimizer.lr or check the data (the last committed checkpoint is intact)");
+    }
     r.grad_norm = stats.grad_norm;
     r.optimizer_ms = stats.optimizer_ms;
+    r.buckets_completed_in_backward = stats.buckets_completed_in_backward;
+    r.buckets = stats.buckets;
     r.step_ms = MsSince(t0);
-    r.tokens_per_sec = global.tokens / (r.step_ms / 1e3);  // every input token (text and image), all DP ranks
-    r.images_per_sec = global.images / (r.step_ms / 1e3);
+    const std::vector<double> counts = ReadBack(global);  // computed long ago: no wait
+    r.tokens_per_sec = counts[1] / (r.step_ms / 1e3);     // every input token (text and image), all DP ranks
+    r.images_per_sec = counts[2] / (r.step_ms / 1e3);
     return r;
   }
 
-  // Forward, loss = loss_sum / global_tokens, backward of one micro-batch; returns its loss_sum. With `last`, the
-  // backward starts each gradient bucket's DP reduction as soon as the bucket is complete.
-  double ForwardBackward(const sampler::MicroBatch& mb, double global_tokens, bool last, StepReport* r) {
+  // Forward, loss = loss_sum / global_labelled, backward of one micro-batch; returns its loss_sum (float64, on the
+  // device, detached). With `last`, the backward starts each gradient bucket's DP reduction as soon as the bucket is
+  // complete.
+  torch::Tensor ForwardBackward(const sampler::MicroBatch& mb, const torch::Tensor& global_labelled, bool last,
+                                StepReport* r) {
+    cluster::Tracer* trace = &ctx_->tracer();
     lcl::model::MultimodalBatch batch;
     batch.input_ids = mb.input_ids.to(model_.device);
     batch.labels = mb.labels.to(model_.device);
     batch.attention_mask = mb.attention_mask.to(model_.device);
     batch.images = mb.images.to(model_.device, model_.dtype);
     const auto tf = Clock::now();
-    lcl::model::MultimodalOutput out = model_.model->forward(batch);
-    torch::Tensor loss = out.loss_sum.to(torch::kFloat32) / global_tokens;
+    lcl::model::MultimodalOutput out;
+    torch::Tensor loss;
+    {
+      cluster::Tracer::Span span(trace, "forward", "compute");
+      out = model_.model->forward(batch);
+      loss = out.loss_sum.to(torch::kFloat32) / global_labelled.to(torch::kFloat32);
+    }
     r->forward_ms += MsSince(tf);
     optimizer_->PrepareBackward(last);
     const auto tb = Clock::now();
-    loss.backward();
+    {
+      cluster::Tracer::Span span(trace, "backward", "compute");
+      loss.backward();
+    }
     r->backward_ms += MsSince(tb);
-    return out.loss_sum.item<double>();
+    return out.loss_sum.detach().to(torch::kFloat64).reshape({1});
   }
 
   StepMetrics MetricsOf(const StepReport& r) const {
@@ -340,6 +406,8 @@ class TrainLoop {
     m.extra["backward_ms"] = r.backward_ms;
     m.extra["sync_wait_ms"] = r.sync_wait_ms;
     m.extra["optimizer_ms"] = r.optimizer_ms;
+    m.extra["buckets_completed_in_backward"] = r.buckets_completed_in_backward;
+    m.extra["buckets"] = r.buckets;
     m.extra["epoch"] = static_cast<double>(sampler_.epoch);
     if (const char* restarts = std::getenv("SLURM_RESTART_COUNT")) m.extra["restart_count"] = std::atof(restarts);
     return m;
@@ -359,6 +427,34 @@ class TrainLoop {
                    << " (data.too_long=drop_shots). "
                    << "Such episodes are counted in metrics.jsonl (too_long_episodes, dropped_shot_pairs) and not "
                    << "logged again; raise data.max_length to train every shot, or set data.too_long=reject";
+    }
+  }
+
+  // The timeline of the traced steps: <run_dir>/trace/rank<R>.json on every rank, all ranks in one file on rank 0.
+  // Collective (the ranks' events are gathered); every rank calls it at the same points. Once per run.
+  void WriteTrace() {
+    if (trace_steps_.empty() || trace_written_) return;
+    trace_written_ = true;
+    cluster::Tracer& trace = ctx_->tracer();
+    trace.SetEnabled(false);
+    const std::string dir = c_.run_dir() + "/trace";
+    try {
+      trace.WriteFile(dir + "/rank" + std::to_string(ctx_->grid().rank()) + ".json");
+    } catch (const Error& e) {
+      LOG(WARNING) << "trace not written: " << e.what();
+    }
+    std::string mine;
+    for (const std::string& e : trace.Events()) mine += (mine.empty() ? "" : ",\n") + e;
+    const std::vector<std::string> all = ctx_->control().GatherBytes(mine);
+    if (ctx_->grid().rank() != 0) return;
+    const std::string path = dir + "/all_ranks.json";
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << cluster::TraceJson(all);
+    if (out.flush()) {
+      LOG(INFO) << "trace of steps " << c_.logging().trace_steps() << " written: " << path
+                << " (open it in ui.perfetto.dev or chrome://tracing)";
+    } else {
+      LOG(WARNING) << "trace not written: cannot write " << path;
     }
   }
 
@@ -422,6 +518,8 @@ class TrainLoop {
   std::string config_text_;
   int64_t step_ = 0;
   sampler::SamplerState sampler_;
+  std::set<int64_t> trace_steps_;  // logging.trace_steps
+  bool trace_written_ = false;
   int64_t too_long_episodes_ = 0;  // this rank's, since this process started (CountTooLong)
   int64_t dropped_pairs_ = 0;
 };

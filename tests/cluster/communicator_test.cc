@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "cluster/errors.h"
@@ -226,6 +229,75 @@ TEST_F(CommunicatorTest, WaitWithTimeoutReturnsFalseWhileAPeerIsLateThenComplete
   EXPECT_TRUE(work->Wait(std::chrono::seconds(60)));
   EXPECT_TRUE(work->IsCompleted());
   comm_.Barrier();
+}
+
+// CPU seconds the calling thread has used.
+double ThreadCpuSeconds() {
+  struct rusage u {};
+  getrusage(RUSAGE_THREAD, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+// parallel.wait=sleep: a rank that waits for a late peer (here rank 0 arrives 400 ms before the others) leaves its
+// core. The bound is on the ratio CPU time / wall time of the wait, which a busy wait keeps near 1 and which load
+// on the machine can only lower; no step races the clock (the late ranks only make the wait long).
+TEST(CommunicatorWaitTest, AWaitingRankLeavesItsCoreInSleepModeForEveryBlockingForm) {
+  MpiCommunicator comm(MPI_COMM_WORLD, "world", nullptr, WaitMode::kSleep);
+  const auto late = std::chrono::milliseconds(400);
+  for (const std::string form : {"AllReduce", "Barrier", "AsyncWait"}) {
+    comm.Barrier();
+    torch::Tensor t = torch::ones({1024});
+    if (comm.rank() != 0) std::this_thread::sleep_for(late);
+    const double cpu0 = ThreadCpuSeconds();
+    const auto wall0 = std::chrono::steady_clock::now();
+    if (form == "AllReduce") {
+      comm.AllReduce(t, ReduceOp::kSum);
+    } else if (form == "Barrier") {
+      comm.Barrier();
+    } else {
+      comm.AllReduceAsync(t, ReduceOp::kSum)->Wait();
+    }
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+    const double cpu = ThreadCpuSeconds() - cpu0;
+    if (form != "Barrier") EXPECT_TRUE(t.eq(comm.size()).all().item<bool>()) << form;
+    if (comm.rank() == 0) {
+      EXPECT_GE(wall, 0.2) << form << ": rank 0 should have waited for the late ranks";
+      EXPECT_LT(cpu, 0.5 * wall) << form << ": rank 0 used " << cpu << " s of CPU in a " << wall
+                                 << " s wait (a busy wait uses about all of it)";
+    }
+  }
+}
+
+TEST(CommunicatorWaitTest, SpinModeGivesTheSameResults) {
+  MpiCommunicator comm(MPI_COMM_WORLD, "world", nullptr, WaitMode::kSpin);
+  torch::Tensor t = torch::full({17}, double(comm.rank() + 1));
+  comm.AllReduce(t, ReduceOp::kSum);
+  EXPECT_TRUE(t.eq(comm.size() * (comm.size() + 1) / 2).all().item<bool>());
+  comm.AllReduceAsync(t, ReduceOp::kAvg)->Wait();
+  EXPECT_TRUE(t.eq(comm.size() * (comm.size() + 1) / 2).all().item<bool>());
+  comm.Barrier();
+}
+
+// With a tracer enabled every collective is on the timeline: a blocking one as a span, an async one from launch
+// to completion.
+TEST(CommunicatorTraceTest, CollectivesAppearOnTheTimeline) {
+  Tracer trace(0);
+  MpiCommunicator comm(MPI_COMM_WORLD, "dp", nullptr, WaitMode::kSleep, &trace);
+  torch::Tensor t = torch::ones({256});
+  comm.AllReduce(t, ReduceOp::kSum);  // disabled: not recorded
+  EXPECT_EQ(trace.size(), 0u);
+  trace.SetEnabled(true);
+  comm.AllReduce(t, ReduceOp::kSum);
+  comm.AllReduceAsync(t, ReduceOp::kSum)->Wait();
+  const nlohmann::json j = nlohmann::json::parse(trace.Json());
+  std::vector<std::string> phases;
+  for (const auto& e : j.at("traceEvents")) {
+    if (e.at("ph") == "M") continue;
+    EXPECT_EQ(e.at("name"), "dp AllReduce 1.0 KiB") << e.dump();
+    EXPECT_EQ(e.at("cat"), "comm");
+    phases.push_back(e.at("ph").get<std::string>());
+  }
+  EXPECT_EQ(phases, (std::vector<std::string>{"X", "b", "e"}));
 }
 
 TEST_F(CommunicatorTest, SequenceNumbersCountIssuedCollectives) {

@@ -70,5 +70,25 @@ TEST(Watchdog, ReportsTheOldestOfSeveralInFlight) {
   dog.End(first);
 }
 
+// A record whose `done` probe says it finished (a stream-ordered collective nobody observed) is dropped when it
+// becomes overdue; the next one, still running, is the one reported. Synchronised on the fire itself.
+TEST(Watchdog, OverdueRecordsThatFinishedUnobservedAreDroppedNotReported) {
+  Captured c;
+  Watchdog dog(2, milliseconds(50), Capture(&c));
+  std::atomic<int> probed{0};
+  dog.Begin("tp", "AllReduce", 21, 8, [&probed] {
+    ++probed;
+    return true;
+  });
+  dog.Begin("tp", "AllReduce", 22, 8, [] { return false; });
+  for (int i = 0; i < 3000 && !dog.fired(); ++i) std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_TRUE(dog.fired());
+  std::lock_guard<std::mutex> lock(c.mu);
+  EXPECT_EQ(c.fired, 1);
+  EXPECT_EQ(c.record.seq, 22u);
+  EXPECT_GE(probed.load(), 1);
+  EXPECT_EQ(dog.InFlight(), 1u);
+}
+
 }  // namespace
 }  // namespace lcl::cluster

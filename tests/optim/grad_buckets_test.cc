@@ -29,12 +29,15 @@ using testing::Trainable;
 TEST(DistributedOptimizer, OverlappedReductionIsBitwiseEqualToReducingAtStep) {
   MpiCommunicator dp(MPI_COMM_WORLD, "dp");
   for (bool zero1 : {true, false}) {
-    OptimizerOptions with = MlpOptions(), without = MlpOptions();
-    with.zero1 = without.zero1 = zero1;
+    OptimizerOptions with = MlpOptions(), without = MlpOptions(), unpolled = MlpOptions();
+    with.zero1 = without.zero1 = unpolled.zero1 = zero1;
     without.overlap = false;
+    unpolled.poll_in_backward = false;
     RunResult a = RunDp(with, 3, 2, &dp);
     RunResult b = RunDp(without, 3, 2, &dp);
+    RunResult c = RunDp(unpolled, 3, 2, &dp);
     for (size_t i = 0; i < a.params.size(); ++i) EXPECT_TRUE(a.params[i].equal(b.params[i])) << kMlpNames[i];
+    for (size_t i = 0; i < a.params.size(); ++i) EXPECT_TRUE(a.params[i].equal(c.params[i])) << kMlpNames[i];
     for (int s = 0; s < 3; ++s) {
       EXPECT_EQ(a.stats[s].grad_norm, b.stats[s].grad_norm);
       EXPECT_GT(a.stats[s].buckets, 1);
@@ -87,6 +90,91 @@ TEST(DistributedOptimizer, ParametersUnusedInTheLastBackwardDoNotHangAndKeepThei
   torch::Tensor side0 = torch::randn({3, 5}) * 0.1, idle0 = torch::randn({2, 2});
   EXPECT_FALSE(torch::allclose(a[0], side0, 1e-3, 1e-4));
   EXPECT_TRUE(torch::allclose(a[1], idle0 * std::pow(1 - 1e-2 * 0.1, 3), 1e-6, 1e-7));
+}
+
+// The DP communicator, counting the tests (IsCompleted) made on its async collectives.
+class CountingComm final : public cluster::Communicator {
+ public:
+  explicit CountingComm(cluster::Communicator* inner) : inner_(inner) {}
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  const char* backend() const override { return inner_->backend(); }
+  const std::string& name() const override { return inner_->name(); }
+  void AllReduce(torch::Tensor& t, cluster::ReduceOp op) override { inner_->AllReduce(t, op); }
+  cluster::WorkPtr AllReduceAsync(torch::Tensor& t, cluster::ReduceOp op) override {
+    return Wrap(inner_->AllReduceAsync(t, op));
+  }
+  void ReduceScatter(const torch::Tensor& in, torch::Tensor& out, cluster::ReduceOp op) override {
+    inner_->ReduceScatter(in, out, op);
+  }
+  cluster::WorkPtr ReduceScatterAsync(const torch::Tensor& in, torch::Tensor& out, cluster::ReduceOp op) override {
+    return Wrap(inner_->ReduceScatterAsync(in, out, op));
+  }
+  void AllGather(const torch::Tensor& in, torch::Tensor& out) override { inner_->AllGather(in, out); }
+  cluster::WorkPtr AllGatherAsync(const torch::Tensor& in, torch::Tensor& out) override {
+    return Wrap(inner_->AllGatherAsync(in, out));
+  }
+  void Broadcast(torch::Tensor& t, int root) override { inner_->Broadcast(t, root); }
+  cluster::WorkPtr BroadcastAsync(torch::Tensor& t, int root) override { return Wrap(inner_->BroadcastAsync(t, root)); }
+  void Barrier() override { inner_->Barrier(); }
+  int tests = 0;
+
+ private:
+  class CountingWork final : public cluster::Work {
+   public:
+    CountingWork(cluster::WorkPtr inner, int* tests) : inner_(std::move(inner)), tests_(tests) {}
+    bool IsCompleted() override {
+      ++*tests_;
+      return inner_->IsCompleted();
+    }
+    void Wait() override { inner_->Wait(); }
+    bool Wait(std::chrono::milliseconds timeout) override { return inner_->Wait(timeout); }
+
+   private:
+    cluster::WorkPtr inner_;
+    int* tests_;
+  };
+  cluster::WorkPtr Wrap(cluster::WorkPtr w) { return std::make_unique<CountingWork>(std::move(w), &tests); }
+  cluster::Communicator* inner_;
+};
+
+// With poll_in_backward the gradient hooks test the buckets already launched, so MPI moves them during backward
+// (at TP = 1 nothing else calls MPI there); without it nothing tests them before Finish(). Either way the reduced
+// gradients are the same bits.
+TEST(GradBuckets, HooksTestLaunchedBucketsDuringBackwardOnlyWhenPolling) {
+  MpiCommunicator mpi(MPI_COMM_WORLD, "dp");
+  std::vector<torch::Tensor> reduced[2];
+  for (const bool poll : {true, false}) {
+    CountingComm dp(&mpi);
+    std::vector<torch::Tensor> p = MakeMlp();
+    std::vector<internal::ParamSlot> slots;
+    for (size_t i = 0; i < p.size(); ++i) {
+      internal::ParamSlot s;
+      s.name = kMlpNames[i];
+      s.param = p[i];
+      s.rows = p[i].size(0);
+      s.row_numel = p[i].numel() / s.rows;
+      slots.push_back(s);
+    }
+    // A byte cap of 1: one bucket per parameter, so hooks fire after the first launch.
+    internal::GradBuckets sync(slots, &dp, /*parts=*/1, /*bucket_bytes=*/1, poll);
+    ASSERT_EQ(sync.buckets().size(), p.size());
+    auto [x, y] = GlobalBatch(0);
+    sync.Arm(/*overlap=*/true);
+    MlpLoss(p, x, y).backward();
+    const int tests_in_backward = dp.tests;
+    EXPECT_EQ(sync.launched_in_backward(), int(p.size()));
+    if (poll) {
+      EXPECT_GE(tests_in_backward, 1) << "no hook tested a launched bucket";
+      EXPECT_GE(sync.polls(), 1);
+    } else {
+      EXPECT_EQ(tests_in_backward, 0);
+      EXPECT_EQ(sync.completed_in_backward(), 0);
+    }
+    sync.Finish();
+    for (size_t i = 0; i < p.size(); ++i) reduced[poll ? 0 : 1].push_back(sync.ReducedRows(int(i)).clone());
+  }
+  for (size_t i = 0; i < reduced[0].size(); ++i) EXPECT_TRUE(reduced[0][i].equal(reduced[1][i])) << kMlpNames[i];
 }
 
 }  // namespace

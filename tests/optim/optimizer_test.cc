@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cmath>
+#include <limits>
+
 #include "cluster/errors.h"
 #include "cluster/mpi_communicator.h"
 #include "tests/optim/optim_fixtures.h"
@@ -15,11 +18,14 @@ namespace {
 
 using cluster::MpiCommunicator;
 using testing::ExpectParamsClose;
+using testing::GlobalBatch;
 using testing::GlobalGrad;
 using testing::GlobalInit;
+using testing::kBatch;
 using testing::kMlpNames;
 using testing::kSpecs;
 using testing::MakeMlp;
+using testing::MlpLoss;
 using testing::MlpOptions;
 using testing::RunDp;
 using testing::RunReference;
@@ -73,6 +79,49 @@ TEST(DistributedOptimizer, FusedAdamWEqualsTorchAdamWAndThePerTensorPathWithin1e
     moved = std::max(moved, (a.params[i] - start.params[i]).abs().max().item<double>());
   }
   EXPECT_GT(moved, 1e-3);
+}
+
+// The finite check is on the device: a non-finite guard (the step's loss) or gradient skips the update inside the
+// step, fused or not, ZeRO-1 or not. Parameters, moments and the step count stay as they were, and the next finite
+// step is the same as if the skipped one had never been asked for.
+TEST(DistributedOptimizer, NonFiniteLossOrGradientSkipsTheUpdateAndLeavesEverythingAsItWas) {
+  MpiCommunicator dp(MPI_COMM_WORLD, "dp");
+  for (const bool fused : {true, false}) {
+    for (const bool zero1 : {true, false}) {
+      for (const std::string bad : {"loss", "grad"}) {
+        const std::string what = std::string(fused ? "fused" : "per-tensor") + (zero1 ? " zero1 " : " ") + bad;
+        OptimizerOptions o = MlpOptions();
+        o.fused = fused;
+        o.zero1 = zero1;
+        std::vector<torch::Tensor> p = MakeMlp();
+        DistributedOptimizer opt(Trainable(p, kMlpNames), &dp, nullptr, o);
+        auto step = [&](int s, double poison) {
+          auto [x, y] = GlobalBatch(s);
+          const int64_t per = kBatch / dp.size();
+          opt.ZeroGrad();
+          opt.PrepareBackward(true);
+          torch::Tensor loss = MlpLoss(p, x.narrow(0, dp.rank() * per, per), y.narrow(0, dp.rank() * per, per));
+          if (bad == "grad" && poison != 0) loss = loss * poison;  // an infinite gradient, on one rank only
+          loss.backward();
+          const torch::Tensor guard = bad == "loss" && poison != 0 ? torch::full({}, poison) : loss.detach();
+          return opt.Step(1e-2, guard);
+        };
+        EXPECT_FALSE(step(0, 0).skipped) << what;
+        std::vector<torch::Tensor> before;
+        for (const torch::Tensor& t : p) before.push_back(t.detach().clone());
+        const torch::Tensor avg_before = opt.exp_avg(kMlpNames[0]).clone();
+        const double poison = dp.rank() == 0 ? std::numeric_limits<double>::infinity() : 1.0;
+        const StepStats skipped = step(1, bad == "loss" ? std::nan("") : poison);
+        EXPECT_TRUE(skipped.skipped) << what;
+        EXPECT_EQ(opt.step(), 1) << what;
+        for (size_t i = 0; i < p.size(); ++i)
+          EXPECT_TRUE(p[i].detach().equal(before[i])) << what << " " << kMlpNames[i];
+        EXPECT_TRUE(opt.exp_avg(kMlpNames[0]).equal(avg_before)) << what;
+        EXPECT_FALSE(step(1, 0).skipped) << what;
+        EXPECT_EQ(opt.step(), 2) << what;
+      }
+    }
+  }
 }
 
 TEST(DistributedOptimizer, ZeroOneMatchesReplicatedAdamWInParamsAndState) {

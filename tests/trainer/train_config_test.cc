@@ -80,6 +80,26 @@ TEST(TrainConfig, BadValueNamesTheFieldAndItsLine) {
   EXPECT_NE(ErrorOf<ConfigError>([&] { LoadTrainConfig(typed, {}); }).find("typed.pbtxt:2"), std::string::npos);
 }
 
+TEST(TrainConfig, TraceStepsAndWaitModeAreParsedAndCheckedUpFront) {
+  EXPECT_EQ(ParseStepList(""), (std::set<int64_t>{}));
+  EXPECT_EQ(ParseStepList("5"), (std::set<int64_t>{5}));
+  EXPECT_EQ(ParseStepList("3, 10-12"), (std::set<int64_t>{3, 10, 11, 12}));
+  EXPECT_EQ(ParseStepList("2-2,2"), (std::set<int64_t>{2}));
+  const std::string path = WriteTemp("trace.pbtxt", kGood);
+  ValidateConfig(LoadTrainConfig(path, {"logging.trace_steps=2-4", "parallel.wait=spin"}));
+  const std::vector<std::pair<std::string, std::vector<std::string>>> cases = {
+      {"logging.trace_steps=0", {"logging.trace_steps", "'0'", "step 0", "\"5-7\""}},
+      {"logging.trace_steps=7-5", {"logging.trace_steps", "'7-5'", "ends before it starts"}},
+      {"logging.trace_steps=a", {"logging.trace_steps", "'a'", "not a step number"}},
+      {"logging.trace_steps=3,", {"logging.trace_steps", "ends with a comma"}},
+      {"logging.trace_steps=1-9999999", {"logging.trace_steps", "more than 100000"}},
+      {"parallel.wait=busy", {"parallel.wait", "'busy'", "sleep | spin"}}};
+  for (const auto& [set, mentions] : cases) {
+    const LoadedConfig c = LoadTrainConfig(path, {set});
+    lcl::testing::ExpectErrorMentions<ConfigError>([&] { ValidateConfig(c); }, mentions);
+  }
+}
+
 TEST(TrainConfig, PolicyAndPadColourAcceptOnlyTheirChoices) {
   const std::string path = WriteTemp("choices.pbtxt", kGood);
   for (const std::string policy : {"2way_weight", "2way_random_shot", "2way_ref", "jigsaw"}) {
