@@ -75,7 +75,7 @@ class MpiWork final : public Work {
  public:
   // `trace_id` != 0: the launch is on `tracer`'s timeline as `trace_name`; completion ends it.
   MpiWork(MPI_Request req, std::function<void()> finish, Watchdog* dog, uint64_t token, WaitMode wait, Tracer* tracer,
-          std::string trace_name, uint64_t trace_id)
+          std::string trace_name, uint64_t trace_id, int64_t bytes)
       : req_(req),
         finish_(std::move(finish)),
         dog_(dog),
@@ -83,7 +83,8 @@ class MpiWork final : public Work {
         wait_(wait),
         tracer_(tracer),
         trace_name_(std::move(trace_name)),
-        trace_id_(trace_id) {}
+        trace_id_(trace_id),
+        bytes_(bytes) {}
   ~MpiWork() override {
     if (done_) return;
     // The buffers must outlive the operation: wait here rather than let MPI write into freed memory.
@@ -101,7 +102,7 @@ class MpiWork final : public Work {
   }
   void Wait() override {
     if (done_) return;
-    Check(WaitForRequest(&req_, wait_), wait_ == WaitMode::kSpin ? "MPI_Wait" : "MPI_Test");
+    Check(WaitForRequest(&req_, wait_, bytes_), wait_ == WaitMode::kSpin ? "MPI_Wait" : "MPI_Test");
     Complete();
   }
   bool Wait(std::chrono::milliseconds timeout) override {
@@ -141,6 +142,7 @@ class MpiWork final : public Work {
   Tracer* tracer_;
   std::string trace_name_;
   uint64_t trace_id_;
+  int64_t bytes_;
   bool done_ = false;
 };
 
@@ -227,7 +229,7 @@ WorkPtr MpiCommunicator::Launch(Plan plan, bool async) {
     } else {
       MPI_Request req = MPI_REQUEST_NULL;
       rc = plan.start(&req);
-      if (rc == MPI_SUCCESS) rc = WaitForRequest(&req, wait_);
+      if (rc == MPI_SUCCESS) rc = WaitForRequest(&req, wait_, plan.bytes);
     }
     if (rc != MPI_SUCCESS) internal::ThrowMpiError(rc, plan.op, __FILE__, __LINE__);
     if (plan.finish) plan.finish();
@@ -242,7 +244,8 @@ WorkPtr MpiCommunicator::Launch(Plan plan, bool async) {
   }
   const uint64_t trace_id = traced ? tracer_->NextId() : 0;
   if (traced) tracer_->AsyncBegin(trace_name, "comm", trace_id, {{"bytes", double(plan.bytes)}, {"seq", double(seq)}});
-  return std::make_unique<MpiWork>(req, std::move(plan.finish), watchdog_, token, wait_, tracer_, trace_name, trace_id);
+  return std::make_unique<MpiWork>(req, std::move(plan.finish), watchdog_, token, wait_, tracer_, trace_name, trace_id,
+                                   plan.bytes);
 }
 
 MpiCommunicator::Plan MpiCommunicator::PlanAllReduce(torch::Tensor& tensor, ReduceOp op) {

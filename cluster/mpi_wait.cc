@@ -19,15 +19,16 @@ WaitMode ParseWaitMode(const std::string& text, const std::string& field) {
                     "'; use sleep (a waiting rank leaves its core to the others) or spin (MPI's busy wait)");
 }
 
-int WaitForRequest(MPI_Request* req, WaitMode mode) {
+int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes) {
   if (mode == WaitMode::kSpin) return MPI_Wait(req, MPI_STATUS_IGNORE);
   using Clock = std::chrono::steady_clock;
   // Spinning first: a collective whose peers have arrived finishes within microseconds, and a sleep would add its
-  // whole length to the latency. Past the spin the peers are late, and each test only needs to move the protocol
-  // along: one test per 50 us still keeps a shared-memory transfer streaming (each test drains the fragments that
-  // arrived) while the core is free ~98% of the time.
+  // whole length to the latency. Then yielding: another process that wants this core gets it, but while nobody
+  // does the tests keep a transfer streaming (each one drains and refills the shared-memory fragments). 2 ms per
+  // MiB is twice what the slowest transport here (shared memory without single-copy, ~1 GB/s) needs; a wait past
+  // that is a wait for late peers, and one test per 50 us keeps the protocol moving with the core ~98% free.
   constexpr auto kSpinFor = std::chrono::microseconds(50);
-  constexpr auto kYieldFor = std::chrono::milliseconds(1);
+  const auto yield_for = std::chrono::microseconds(1000 + 2000 * bytes / (1 << 20));
   constexpr auto kSleep = std::chrono::microseconds(50);
   const auto start = Clock::now();
   for (;;) {
@@ -36,7 +37,7 @@ int WaitForRequest(MPI_Request* req, WaitMode mode) {
     if (rc != MPI_SUCCESS || done) return rc;
     const auto waited = Clock::now() - start;
     if (waited < kSpinFor) continue;
-    if (waited < kYieldFor) {
+    if (waited < yield_for) {
       sched_yield();
     } else {
       std::this_thread::sleep_for(kSleep);

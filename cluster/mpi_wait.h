@@ -1,8 +1,10 @@
 // How a rank waits for an MPI operation (parallel.wait). Open MPI's blocking calls and MPI_Wait poll the network
 // and shared memory in a loop: a rank that waits for a slower or stopped peer holds a whole core the whole time,
 // and on a machine with as many ranks as cores it takes that core from the rank it waits for. kSleep tests the
-// request instead, spinning only for the first microseconds (a collective whose peers are there completes in
-// that time), then yielding, then sleeping between tests, so a long wait costs a few percent of one core.
+// request instead: spinning for the first microseconds (a small collective whose peers are there completes in that
+// time), then yielding the core between tests for as long as moving `bytes` could take (a transfer in progress
+// needs a test per shared-memory fragment round, and a sleep between them would slow it), then sleeping 50 us
+// between tests: by then the peers are late, and a long wait costs a few percent of one core.
 //
 //   MPI_Request req;
 //   MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, comm, &req);
@@ -11,12 +13,13 @@
 
 #include <mpi.h>
 
+#include <cstdint>
 #include <string>
 
 namespace lcl::cluster {
 
 enum class WaitMode {
-  kSleep,  // test; spin ~50 us, yield until ~1 ms, then sleep 50 us between tests (the default)
+  kSleep,  // test; spin ~50 us, yield for 1 ms + 2 ms per MiB, then sleep 50 us between tests (the default)
   kSpin,   // MPI's own blocking calls and MPI_Wait: lowest latency, one core busy for the whole wait
 };
 
@@ -24,7 +27,8 @@ const char* WaitModeName(WaitMode mode);
 // "sleep" or "spin"; throws ConfigError naming `field` otherwise.
 WaitMode ParseWaitMode(const std::string& text, const std::string& field);
 
-// Completes `*req` (every test drives MPI progress). Returns the MPI error code (MPI_SUCCESS when done).
-int WaitForRequest(MPI_Request* req, WaitMode mode);
+// Completes `*req` (every test drives MPI progress), an operation moving `bytes` per rank. Returns the MPI error
+// code (MPI_SUCCESS when done).
+int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes = 0);
 
 }  // namespace lcl::cluster

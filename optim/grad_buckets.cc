@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "cluster/errors.h"
@@ -53,13 +54,36 @@ GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp
       poll_(poll),
       tracer_(tracer) {
   CHECK(parts == 1 || parts == dp->size()) << "parts must be 1 or the DP size";
-  // Reverse registration order: the last layers' gradients are produced first in backward.
-  int64_t bytes = 0;
-  for (int i = static_cast<int>(slots_.size()) - 1; i >= 0; --i) {
-    ParamSlot& s = slots_[i];
+  bucket_bytes_ = bucket_bytes;
+  for (ParamSlot& s : slots_) {
     s.rows_per_part = (s.rows + parts_ - 1) / parts_;
     PartRows(s.rows, parts_, part_, &s.part_row_lo, &s.part_rows);
-    if (buckets_.empty() || bytes >= bucket_bytes) {
+  }
+  // Until a backward shows the real order: reverse registration order (the last layers' gradients come first).
+  std::vector<int> order;
+  for (int i = static_cast<int>(slots_.size()) - 1; i >= 0; --i) order.push_back(i);
+  Layout(order);
+  ready_.assign(slots_.size(), 0);
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(slots_[i].param);
+    if (!acc) {
+      throw ConfigError("optimizer: parameter '" + slots_[i].name +
+                        "' is not a leaf tensor that requires grad, so its gradient cannot be synchronised; pass "
+                        "the module's parameters themselves");
+    }
+    hook_keys_.push_back(acc->add_post_hook(std::make_unique<ReadyHook>(this, static_cast<int>(i))));
+    accumulators_.push_back(std::move(acc));
+  }
+  VLOG(1) << "grad buckets: " << buckets_.size() << " for " << slots_.size() << " parameters, " << parts_ << " part(s)";
+  if (poll_ && dp_->size() > 1) progress_ = std::thread([this] { ProgressLoop(); });
+}
+
+void GradBuckets::Layout(const std::vector<int>& order) {
+  buckets_.clear();
+  int64_t bytes = 0;
+  for (const int i : order) {
+    ParamSlot& s = slots_[i];
+    if (buckets_.empty() || bytes >= bucket_bytes_) {
       buckets_.emplace_back();
       bytes = 0;
     }
@@ -81,21 +105,55 @@ GradBuckets::GradBuckets(std::vector<ParamSlot> slots, cluster::Communicator* dp
       b.gathered = fp32 ? b.buffer : torch::zeros({parts_ * b.chunk}, p.options().requires_grad(false));
     }
   }
-  ready_.assign(slots_.size(), 0);
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(slots_[i].param);
-    if (!acc) {
-      throw ConfigError("optimizer: parameter '" + slots_[i].name +
-                        "' is not a leaf tensor that requires grad, so its gradient cannot be synchronised; pass "
-                        "the module's parameters themselves");
-    }
-    hook_keys_.push_back(acc->add_post_hook(std::make_unique<ReadyHook>(this, static_cast<int>(i))));
-    accumulators_.push_back(std::move(acc));
+}
+
+void GradBuckets::RebuildFromReadyOrder() {
+  relayout_pending_ = false;
+  // Rank 0's order, so that every rank packs the same buckets (in practice every rank's backward is the same graph).
+  std::vector<int64_t> mine(slots_.size(), -1);
+  for (size_t k = 0; k < seen_order_.size(); ++k) mine[k] = seen_order_[k];
+  torch::Tensor order_t = torch::tensor(mine, torch::kLong).to(slots_.front().param.device());
+  dp_->Broadcast(order_t, 0);
+  order_t = order_t.cpu();
+  std::vector<int> order;
+  std::vector<char> placed(slots_.size(), 0);
+  for (int64_t k = 0; k < order_t.numel(); ++k) {
+    const int64_t i = order_t[k].item<int64_t>();
+    if (i < 0 || i >= int64_t(slots_.size()) || placed[size_t(i)]) continue;
+    placed[size_t(i)] = 1;
+    order.push_back(static_cast<int>(i));
   }
-  VLOG(1) << "grad buckets: " << buckets_.size() << " for " << slots_.size() << " parameters, " << parts_ << " part(s)";
+  // Parameters no backward reached go last, in reverse registration order.
+  for (int i = static_cast<int>(slots_.size()) - 1; i >= 0; --i) {
+    if (!placed[size_t(i)]) order.push_back(i);
+  }
+  const size_t before = buckets_.size();
+  Layout(order);
+  VLOG(1) << "grad buckets: rebuilt in the order the first backward produced the gradients: " << before << " -> "
+          << buckets_.size() << " bucket(s)";
+}
+
+void GradBuckets::ProgressLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    progress_cv_.wait(lock, [this] { return stop_ || (armed_ && next_poll_ < next_launch_); });
+    if (stop_) break;
+    Poll();
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    lock.lock();
+  }
 }
 
 GradBuckets::~GradBuckets() {
+  if (progress_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    progress_cv_.notify_all();
+    progress_.join();
+  }
   // Wait for anything still in flight (its buffers are ours), then unhook so autograd never calls a
   // dead owner.
   for (Bucket& b : buckets_) {
@@ -111,6 +169,12 @@ GradBuckets::~GradBuckets() {
 
 void GradBuckets::Arm(bool overlap) {
   std::lock_guard<std::mutex> lock(mu_);
+  // After the first step: the buckets follow the order backward produced the gradients in (as PyTorch DDP's
+  // Reducer rebuilds them), so each bucket is complete, and launched, as early as its gradients allow. The
+  // registration order can be far from it: a multimodal model registers the projector after the decoder, but its
+  // gradient comes last, and an early bucket holding it would hold back every launch until backward ends.
+  if (relayout_pending_) RebuildFromReadyOrder();
+  recording_ = !order_recorded_;
   std::fill(ready_.begin(), ready_.end(), 0);
   for (Bucket& b : buckets_) {
     b.pending = static_cast<int>(b.slots.size());
@@ -123,6 +187,7 @@ void GradBuckets::Arm(bool overlap) {
   next_poll_ = 0;
   launched_in_backward_ = 0;
   completed_in_backward_ = 0;
+  launched_early_ = 0;
   polls_ = 0;
   duplicate_.clear();
   armed_ = overlap;
@@ -131,6 +196,9 @@ void GradBuckets::Arm(bool overlap) {
 
 void GradBuckets::MarkReady(int i) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (recording_ && std::find(seen_order_.begin(), seen_order_.end(), i) == seen_order_.end()) {
+    seen_order_.push_back(i);
+  }
   if (!armed_) return;  // an earlier micro-step: gradients keep accumulating in param.grad
   if (ready_[i]) {
     duplicate_ = slots_[i].name;
@@ -148,7 +216,9 @@ void GradBuckets::MarkReady(int i) {
     Launch(next);
     next.launched_in_backward = true;
     ++launched_in_backward_;
+    if (std::count(ready_.begin(), ready_.end(), 0) > 0) ++launched_early_;  // gradients still to come
   }
+  progress_cv_.notify_one();
 }
 
 void GradBuckets::Poll() {
@@ -206,6 +276,11 @@ double GradBuckets::Finish() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     armed_ = false;
+    if (recording_) {
+      recording_ = false;
+      order_recorded_ = true;
+      relayout_pending_ = true;  // at the next Arm(): the reduced rows of this step are still to be read
+    }
     // What the backward did not launch: parameters it never reached keep their accumulated gradient
     // (or zero).
     for (; next_launch_ < buckets_.size(); ++next_launch_) {

@@ -1,7 +1,8 @@
 // GradBuckets: the data-parallel gradient reduction behind DistributedOptimizer (DESIGN.md
-// "Training step"). Parameters are grouped into buckets in reverse registration order (about the
-// order backward produces their gradients). Each bucket is one fp32 buffer packed rank-major over
-// the `parts` of the ZeRO-1 row partition:
+// "Training step"). Parameters are grouped into buckets in reverse registration order until the first
+// step's backward shows the order it produces their gradients in; from the second step on the buckets
+// follow that order (rank 0's, broadcast), as PyTorch DDP's Reducer rebuilds its buckets. Each bucket is one fp32
+// buffer packed rank-major over the `parts` of the ZeRO-1 row partition:
 //
 //   buffer [parts * chunk]:
 //     | part 0: rows of p0 | rows of p1 | pad | part 1: rows of p0 | rows of p1 | pad | ...
@@ -15,8 +16,9 @@
 // soon as every parameter in it is ready. Buckets are always launched in bucket order, so every
 // rank issues the same collectives in the same order whichever gradients arrive first (as PyTorch
 // DDP's Reducer does). MPI moves a nonblocking collective only inside MPI calls, and at TP = 1 the
-// backward makes none: with `poll`, every hook also tests the oldest bucket still in flight, so the
-// reductions advance (and usually finish) while backward runs instead of all at once in Finish().
+// backward makes none: with `poll`, a progress thread tests the oldest bucket still in flight every
+// 200 us (sleeping in between, so it takes no core) and every hook tests it too, so the reductions
+// advance (and usually finish) while backward runs instead of all at once in Finish().
 //
 //   GradBuckets sync(slots, dp, /*parts=*/dp->size(), 25 << 20);
 //   sync.Arm(/*overlap=*/true);
@@ -28,9 +30,11 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -110,6 +114,8 @@ class GradBuckets {
   int launched_in_backward() const { return launched_in_backward_; }
   // Buckets whose reduction a hook saw complete before backward ended (the rest were waited for in Finish()).
   int completed_in_backward() const { return completed_in_backward_; }
+  // Buckets launched in the last armed backward while some gradient was still to come (the overlap's room).
+  int launched_early() const { return launched_early_; }
   // Tests of in-flight buckets the hooks made in the last armed backward.
   int64_t polls() const { return polls_; }
 
@@ -119,8 +125,16 @@ class GradBuckets {
  private:
   void Pack(int i);
   void Launch(Bucket& b);
-  // Tests the oldest launched bucket not yet seen complete (one test moves every pending MPI operation).
+  // Tests the oldest launched bucket not yet seen complete (one test moves every pending MPI operation). With mu_
+  // held.
   void Poll();
+  // Lays the buckets out over the slots in `order` (bucket_bytes_ each), with fresh buffers.
+  void Layout(const std::vector<int>& order);
+  // The layout in the order the first recorded backward produced the gradients (rank 0's, broadcast over DP).
+  // Collective over DP.
+  void RebuildFromReadyOrder();
+  // The progress thread: Poll() every 200 us while buckets are in flight in an armed backward.
+  void ProgressLoop();
 
   std::vector<ParamSlot> slots_;
   std::vector<Bucket> buckets_;
@@ -136,10 +150,20 @@ class GradBuckets {
   size_t next_launch_ = 0;   // buckets [0, next_launch_) are launched
   int launched_in_backward_ = 0;
   int completed_in_backward_ = 0;
+  int launched_early_ = 0;
   size_t next_poll_ = 0;  // buckets [0, next_poll_) were seen complete
   int64_t polls_ = 0;
   bool poll_;
   cluster::Tracer* tracer_;
+  int64_t bucket_bytes_ = 0;
+  // The first last-micro-step backward records the order its gradients arrive in; the next Arm() rebuilds.
+  bool recording_ = false;
+  bool order_recorded_ = false;
+  bool relayout_pending_ = false;
+  std::vector<int> seen_order_;
+  std::condition_variable progress_cv_;
+  bool stop_ = false;
+  std::thread progress_;  // with poll_ and more than one DP rank
   // The AccumulateGrad nodes (kept alive: a variable holds only a weak reference) and the hook keys
   // to remove.
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;

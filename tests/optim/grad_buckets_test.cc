@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "cluster/mpi_communicator.h"
@@ -117,12 +118,12 @@ class CountingComm final : public cluster::Communicator {
   void Broadcast(torch::Tensor& t, int root) override { inner_->Broadcast(t, root); }
   cluster::WorkPtr BroadcastAsync(torch::Tensor& t, int root) override { return Wrap(inner_->BroadcastAsync(t, root)); }
   void Barrier() override { inner_->Barrier(); }
-  int tests = 0;
+  std::atomic<int> tests{0};  // the progress thread counts too
 
  private:
   class CountingWork final : public cluster::Work {
    public:
-    CountingWork(cluster::WorkPtr inner, int* tests) : inner_(std::move(inner)), tests_(tests) {}
+    CountingWork(cluster::WorkPtr inner, std::atomic<int>* tests) : inner_(std::move(inner)), tests_(tests) {}
     bool IsCompleted() override {
       ++*tests_;
       return inner_->IsCompleted();
@@ -132,15 +133,15 @@ class CountingComm final : public cluster::Communicator {
 
    private:
     cluster::WorkPtr inner_;
-    int* tests_;
+    std::atomic<int>* tests_;
   };
   cluster::WorkPtr Wrap(cluster::WorkPtr w) { return std::make_unique<CountingWork>(std::move(w), &tests); }
   cluster::Communicator* inner_;
 };
 
-// With poll_in_backward the gradient hooks test the buckets already launched, so MPI moves them during backward
-// (at TP = 1 nothing else calls MPI there); without it nothing tests them before Finish(). Either way the reduced
-// gradients are the same bits.
+// With poll_in_backward the gradient hooks (and a progress thread) test the buckets already launched, so MPI moves
+// them during backward (at TP = 1 nothing else calls MPI there); without it nothing tests them before Finish().
+// Either way the reduced gradients are the same bits.
 TEST(GradBuckets, HooksTestLaunchedBucketsDuringBackwardOnlyWhenPolling) {
   MpiCommunicator mpi(MPI_COMM_WORLD, "dp");
   std::vector<torch::Tensor> reduced[2];
@@ -162,7 +163,7 @@ TEST(GradBuckets, HooksTestLaunchedBucketsDuringBackwardOnlyWhenPolling) {
     auto [x, y] = GlobalBatch(0);
     sync.Arm(/*overlap=*/true);
     MlpLoss(p, x, y).backward();
-    const int tests_in_backward = dp.tests;
+    const int tests_in_backward = dp.tests.load();
     EXPECT_EQ(sync.launched_in_backward(), int(p.size()));
     if (poll) {
       EXPECT_GE(tests_in_backward, 1) << "no hook tested a launched bucket";
@@ -175,6 +176,43 @@ TEST(GradBuckets, HooksTestLaunchedBucketsDuringBackwardOnlyWhenPolling) {
     for (size_t i = 0; i < p.size(); ++i) reduced[poll ? 0 : 1].push_back(sync.ReducedRows(int(i)).clone());
   }
   for (size_t i = 0; i < reduced[0].size(); ++i) EXPECT_TRUE(reduced[0][i].equal(reduced[1][i])) << kMlpNames[i];
+}
+
+// Registered in an order far from backward's (here fc2 after fc1 reversed: the first bucket holds fc1, whose
+// gradients come last), the first step launches (almost) every bucket only when backward ends; from the second step the
+// buckets follow the order the gradients came in, and all but the last go out while backward still runs.
+TEST(GradBuckets, BucketsFollowTheOrderTheFirstBackwardProducedTheGradientsIn) {
+  MpiCommunicator dp(MPI_COMM_WORLD, "dp");
+  std::vector<torch::Tensor> p = MakeMlp();          // fc1.weight, fc1.bias, fc2.weight, fc2.bias
+  const std::vector<int> registered = {2, 3, 0, 1};  // fc2 first: reverse registration puts fc1 in bucket 0
+  std::vector<internal::ParamSlot> slots;
+  for (const int k : registered) {
+    internal::ParamSlot s;
+    s.name = kMlpNames[size_t(k)];
+    s.param = p[size_t(k)];
+    s.rows = p[size_t(k)].size(0);
+    s.row_numel = p[size_t(k)].numel() / s.rows;
+    slots.push_back(s);
+  }
+  internal::GradBuckets sync(slots, &dp, /*parts=*/dp.size(), /*bucket_bytes=*/1);
+  auto slot_name = [&](int bucket) {
+    return kMlpNames[size_t(registered[size_t(sync.buckets()[size_t(bucket)].slots[0])])];
+  };
+  EXPECT_EQ(slot_name(0).substr(0, 3), "fc1");
+  std::vector<int> early;
+  for (int step = 0; step < 3; ++step) {
+    for (torch::Tensor& t : p) t.mutable_grad().reset();
+    auto [x, y] = GlobalBatch(step);
+    sync.Arm(/*overlap=*/true);
+    MlpLoss(p, x, y).backward();
+    early.push_back(sync.launched_early());
+    sync.Finish();
+  }
+  EXPECT_LE(early[0], 1) << "step 1: fc1's buckets first, so at most one can go out before backward ends";
+  EXPECT_EQ(early[1], 3) << "from step 2 every bucket but the last goes out during backward";
+  EXPECT_EQ(early[2], 3);
+  EXPECT_EQ(slot_name(0).substr(0, 3), "fc2");
+  EXPECT_EQ(slot_name(3).substr(0, 3), "fc1");
 }
 
 }  // namespace
