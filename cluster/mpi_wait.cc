@@ -30,6 +30,11 @@ int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes) {
   constexpr auto kSpinFor = std::chrono::microseconds(50);
   const auto yield_for = std::chrono::microseconds(1000 + 2000 * bytes / (1 << 20));
   constexpr auto kSleep = std::chrono::microseconds(50);
+  // A test costs ~10-25 us of CPU here (each runs Open MPI's whole progress loop), so 50 us sleeps still cost
+  // ~20% of a core: 20 ms into the sleeping, the peers are clearly late and 1 ms sleeps bring it to ~2%, adding at
+  // most 1 ms (under 5%) to a wait already that long.
+  constexpr auto kLongSleep = std::chrono::milliseconds(1);
+  constexpr auto kLongAfter = std::chrono::milliseconds(20);
   const auto start = Clock::now();
   for (;;) {
     int done = 0;
@@ -40,7 +45,7 @@ int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes) {
     if (waited < yield_for) {
       sched_yield();
     } else {
-      std::this_thread::sleep_for(kSleep);
+      std::this_thread::sleep_for(waited < yield_for + kLongAfter ? kSleep : kLongSleep);
     }
   }
 }

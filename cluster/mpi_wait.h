@@ -4,7 +4,8 @@
 // request instead: spinning for the first microseconds (a small collective whose peers are there completes in that
 // time), then yielding the core between tests for as long as moving `bytes` could take (a transfer in progress
 // needs a test per shared-memory fragment round, and a sleep between them would slow it), then sleeping 50 us
-// between tests: by then the peers are late, and a long wait costs a few percent of one core.
+// between tests, and 1 ms once that has gone on for 20 ms: by then the peers are late, and a long wait costs a few
+// percent of one core.
 //
 //   MPI_Request req;
 //   MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, comm, &req);
@@ -19,7 +20,7 @@
 namespace lcl::cluster {
 
 enum class WaitMode {
-  kSleep,  // test; spin ~50 us, yield for 1 ms + 2 ms per MiB, then sleep 50 us between tests (the default)
+  kSleep,  // test; spin ~50 us, yield for 1 ms + 2 ms per MiB, then sleep 50 us, later 1 ms, between tests
   kSpin,   // MPI's own blocking calls and MPI_Wait: lowest latency, one core busy for the whole wait
 };
 
