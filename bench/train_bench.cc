@@ -100,14 +100,19 @@ std::string TrainConfigText(const TrainBenchOptions& o, const std::string& work,
                             const std::string& run_dir, int np, bool zero1, int steps);
 
 // Global episodes 0, 1, ... exactly as `lcl train` builds them: rendered by `lcl data episodes` from the same
-// generated config (pairs, tokenizer, recipe, shot, seed, max_length).
+// generated config and --set overrides (pairs, tokenizer, recipe, templates, shot, seed, max_length).
 std::vector<Episode> RenderEpisodes(const TrainBenchOptions& o, const std::string& work, const std::string& model,
                                     int64_t patches, int64_t count) {
   const std::string name = fs::path(model).filename().string();
   const std::string log = work + "/logs/episodes_" + name + ".jsonl";
   const std::string config = work + "/configs/episodes_" + name + ".pbtxt";
   std::ofstream(config) << TrainConfigText(o, work, model, work + "/runs/episodes", 1, true, 1);
-  RunChild({o.lcl, "data", "episodes", "--config", config, "--count", std::to_string(count)}, log, "lcl data episodes");
+  std::vector<std::string> argv = {o.lcl, "data", "episodes", "--config", config, "--count", std::to_string(count)};
+  for (const std::string& set : o.lcl_overrides) {
+    argv.push_back("--set");
+    argv.push_back(set);
+  }
+  RunChild(argv, log, "lcl data episodes");
   std::vector<Episode> episodes;
   std::ifstream in(log);
   for (std::string line; std::getline(in, line);) {
