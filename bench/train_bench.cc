@@ -443,8 +443,9 @@ void EmitRow(std::ostream& out, const TrainBenchOptions& o, const Row& r) {
   c["recipe"] = o.recipe;
   c["model_flops_per_step"] = r.flops_per_step;
   c["matmul_peak_flops"] = r.peak_flops;
-  const std::string p = "train." + r.preset + (o.recipe == "lcl" ? "" : "." + o.recipe) + ".shot" +
-                        std::to_string(o.shot) + ".np" + std::to_string(r.np) + ".";
+  // train.<preset>.np<N>. as before; a recipe or shot other than the defaults is named in between.
+  const std::string p = "train." + r.preset + (o.recipe == "lcl" ? "" : "." + o.recipe) +
+                        (o.shot == 4 ? "" : ".shot" + std::to_string(o.shot)) + ".np" + std::to_string(r.np) + ".";
   for (const auto& [variant, ref] : r.refs) {
     const std::string suffix = variant == "ddp" ? "" : "_vs_" + variant;
     Emit(out, o, p + "tokens_per_sec" + suffix, r.lcl.tokens_per_sec, "tokens/s", r.refs_tokens_per_sec.at(variant),

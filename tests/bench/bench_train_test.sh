@@ -24,7 +24,7 @@ from check_bench_json import check
 
 expected = {f"train.tiny.np{n}.{m}" for n in (1, 2) for m in (
     "tokens_per_sec", "step_time_ms", "data_wait_ms", "forward_ms", "backward_ms", "exposed_comm_ms",
-    "optimizer_ms", "peak_rss_mb")} | {"train.tiny.dp2_weak_scaling", "train.tiny.np2.peak_rss_mb_zero1"}
+    "optimizer_ms", "peak_rss_mb", "mfu")} | {"train.tiny.dp2_weak_scaling", "train.tiny.np2.peak_rss_mb_zero1"}
 # A phase can legitimately take no time (no communication at 1 rank); everything else must be positive.
 zero_ok = lambda j: j["name"].endswith("_ms") and not j["name"].endswith("step_time_ms")
 sys.exit(0 if check(sys.argv[1], expected, zero_ok) else 1)
