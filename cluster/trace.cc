@@ -70,42 +70,33 @@ int Tracer::Tid() {
   return it->second;
 }
 
-void Tracer::Add(std::string event) { events_.push_back(std::move(event)); }
+void Tracer::Add(const std::string& name, const char* cat, const std::string& phase, double ts, Args args) {
+  std::lock_guard<std::mutex> lock(mu_);
+  events_.push_back("{\"name\":" + Quoted(name) + ",\"cat\":" + Quoted(cat) + "," + phase + ",\"ts\":" + Number(ts) +
+                    ",\"pid\":" + std::to_string(pid_) + ",\"tid\":" + std::to_string(Tid()) +
+                    ",\"args\":" + ArgsJson(args) + "}");
+}
 
 void Tracer::Complete(const std::string& name, const char* cat, Clock::time_point start, Clock::time_point end,
                       Args args) {
   if (!enabled()) return;
   const double ts = Micros(start), dur = std::max(0.0, Micros(end) - ts);
-  std::lock_guard<std::mutex> lock(mu_);
-  Add("{\"name\":" + Quoted(name) + ",\"cat\":" + Quoted(cat) + ",\"ph\":\"X\",\"ts\":" + Number(ts) +
-      ",\"dur\":" + Number(dur) + ",\"pid\":" + std::to_string(pid_) + ",\"tid\":" + std::to_string(Tid()) +
-      ",\"args\":" + ArgsJson(args) + "}");
+  Add(name, cat, "\"ph\":\"X\",\"dur\":" + Number(dur), ts, args);
 }
 
 void Tracer::Instant(const std::string& name, const char* cat, Args args) {
   if (!enabled()) return;
-  const double ts = Micros(Clock::now());
-  std::lock_guard<std::mutex> lock(mu_);
-  Add("{\"name\":" + Quoted(name) + ",\"cat\":" + Quoted(cat) + ",\"ph\":\"i\",\"s\":\"t\",\"ts\":" + Number(ts) +
-      ",\"pid\":" + std::to_string(pid_) + ",\"tid\":" + std::to_string(Tid()) + ",\"args\":" + ArgsJson(args) + "}");
+  Add(name, cat, "\"ph\":\"i\",\"s\":\"t\"", Micros(Clock::now()), args);
 }
 
 void Tracer::AsyncBegin(const std::string& name, const char* cat, uint64_t id, Args args) {
   if (!enabled()) return;
-  const double ts = Micros(Clock::now());
-  std::lock_guard<std::mutex> lock(mu_);
-  Add("{\"name\":" + Quoted(name) + ",\"cat\":" + Quoted(cat) + ",\"ph\":\"b\",\"id\":" + std::to_string(id) +
-      ",\"ts\":" + Number(ts) + ",\"pid\":" + std::to_string(pid_) + ",\"tid\":" + std::to_string(Tid()) +
-      ",\"args\":" + ArgsJson(args) + "}");
+  Add(name, cat, "\"ph\":\"b\",\"id\":" + std::to_string(id), Micros(Clock::now()), args);
 }
 
 void Tracer::AsyncEnd(const std::string& name, const char* cat, uint64_t id, Args args) {
   if (!enabled()) return;
-  const double ts = Micros(Clock::now());
-  std::lock_guard<std::mutex> lock(mu_);
-  Add("{\"name\":" + Quoted(name) + ",\"cat\":" + Quoted(cat) + ",\"ph\":\"e\",\"id\":" + std::to_string(id) +
-      ",\"ts\":" + Number(ts) + ",\"pid\":" + std::to_string(pid_) + ",\"tid\":" + std::to_string(Tid()) +
-      ",\"args\":" + ArgsJson(args) + "}");
+  Add(name, cat, "\"ph\":\"e\",\"id\":" + std::to_string(id), Micros(Clock::now()), args);
 }
 
 void Tracer::NameThread(const std::string& name) {

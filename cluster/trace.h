@@ -86,7 +86,8 @@ class Tracer {
 
  private:
   int Tid();  // the calling thread's lane, assigned in order of first use (call with mu_ held)
-  void Add(std::string event);
+  // One event: `phase` holds its "ph" field and the fields that kind needs ("dur", "id", "s").
+  void Add(const std::string& name, const char* cat, const std::string& phase, double ts, Args args);
 
   const int pid_;
   const std::string process_name_;
