@@ -10,6 +10,8 @@
 #include "launch/cli.h"
 #include "sampler/class_index.h"
 #include "sampler/episode.h"
+#include "sampler/instruct.h"
+#include "sampler/mix.h"
 #include "sampler/neighbors.h"
 #include "sampler/pairs_file.h"
 #include "sampler/prompt.h"
@@ -61,7 +63,7 @@ void RegisterSynth(CLI::App& data, Launch& launch) {
       std::cout << "wrote " << r.images << " images of " << r.classes.size() << " classes in " << r.families
                 << " families (" << r.classes.size() - test << " train, " << test << " test classes) to "
                 << args->opt.out << "\n  " << r.synset_mapping << "\n  " << r.train_pairs << "\n  " << r.test_pairs
-                << "\n  " << r.split << "\n";
+                << "\n  " << r.split << "\n  " << r.instruct << "\n";
       return 0;
     };
   });
@@ -166,6 +168,11 @@ nlohmann::json EpisodeJson(const sampler::Episode& e, const sampler::PromptConfi
                       {"query", ImageJson(e.query, e.query_label, e.query_positive)},
                       {"question", e.question},
                       {"text", sampler::RenderText(e, prompt)}};
+  if (!e.conversation.empty()) {  // an LCL-Mix conversation: its turns, its image as the query
+    nlohmann::json turns = nlohmann::json::array();
+    for (const sampler::Turn& t : e.conversation) turns.push_back({{"user", t.user}, {"assistant", t.assistant}});
+    j["conversation"] = turns;
+  }
   if (tok != nullptr) {
     sampler::TokenizedPrompt p = sampler::TokenizeEpisode(e, *tok, prompt);
     size_t labelled = 0;
@@ -220,6 +227,10 @@ void FillEpisodeArgsFromConfig(const CLI::App& cmd, Args* a) {
   if (given("--max-length")) a->prompt.max_length = max_length;
   if (!given("--prompt-layout")) a->layout = c.data().prompt_layout();  // the action parses it into a->prompt
   if (!given("--made-up-eval-labels")) a->made_up_eval_labels = eval.labels == sampler::EvalLabels::kMadeUpWords;
+  if (!a->eval) {
+    a->mix = trainer::MixFilesOf(c);
+    a->mix_image_root = c.data().mix_image_root();
+  }
 }
 
 void RegisterEpisodes(CLI::App& data, Launch& launch) {
@@ -233,6 +244,8 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
     std::string train_config;  // --config: a training config fills every option not given
     std::vector<std::string> overrides;
     bool eval = false;
+    std::vector<trainer::MixFileOption> mix;  // the config's LCL-Mix files: training episodes interleave them
+    std::string mix_image_root;
   };
   auto args = std::make_shared<Args>();
   cmd->add_option("--config", args->train_config,
@@ -278,9 +291,17 @@ void RegisterEpisodes(CLI::App& data, Launch& launch) {
       if (!args->pairs.empty()) {
         sampler::PairsTable table = sampler::PairsTable::Read(args->pairs);
         sampler::TrainEpisodes episodes(table, args->config);
+        std::vector<sampler::InstructFile> files;
+        files.reserve(args->mix.size());
+        std::vector<sampler::MixSource> sources;
+        for (const trainer::MixFileOption& f : args->mix) {
+          files.push_back(sampler::InstructFile::Read(f.path, args->mix_image_root));
+          sources.push_back({&files.back(), f.probability});
+        }
+        sampler::MixedEpisodes stream(episodes, std::move(sources), args->config.seed);  // no files: the episodes
         for (uint64_t k = 0; k < args->count; ++k) {
           sampler::EpisodeKey key = sampler::KeyAt({args->epoch, args->start}, k, episodes.EpisodesPerEpoch());
-          std::cout << EpisodeJson(episodes.Build(key.epoch, key.index), args->prompt, tok.get()).dump() << "\n";
+          std::cout << EpisodeJson(stream.Build(key.epoch, key.index), args->prompt, tok.get()).dump() << "\n";
         }
         return 0;
       }

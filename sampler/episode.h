@@ -84,6 +84,12 @@ struct ExampleTurn {
   std::string answer;
 };
 
+// One user/assistant exchange; `user` may hold "<image>".
+struct Turn {
+  std::string user;
+  std::string assistant;
+};
+
 struct Episode {
   uint64_t epoch = 0;
   uint64_t index = 0;
@@ -101,6 +107,10 @@ struct Episode {
   // The whole final answer where the policy defines its own (2way_ref, jigsaw; then query_label holds the same
   // text); empty: the layout's answer from query_label.
   std::string query_answer;
+  // An instruction conversation (policy "llava": a LLaVA-format record, sampler/instruct.h) instead of an LCL
+  // episode: its exchanges in order, the one "<image>" in a user text; the image is `query`, and every answer is
+  // labelled. Empty for LCL episodes.
+  std::vector<Turn> conversation;
 };
 
 // A made-up concept name: 1 to max_letters (the paper: 10) lowercase letters, length and letters uniform.

@@ -39,7 +39,9 @@ MicroBatch EpisodePipeline::Build(const std::vector<EpisodeKey>& keys) const {
   std::vector<TokenizedPrompt> prompts;
   int64_t num_images = 0;
   for (const EpisodeKey& key : keys) {
-    prompts.push_back(TokenizeEpisode(episode_of_(key), tokenizer_, prompt_));
+    const Episode episode = episode_of_(key);
+    mb.conversations += episode.conversation.empty() ? 0 : 1;
+    prompts.push_back(TokenizeEpisode(episode, tokenizer_, prompt_));
     mb.images_per_episode.push_back(static_cast<int>(prompts.back().images.size()));
     mb.shots.push_back(prompts.back().shot);
     mb.requested_shots.push_back(prompts.back().requested_shot);

@@ -33,6 +33,7 @@ struct MicroBatch {
   std::vector<int> shots;               // [B], after any max-length reduction
   std::vector<int> requested_shots;     // [B], before it (shots[i] < requested_shots[i]: example pairs dropped)
   std::vector<int> requested_tokens;    // [B], the token count at requested_shots[i]
+  int conversations = 0;                // episodes that are instruction conversations (LCL-Mix), not LCL episodes
 };
 
 class EpisodePipeline {

@@ -39,7 +39,27 @@ struct TurnText {
 // The official code builds one conversation per turn (causal_v1.0 for the first example, hypnotized_ans_v1.0 for
 // the others, final_v1.0 for the query), tokenizes each with its bos, drops the last token (the </s>) of every
 // turn after the first but the last, and concatenates.
+// An instruction conversation: one conversation, one bos, every answer labelled and followed by its eos; in the
+// vicuna and official layouts the Vicuna v1.1 turns under conversation_system (what the official code's single-image
+// datasets render with), in the compact layout the texts alone.
+std::vector<TurnText> LayOutConversation(const Episode& e, const PromptConfig& config) {
+  std::vector<TurnText> out;
+  for (size_t i = 0; i < e.conversation.size(); ++i) {
+    TurnText t;
+    t.bos = i == 0;
+    t.answer = e.conversation[i].assistant;
+    t.eos = true;
+    t.labelled = true;
+    t.user = config.layout == PromptLayout::kCompact ? e.conversation[i].user
+                                                     : (i == 0 ? config.conversation_system + " " : std::string()) +
+                                                           "USER: " + e.conversation[i].user + " ASSISTANT:";
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 std::vector<TurnText> LayOut(const Episode& e, const PromptConfig& config) {
+  if (!e.conversation.empty()) return LayOutConversation(e, config);
   const std::vector<Turn> turns = RenderTurns(e, config.layout, config.support_names);
   std::vector<TurnText> out(turns.size());
   const size_t last = turns.size() - 1;
@@ -167,6 +187,7 @@ LossOn ParseLossOn(const std::string& name) {
 }
 
 std::vector<Turn> RenderTurns(const Episode& e, PromptLayout layout, bool support_names) {
+  if (!e.conversation.empty()) return e.conversation;
   std::vector<Turn> turns;
   // A policy with its own texts (2way_ref, jigsaw) puts them on the turns; the others leave them empty.
   if (layout == PromptLayout::kCompact) {
@@ -228,6 +249,13 @@ TokenizedPrompt TokenizeEpisode(const Episode& episode, const Tokenizer& tok, co
     if (config.reduce_shots && e.shot > config.min_shot) {
       e = DropExamplePair(e);
       continue;
+    }
+    if (!e.conversation.empty()) {
+      throw DataError("instruction conversation (epoch " + std::to_string(e.epoch) + ", index " +
+                      std::to_string(e.index) + ", image " + e.query.path + ") needs " +
+                      std::to_string(p.input_ids.size()) + " tokens but max_length is " +
+                      std::to_string(config.max_length) +
+                      " (a conversation has no example pairs to drop); raise data.max_length or shorten the record");
     }
     const int images = static_cast<int>(p.images.size());
     throw DataError("episode (epoch " + std::to_string(e.epoch) + ", index " + std::to_string(e.index) + ") needs " +

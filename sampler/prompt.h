@@ -50,15 +50,15 @@ struct PromptConfig {
   // Each example answer also names the example image's class after its label ("x vo gapin"); the final answer
   // stays the label alone. A training aid for models trained from scratch (data.support_names).
   bool support_names = false;
+  // The system sentence of instruction conversations (Episode::conversation) in the vicuna and official layouts:
+  // the official code renders them with its vicuna_v1.1 template (data.mix_system).
+  std::string conversation_system =
+      "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+      "detailed, and polite answers to the user's questions.";
 };
 
-// One user/assistant exchange; `user` may hold "<image>".
-struct Turn {
-  std::string user;
-  std::string assistant;
-};
-
-// The episode as turns: 2*shot example turns, then the final question and its answer.
+// The episode as turns: 2*shot example turns, then the final question and its answer (an instruction
+// conversation: its own turns).
 std::vector<Turn> RenderTurns(const Episode& episode, PromptLayout layout = PromptLayout::kVicuna,
                               bool support_names = false);
 // The whole conversation as text, the training text: "<image>" markers, "</s>" where an answer's eos is, and in

@@ -186,6 +186,27 @@ void WriteSplit(const std::vector<SynthClass>& classes, const std::vector<int>& 
   WriteJson({{"train", train_ids}, {"test", test_ids}, {"families", families}}, path);
 }
 
+// A LLaVA-format instruction file over the train classes: one image -> class name conversation per image, the
+// question drawn from a few phrasings (LLaVA's pretraining captions ask about the image the same way).
+void WriteInstruct(const std::vector<SynthClass>& classes, const std::vector<std::vector<std::string>>& images,
+                   const std::vector<int>& train, const SynthOptions& o, const std::string& path) {
+  static const char* const kQuestions[] = {"What is in the image?", "What is this?", "Name the object in the picture.",
+                                           "What does this image show?"};
+  nlohmann::json records = nlohmann::json::array();
+  for (int i : train) {
+    for (size_t k = 0; k < images[size_t(i)].size(); ++k) {
+      CounterRng rng({o.seed, uint64_t(i), uint64_t(k), 0x696e73ULL});  // "ins": the question
+      const std::string question = std::string("<image>\n") + kQuestions[rng.Below(4)];
+      records.push_back(
+          {{"id", classes[size_t(i)].wnid + "_" + std::to_string(k)},
+           {"image", images[size_t(i)][k]},
+           {"conversations",
+            {{{"from", "human"}, {"value", question}}, {{"from", "gpt"}, {"value", classes[size_t(i)].name}}}}});
+    }
+  }
+  WriteJson(records, path);
+}
+
 }  // namespace
 
 SynthResult Synthesize(const SynthOptions& o) {
@@ -214,6 +235,8 @@ SynthResult Synthesize(const SynthOptions& o) {
   WriteTestTable(classes, images, test, result.test_pairs);
   result.split = (root / "class_split.json").string();
   WriteSplit(classes, train, test, result.split);
+  result.instruct = (root / "llava_instruct.json").string();
+  WriteInstruct(classes, images, train, o, result.instruct);
   return result;
 }
 

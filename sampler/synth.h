@@ -51,6 +51,7 @@ struct SynthResult {
   std::string train_pairs;     // train_pairs.jsonl (official train900 format, train classes only)
   std::string test_pairs;      // test_pairs.jsonl (official test100 format; 2k, 2k+1 share a family)
   std::string split;           // class_split.json: {"train": [ids], "test": [ids], "families": [[ids]]}
+  std::string instruct;        // llava_instruct.json: LLaVA-format image -> class name conversations, train classes
 };
 
 // The class recipes alone (no files): a pure function of the options.

@@ -40,6 +40,11 @@ for field in 'loss_on: "final"' 'prompt_layout: "official"' 'draw_with_replaceme
              'shot: 16' 'lr: 2e-05' 'warmup_ratio: 0.03' 'precision: "bf16"' 'activation_checkpointing: true'; do
   check "lcl_7b.pbtxt resolves $field" grep -qF "$field" "$tmp/p"
 done
+"$lcl" train --config "$LCL_SOURCE_DIR/launch/configs/lcl_7b_mix.pbtxt" --print-config >"$tmp/p" 2>&1
+for field in 'mix_weights: "0.5"' 'mix_files: "/data/llava/llava_instruct_150k.json"' 'loss_on: "final"' \
+             'mix_system: "A chat between a curious user'; do
+  check "lcl_7b_mix.pbtxt resolves $field" grep -qF "$field" "$tmp/p"
+done
 mkdir -p "$tmp/confdir"
 "$lcl" train --config "$tmp/confdir" --print-config >"$tmp/e" 2>&1; rc=$?
 check "a directory as --config exits 1 and says so" \

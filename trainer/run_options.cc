@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "cluster/errors.h"
@@ -83,6 +84,52 @@ sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size) {
   return spec;
 }
 
+std::vector<MixFileOption> MixFilesOf(const TrainConfig& config) {
+  auto split = [](const std::string& text) {
+    std::vector<std::string> out;
+    std::stringstream in(text);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      const size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+      out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));
+    }
+    if (!text.empty() && text.back() == ',') out.emplace_back();  // getline drops a trailing empty entry
+    return out;
+  };
+  const std::vector<std::string> files = split(config.data().mix_files());
+  const std::vector<std::string> weights = split(config.data().mix_weights());
+  if (files.size() != weights.size()) {
+    throw ConfigError("data.mix_files names " + std::to_string(files.size()) + " file(s) but data.mix_weights gives " +
+                      std::to_string(weights.size()) + " probabilities; give one per file (e.g. \"0.5\")");
+  }
+  std::vector<MixFileOption> out;
+  double sum = 0;
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (files[i].empty()) throw ConfigError("data.mix_files = '" + config.data().mix_files() + "' has an empty entry");
+    MixFileOption o;
+    o.path = files[i];
+    size_t used = 0;
+    try {
+      o.probability = std::stod(weights[i], &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != weights[i].size()) {
+      throw ConfigError("data.mix_weights entry '" + weights[i] + "' is not a number; give probabilities such as 0.5");
+    }
+    if (!(o.probability >= 0 && o.probability <= 1)) {
+      throw ConfigError("data.mix_weights entry " + weights[i] + " (for " + o.path + ") is outside [0, 1]");
+    }
+    sum += o.probability;
+    out.push_back(o);
+  }
+  if (sum > 1 + 1e-9) {
+    throw ConfigError("data.mix_weights = '" + config.data().mix_weights() + "' sums to " + std::to_string(sum) +
+                      ", over 1; the LCL episodes take 1 - the sum");
+  }
+  return out;
+}
+
 sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_tokens, EpisodeUse use) {
   sampler::PromptConfig prompt;
   prompt.image_tokens = image_tokens;
@@ -94,6 +141,7 @@ sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_token
   prompt.system = config.data().system();
   prompt.image_markers = config.data().image_markers();
   prompt.support_names = config.data().support_names() && use == EpisodeUse::kTraining;
+  prompt.conversation_system = config.data().mix_system();
   return prompt;
 }
 

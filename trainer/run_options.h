@@ -39,6 +39,15 @@ DataPaths DataPathsOf(const TrainConfig& config);
 // templates file.
 sampler::EpisodeConfig EpisodeOptionsOf(const TrainConfig& config);
 
+// LCL-Mix's instruction files: data.mix_files with data.mix_weights, and relative image paths under
+// data.mix_image_root (when set). Throws ConfigError naming the field for a count mismatch, a value that is not a
+// number, a probability outside [0, 1] or a sum over 1.
+struct MixFileOption {
+  std::string path;
+  double probability = 0;
+};
+std::vector<MixFileOption> MixFilesOf(const TrainConfig& config);
+
 // Training under data.recipe official needs data.templates (the official ICL.json, which lcl does not ship): a
 // ConfigError saying so when it is empty. Evaluation asks data.eval_question and needs none.
 void CheckTrainingTemplates(const TrainConfig& config);

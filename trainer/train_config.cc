@@ -18,6 +18,7 @@
 
 #include "cluster/errors.h"
 #include "trainer/recipe.h"
+#include "trainer/run_options.h"
 
 namespace lcl::trainer {
 namespace {
@@ -322,6 +323,14 @@ void ValidateConfig(const LoadedConfig& loaded) {
     if (at == std::string::npos || q.find("<image>", at + 1) != std::string::npos) {
       check.Fail("data.eval_question",
                  "= '" + q + "' must contain \"<image>\" exactly once (where the query image goes)");
+    }
+  }
+  if (!c.data().mix_files().empty() || !c.data().mix_weights().empty()) {
+    try {
+      MixFilesOf(c);
+    } catch (const ConfigError& e) {
+      throw ConfigError(loaded.Where(c.data().mix_weights().empty() ? "data.mix_files" : "data.mix_weights") + ": " +
+                        e.what());
     }
   }
   check.Positive("data.shot", c.data().shot());

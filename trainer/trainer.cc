@@ -22,6 +22,8 @@
 #include "cluster/signals.h"
 #include "optim/optimizer.h"
 #include "sampler/pairs_file.h"
+#include "sampler/instruct.h"
+#include "sampler/mix.h"
 #include "sampler/pipeline.h"
 #include "sampler/prefetcher.h"
 #include "trainer/evaluator.h"
@@ -83,6 +85,8 @@ torch::Tensor CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster
 struct Data {
   std::unique_ptr<sampler::PairsTable> table;
   std::unique_ptr<sampler::TrainEpisodes> episodes;
+  std::vector<std::unique_ptr<sampler::InstructFile>> mix_files;  // LCL-Mix's instruction files (data.mix_files)
+  std::unique_ptr<sampler::MixedEpisodes> mix;                    // null without them
   std::unique_ptr<sampler::ImageLoader> loader;
   std::unique_ptr<sampler::EpisodePipeline> pipeline;
 };
@@ -108,8 +112,26 @@ Data BuildData(const TrainConfig& c, const RunModel& m) {
   d.episodes = std::make_unique<sampler::TrainEpisodes>(*d.table, EpisodeOptionsOf(c));
   d.loader = std::make_unique<sampler::ImageLoader>(c.data().root(), ImageSpecOf(c, m.config.vision.image_size),
                                                     c.data().max_bad_fraction());
+  const sampler::PromptConfig prompt = PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining);
+  const std::vector<MixFileOption> mix = MixFilesOf(c);
+  if (mix.empty()) {
+    d.pipeline = std::make_unique<sampler::EpisodePipeline>(*d.episodes, *m.tokenizer, prompt, *d.loader);
+    return d;
+  }
+  // Every record is checked here, before the first step: a bad file stops the run with its record, not mid-run.
+  std::vector<sampler::MixSource> sources;
+  for (const MixFileOption& f : mix) {
+    d.mix_files.push_back(
+        std::make_unique<sampler::InstructFile>(sampler::InstructFile::Read(f.path, c.data().mix_image_root())));
+    sources.push_back({d.mix_files.back().get(), f.probability});
+    LOG(INFO) << "LCL-Mix: " << f.path << " (" << d.mix_files.back()->size() << " conversations) at probability "
+              << f.probability;
+  }
+  d.mix = std::make_unique<sampler::MixedEpisodes>(*d.episodes, std::move(sources), c.seed());
+  const sampler::MixedEpisodes* stream = d.mix.get();
   d.pipeline = std::make_unique<sampler::EpisodePipeline>(
-      *d.episodes, *m.tokenizer, PromptOptionsOf(c, m.config.vision.num_patches(), EpisodeUse::kTraining), *d.loader);
+      [stream](const sampler::EpisodeKey& k) { return stream->Build(k.epoch, k.index); },
+      [stream](int c) { return stream->PoolOf(c); }, *m.tokenizer, prompt, *d.loader);
   return d;
 }
 
@@ -217,16 +239,17 @@ class TrainLoop {
       const int64_t max_rss_kib = logged ? ctx_->control().Max(PeakRssKib()) : 0;
       // Bad images and over-long episodes over the DP ranks (the TP ranks of one DP rank load the same episodes):
       // also a collective.
-      const std::vector<double> data_counts =
-          logged ? SumOver(ctx_->dp(), model_.device,
-                           {double(data_.loader->bad()), double(too_long_episodes_), double(dropped_pairs_)})
-                 : std::vector<double>(3, 0.0);
+      const std::vector<double> data_counts = logged ? SumOver(ctx_->dp(), model_.device,
+                                                               {double(data_.loader->bad()), double(too_long_episodes_),
+                                                                double(dropped_pairs_), double(conversations_)})
+                                                     : std::vector<double>(4, 0.0);
       if (metrics_) {
         StepMetrics m = MetricsOf(r);
         if (logged) {
           m.bad_images = static_cast<int64_t>(data_counts[0]);
           m.extra["too_long_episodes"] = data_counts[1];
           m.extra["dropped_shot_pairs"] = data_counts[2];
+          if (data_.mix) m.extra["mix_conversations"] = data_counts[3];
           m.extra["max_rss_mb"] = static_cast<double>(max_rss_kib) / 1024.0;
           metrics_->WriteStep(m);
         }
@@ -307,7 +330,7 @@ class TrainLoop {
       for (int m = 0; m < plan_.grad_accum; ++m) micro.push_back(prefetch.Next());
     }
     r.data_wait_ms = MsSince(t0);
-    for (const sampler::MicroBatch& mb : micro) CountTooLong(mb);
+    for (const sampler::MicroBatch& mb : micro) CountData(mb);
     torch::Tensor global;  // [labelled, tokens, images] over DP, on the device
     {
       cluster::Tracer::Span span(trace, "count tokens over dp", "data");
@@ -413,9 +436,11 @@ class TrainLoop {
     return m;
   }
 
-  // Counts this rank's episodes that did not fit data.max_length (data.too_long=drop_shots trained them at fewer
-  // shots; reject would have stopped the run in the pipeline) and warns once, with the first one's numbers.
-  void CountTooLong(const sampler::MicroBatch& mb) {
+  // Counts this rank's LCL-Mix conversations and its episodes that did not fit data.max_length (data.too_long=
+  // drop_shots trained them at fewer shots; reject would have stopped the run in the pipeline), and warns once about
+  // the latter, with the first one's numbers.
+  void CountData(const sampler::MicroBatch& mb) {
+    conversations_ += mb.conversations;
     for (size_t i = 0; i < mb.shots.size(); ++i) {
       if (mb.shots[i] >= mb.requested_shots[i]) continue;
       ++too_long_episodes_;
@@ -520,7 +545,8 @@ class TrainLoop {
   sampler::SamplerState sampler_;
   std::set<int64_t> trace_steps_;  // logging.trace_steps
   bool trace_written_ = false;
-  int64_t too_long_episodes_ = 0;  // this rank's, since this process started (CountTooLong)
+  int64_t too_long_episodes_ = 0;  // this rank's, since this process started (CountData)
+  int64_t conversations_ = 0;      // LCL-Mix conversations trained on by this rank, since this process started
   int64_t dropped_pairs_ = 0;
 };
 

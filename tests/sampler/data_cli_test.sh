@@ -7,7 +7,7 @@ source "$(dirname "$0")/../lib/harness.sh"
 need_lcl
 
 "$lcl" data synth --out "$tmp/s" --classes 8 --images-per-class 4 --size 64x48 --seed 5 > "$tmp/synth.txt"
-for f in LOC_synset_mapping.txt train_pairs.jsonl test_pairs.jsonl class_split.json; do
+for f in LOC_synset_mapping.txt train_pairs.jsonl test_pairs.jsonl class_split.json llava_instruct.json; do
   [ -s "$tmp/s/$f" ] || fail "synth did not write $f"
 done
 [ "$(find "$tmp/s/train" -name '*.JPEG' | wc -l)" -eq 32 ] || fail "expected 32 JPEGs"
@@ -59,6 +59,20 @@ EOF
 "$lcl" data episodes --pairs "$tmp/s/train_pairs.jsonl" --count 3 --shot 2 --seed 9 --max-length 512 \
   --tokenizer "$tmp/m/tokenizer.model" --image-tokens 4 > "$tmp/ep4.jsonl"
 cmp -s "$tmp/ep3.jsonl" "$tmp/ep4.jsonl" || fail "--config episodes differ from the same options given as flags"
+# LCL-Mix: the config's instruction file interleaves conversations (their turns and image shown) with the episodes.
+"$lcl" data episodes --config "$tmp/c.pbtxt" --set data.mix_files="$tmp/s/llava_instruct.json" \
+  --set data.mix_weights=0.5 --count 40 | python3 -c '
+import json, sys
+kinds = {"llava": 0, "2way_weight": 0}
+for l in sys.stdin:
+    e = json.loads(l)
+    kinds[e["policy"]] += 1
+    if e["policy"] == "llava":
+        assert e["conversation"][0]["user"].startswith("<image>\n"), e
+        assert e["query"]["path"].startswith("train/"), e
+        assert e["tokens"]["labelled"] > 1 and e["tokens"]["image"] == 6, e["tokens"]
+assert kinds["llava"] > 0 and kinds["2way_weight"] > 0, kinds
+' || fail "data episodes --config with data.mix_files: no mixed stream"
 "$lcl" data episodes --config "$tmp/c.pbtxt" --set data.shot=1 --count 1 | grep -q '"shot":1,' ||
   fail "--set data.shot=1 did not reach the episodes"
 "$lcl" data episodes --config "$tmp/c.pbtxt" --shot 3 --count 1 | grep -q '"shot":3,' ||

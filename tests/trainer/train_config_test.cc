@@ -10,6 +10,7 @@
 
 #include "cluster/errors.h"
 #include "tests/test_util.h"
+#include "trainer/run_options.h"
 
 namespace lcl::trainer {
 namespace {
@@ -96,6 +97,28 @@ TEST(TrainConfig, TraceStepsAndWaitModeAreParsedAndCheckedUpFront) {
       {"parallel.wait=busy", {"parallel.wait", "'busy'", "sleep | spin"}}};
   for (const auto& [set, mentions] : cases) {
     const LoadedConfig c = LoadTrainConfig(path, {set});
+    lcl::testing::ExpectErrorMentions<ConfigError>([&] { ValidateConfig(c); }, mentions);
+  }
+}
+
+TEST(TrainConfig, MixFilesAndWeightsAreParsedAndCheckedUpFront) {
+  const std::string path = WriteTemp("mix.pbtxt", kGood);
+  const LoadedConfig two = LoadTrainConfig(path, {"data.mix_files=a.json, b.json", "data.mix_weights=0.25,0.5"});
+  ValidateConfig(two);
+  const std::vector<MixFileOption> files = MixFilesOf(two.config);
+  ASSERT_EQ(files.size(), 2u);
+  EXPECT_EQ(files[1].path, "b.json");
+  EXPECT_DOUBLE_EQ(files[1].probability, 0.5);
+  EXPECT_TRUE(MixFilesOf(LoadTrainConfig(path, {}).config).empty());
+  const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> cases = {
+      {{"data.mix_files=a.json"}, {"--set data.mix_files=a.json", "gives 0 probabilities"}},
+      {{"data.mix_files=a.json", "data.mix_weights=half"}, {"--set data.mix_weights=half", "'half' is not a number"}},
+      {{"data.mix_files=a.json", "data.mix_weights=0.5x"}, {"'0.5x' is not a number"}},
+      {{"data.mix_files=a.json", "data.mix_weights=1.5"}, {"1.5 (for a.json) is outside [0, 1]"}},
+      {{"data.mix_files=a.json,", "data.mix_weights=0.5,0.1"}, {"has an empty entry"}},
+      {{"data.mix_files=a.json,b.json", "data.mix_weights=0.7,0.4"}, {"sums to 1.1", "LCL episodes take 1 - the sum"}}};
+  for (const auto& [sets, mentions] : cases) {
+    const LoadedConfig c = LoadTrainConfig(path, sets);
     lcl::testing::ExpectErrorMentions<ConfigError>([&] { ValidateConfig(c); }, mentions);
   }
 }
