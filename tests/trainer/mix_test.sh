@@ -31,13 +31,6 @@ column() {  # column RUN FIELD: one value per logged step
 import json, sys
 for line in open(sys.argv[1]): print(repr(json.loads(line)[sys.argv[2]]))" "$1/metrics.jsonl" "$2"
 }
-train() {  # train NAME NP [args...]: foreground run, must exit 0
-  local name=$1 np=$2
-  shift 2
-  # shellcheck disable=SC2086
-  $mpirun -np "$np" "$lcl" train --config "$work/base.pbtxt" --run-dir "$work/$name" "$@" >"$work/$name.log" 2>&1 ||
-    fail "$name: lcl train exited $?: $(grep -v '^I' "$work/$name.log" | tail -5)"
-}
 
 # --- 1. half and half ---
 train ref 2
