@@ -215,9 +215,12 @@ class LlavaModel(nn.Module):
         for layer in self.layers:
             h = layer(h, cos, sin, mask)
         h = self.norm(h)
+        # The LM head on the labelled rows only, as lcl's trainer does (same loss and gradients).
+        targets = labels[:, 1:].reshape(-1)
+        keep = targets.ne(-100)
+        h = h[:, :-1].reshape(-1, h.shape[-1])[keep]
         logits = F.linear(h, self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight)
-        return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
-                               ignore_index=-100)
+        return F.cross_entropy(logits, targets[keep])
 
 
 def make_batch(c, micro_batch, seq_len, images, gen):

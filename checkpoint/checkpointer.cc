@@ -71,6 +71,15 @@ std::string CheckTiling(const TensorEntry& t) {
   return "";
 }
 
+// fs::remove_all stops at the first entry that vanished under it: after an abandoned save the other ranks
+// delete their own shard files while rank 0 deletes the directory, so a listing can go stale once per rank.
+// Retrying with a fresh listing ends the race; each rank removes at most one file.
+void RemoveTree(const fs::path& dir, int attempts) {
+  std::error_code ec;
+  for (int i = 0; i <= attempts && fs::exists(dir, ec); ++i) fs::remove_all(dir, ec);
+  if (fs::exists(dir, ec)) LOG(WARNING) << "could not remove " << dir.string() << ": " << ec.message();
+}
+
 }  // namespace
 
 Checkpointer::Checkpointer(MPI_Comm comm, CheckpointOptions options, cluster::Watchdog* watchdog)
@@ -239,7 +248,7 @@ void Checkpointer::Write(int64_t step, CheckpointState state, Snapshot* bytes, d
   if (!result.committed) {
     std::error_code ec;
     fs::remove(file, ec);
-    if (rank == 0) fs::remove_all(tmp, ec);
+    if (rank == 0) RemoveTree(tmp, world);
     LOG(WARNING) << "checkpoint step " << step << " abandoned on every rank: " << result.reason
                  << (options_.fail_on_error ? "" : "; training goes on");
   } else if (rank == 0) {

@@ -31,7 +31,9 @@ struct InitArgs {
   std::string class_names;  // optional: one class name per line, added to the tokenizer corpus
   uint64_t seed = 1234;
   std::string dtype = "f32";
-  int patch_size = 0;  // 0: the preset's
+  int patch_size = 0;                  // 0: the preset's
+  std::vector<std::string> overrides;  // --set KEY=VALUE: config.json keys, vision_config.KEY for the tower
+  std::string tokenizer = "auto";      // auto | train | none
 };
 
 struct ExportArgs {
@@ -82,7 +84,8 @@ std::vector<std::string> ReadLines(const std::string& path) {
 
 // Trains tokenizer.model next to the weights and takes the image-special ids from it (the SentencePiece vocabulary
 // can come out smaller than asked for on a small corpus, which moves the specials).
-void WriteTokenizer(const InitArgs& args, lcl::model::ModelConfig* config) {
+// A vocabulary given with --set vocab_size is kept (rows past the tokenizer's ids are never looked up).
+void WriteTokenizer(const InitArgs& args, bool keep_vocab, lcl::model::ModelConfig* config) {
   const std::string path = args.out + "/tokenizer.model";
   const int pieces = config->text.vocab_size - 3;  // room for im_start, im_end, im_patch
   sampler::TrainTokenizer(sampler::DefaultTokenizerCorpus(ReadLines(args.class_names)), pieces, path);
@@ -93,28 +96,78 @@ void WriteTokenizer(const InitArgs& args, lcl::model::ModelConfig* config) {
   }
   // A small corpus yields fewer pieces than asked for: shrink the vocabulary to fit the tokenizer, rounded up to a
   // multiple of 64 so that any tp up to 64 divides it.
-  config->text.vocab_size = (tok.vocab_size() + 63) / 64 * 64;
+  if (!keep_vocab) config->text.vocab_size = (tok.vocab_size() + 63) / 64 * 64;
   config->im_start_token_id = tok.im_start_id();
   config->im_end_token_id = tok.im_end_id();
   config->image_token_id = tok.im_patch_id();
 }
 
-int RunInit(const InitArgs& args) {
-  lcl::model::ModelConfig config = lcl::model::ModelConfig::FromPreset(args.preset);
-  if (args.patch_size > 0) {
-    config.vision.patch_size = args.patch_size;
-    config.Validate(/*tp=*/1);  // image_size must be a multiple of it
+// `--set KEY=VALUE` on the preset's config.json (the LLaVA v1 layout `init` writes): KEY is a key that file has
+// (`num_hidden_layers`, `vision_config.image_size`), VALUE JSON (a number, true/false, or a bare string). The
+// result is read back by the same FromJson that reads any model directory, so every field is checked as there.
+lcl::model::ModelConfig ApplyOverrides(const lcl::model::ModelConfig& preset, const std::vector<std::string>& sets,
+                                       bool* vocab_set) {
+  nlohmann::json j = preset.ToJson();
+  bool mm_hidden_set = false, vision_hidden_set = false;
+  for (const std::string& kv : sets) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size()) {
+      throw ConfigError("--set '" + kv + "': expected KEY=VALUE, e.g. --set num_hidden_layers=2");
+    }
+    const std::string key = kv.substr(0, eq), text = kv.substr(eq + 1);
+    nlohmann::json* obj = &j;
+    std::string leaf = key;
+    if (key.rfind("vision_config.", 0) == 0) {
+      obj = &j["vision_config"];
+      leaf = key.substr(std::string("vision_config.").size());
+    }
+    if (leaf.empty() || !obj->contains(leaf) || (*obj)[leaf].is_object()) {
+      std::string known;
+      for (const auto& item : j.items()) {
+        if (!item.value().is_object()) known += " " + item.key();
+      }
+      for (const auto& item : j["vision_config"].items()) known += " vision_config." + item.key();
+      throw ConfigError("--set " + key + ": no such config.json field; the fields are:" + known);
+    }
+    nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (value.is_discarded()) value = text;  // a bare string
+    const nlohmann::json& old = (*obj)[leaf];
+    const bool same_kind = (old.is_number() && value.is_number()) || (old.is_boolean() && value.is_boolean()) ||
+                           (old.is_string() && value.is_string()) || old.is_null();
+    if (!same_kind) {
+      throw ConfigError("--set " + key + "=" + text + ": the field holds " + std::string(old.type_name()) + " (" +
+                        old.dump() + " in preset), not " + value.type_name());
+    }
+    (*obj)[leaf] = value;
+    if (key == "vocab_size") *vocab_set = true;
+    if (key == "mm_hidden_size") mm_hidden_set = true;
+    if (key == "vision_config.hidden_size") vision_hidden_set = true;
   }
+  if (vision_hidden_set && !mm_hidden_set) j["mm_hidden_size"] = j["vision_config"]["hidden_size"];
+  return lcl::model::ModelConfig::FromJson(j, "lcl model init --set");
+}
+
+int RunInit(const InitArgs& args) {
+  bool vocab_set = false;
+  lcl::model::ModelConfig config =
+      ApplyOverrides(lcl::model::ModelConfig::FromPreset(args.preset), args.overrides, &vocab_set);
+  if (args.patch_size > 0) config.vision.patch_size = args.patch_size;
+  config.Validate(/*tp=*/1);  // e.g. image_size must be a multiple of the patch size
+  if (args.tokenizer != "auto" && args.tokenizer != "train" && args.tokenizer != "none") {
+    throw ConfigError("--tokenizer " + args.tokenizer + " is not one of auto, train, none");
+  }
+  const bool train_tokenizer = args.tokenizer == "train" || (args.tokenizer == "auto" && args.preset != "llava-7b");
   std::filesystem::create_directories(args.out);
-  if (args.preset != "llava-7b") {
+  if (train_tokenizer) {
     try {
-      WriteTokenizer(args, &config);
+      WriteTokenizer(args, vocab_set, &config);
     } catch (const NotBuiltError& e) {
       // The weights are still useful; the preset's image ids match a tokenizer of vocab_size - 3 pieces.
       std::cerr << "warning: no tokenizer.model written (" << e.what() << ")\n";
     }
   } else {
-    std::cout << "llava-7b: no tokenizer trained; copy Vicuna's tokenizer.model into " << args.out << "\n";
+    std::cout << args.preset << ": no tokenizer trained; copy Vicuna's tokenizer.model into " << args.out
+              << " (or pass --tokenizer train)\n";
   }
   torch::manual_seed(args.seed);
   lcl::model::MultimodalModel model(config, lcl::model::TpGroup{});
@@ -306,6 +359,11 @@ void RegisterModelCommands(CLI::App& model, Launch& launch) {
   init->add_option("--patch-size", init_args->patch_size,
                    "vision tower patch size (default: the preset's; image tokens = (image_size / patch)^2)");
   init->add_option("--class-names", init_args->class_names, "file with one class name per line (tokenizer corpus)");
+  init->add_option("--set", init_args->overrides,
+                   "KEY=VALUE on the preset's config.json, repeatable: num_hidden_layers=2, "
+                   "vision_config.image_size=224, ...");
+  init->add_option("--tokenizer", init_args->tokenizer, "auto (train one except for llava-7b) | train | none")
+      ->capture_default_str();
   init->callback([&launch, init_args] { launch.action = [init_args] { return RunInit(*init_args); }; });
 
   auto export_args = std::make_shared<ExportArgs>();

@@ -50,21 +50,35 @@ torch::Tensor MultimodalModelImpl::PositionIds(const torch::Tensor& attention_ma
   return (attention_mask.to(torch::kInt64).cumsum(-1) - 1).clamp_min(0);
 }
 
+torch::Tensor MultimodalModelImpl::LossRows(const torch::Tensor& labels, const torch::Tensor& attention_mask) {
+  torch::Tensor l = attention_mask.defined() ? labels.masked_fill(attention_mask.eq(0), -100) : labels;
+  return l.narrow(1, 1, l.size(1) - 1).reshape({-1}).ne(-100).nonzero().squeeze(1);
+}
+
 MultimodalOutput MultimodalModelImpl::forward(const MultimodalBatch& batch) {
   const torch::Tensor& ids = batch.input_ids;
   TORCH_CHECK(ids.dim() == 2, "input_ids must be [B, T], got ", ids.sizes());
   torch::Tensor mask = batch.attention_mask.defined() ? batch.attention_mask : torch::ones_like(ids);
   torch::Tensor positions = batch.position_ids.defined() ? batch.position_ids : PositionIds(batch.attention_mask, ids);
   MultimodalOutput out;
-  out.logits = language_model->forward(Embed(ids, batch.images), positions, mask);  // [B, T, V/tp]
+  const bool loss_rows_only = batch.logits_for_loss_only && batch.labels.defined();
+  torch::Tensor hidden = language_model->model->forward(Embed(ids, batch.images), positions, mask);  // [B, T, C]
+  if (!loss_rows_only) out.logits = language_model->LmHead(hidden);                                  // [B, T, V/tp]
   if (!batch.labels.defined()) return out;
   // Padding never counts, whatever the labels say.
   torch::Tensor labels = batch.labels.masked_fill(mask.eq(0), -100);
   const int64_t t = ids.size(1);
-  torch::Tensor logits = out.logits.narrow(1, 0, t - 1);  // position t predicts token t + 1
-  torch::Tensor targets = labels.narrow(1, 1, t - 1).reshape({-1});
-  torch::Tensor per_token =
-      VocabParallelCrossEntropy(logits.reshape({-1, logits.size(-1)}), targets, tp_, /*ignore_index=*/-100);
+  torch::Tensor targets = labels.narrow(1, 1, t - 1).reshape({-1});  // position t predicts token t + 1
+  torch::Tensor per_token;
+  if (loss_rows_only) {
+    const torch::Tensor rows = batch.loss_rows.defined() ? batch.loss_rows : LossRows(batch.labels, mask);
+    torch::Tensor h = hidden.narrow(1, 0, t - 1).reshape({-1, hidden.size(-1)}).index_select(0, rows);
+    out.logits = language_model->LmHead(h);  // [num_tokens, V/tp]
+    per_token = VocabParallelCrossEntropy(out.logits, targets.index_select(0, rows), tp_, /*ignore_index=*/-100);
+  } else {
+    torch::Tensor logits = out.logits.narrow(1, 0, t - 1);
+    per_token = VocabParallelCrossEntropy(logits.reshape({-1, logits.size(-1)}), targets, tp_, /*ignore_index=*/-100);
+  }
   out.num_tokens = targets.ne(-100).sum().item<int64_t>();
   out.loss_sum = per_token.sum();
   out.loss = out.loss_sum / static_cast<double>(std::max<int64_t>(out.num_tokens, 1));

@@ -24,10 +24,17 @@ struct MultimodalBatch {
   torch::Tensor position_ids;    // [B, T]; undefined = cumsum(attention_mask) - 1 (works for left padding)
   torch::Tensor labels;          // [B, T] int64, -100 = no loss; undefined = no loss computed
   torch::Tensor images;          // [N, 3, H, W], one per image span in order of appearance; may be undefined
+  // With labels: run the LM head only on the positions that enter the loss (the same loss and gradients; at 16
+  // shots with the loss on the final answer that is a few dozen rows instead of ~10k x the vocabulary). `logits`
+  // is then [num_tokens, V/tp], those rows in order.
+  bool logits_for_loss_only = false;
+  // Optional, with logits_for_loss_only: LossRows(labels, attention_mask), computed where the labels already are
+  // on the host (the trainer), so that the device does not have to be asked for the row count.
+  torch::Tensor loss_rows;
 };
 
 struct MultimodalOutput {
-  torch::Tensor logits;    // [B, T, V/tp]: this rank's vocabulary slice
+  torch::Tensor logits;    // [B, T, V/tp]: this rank's vocabulary slice (see logits_for_loss_only)
   torch::Tensor loss;      // scalar: loss_sum / max(num_tokens, 1); undefined without labels
   torch::Tensor loss_sum;  // scalar: summed token losses (for gradient accumulation weighted by tokens)
   int64_t num_tokens = 0;  // labelled tokens that entered the loss
@@ -37,6 +44,8 @@ class MultimodalModelImpl : public torch::nn::Module {
  public:
   MultimodalModelImpl(const ModelConfig& config, TpGroup tp);
   MultimodalOutput forward(const MultimodalBatch& batch);
+  // The flat indices into [B * (T - 1)] of the shifted targets that enter the loss (labels != -100 on real tokens).
+  static torch::Tensor LossRows(const torch::Tensor& labels, const torch::Tensor& attention_mask);
   // Token embeddings with projected image patches written into the placeholder positions: [B, T, C].
   torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& images);
   // Default position ids from an attention mask [B, T] (or all-ones when undefined).

@@ -395,6 +395,8 @@ class TrainLoop {
     batch.labels = mb.labels.to(model_.device);
     batch.attention_mask = mb.attention_mask.to(model_.device);
     batch.images = mb.images.to(model_.device, model_.dtype);
+    batch.logits_for_loss_only = true;  // the LM head on the labelled rows only, found on the host
+    batch.loss_rows = lcl::model::MultimodalModelImpl::LossRows(mb.labels, mb.attention_mask).to(model_.device);
     const auto tf = Clock::now();
     lcl::model::MultimodalOutput out;
     torch::Tensor loss;

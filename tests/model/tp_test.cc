@@ -1,5 +1,6 @@
 // Tensor parallelism at tp = world size (2 or 4) against tp = 1 computed on every rank from the same weights:
-// logits, loss and every gradient equal within fp32 tolerance (with and without activation checkpointing), the
+// logits, loss and every gradient equal within fp32 tolerance (with and without activation checkpointing, with the
+// LM head on every row or on the loss rows only), the
 // vocabulary-parallel loss against torch's cross entropy, TP-sliced import and merged export, TP generation, and
 // the divisibility errors.
 #include <gtest/gtest.h>
@@ -78,21 +79,42 @@ TEST_P(TensorParallel, LogitsLossAndEveryGradientMatchTp1) {
   EXPECT_NEAR(out.loss.item<float>(), ref.loss.item<float>(), 1e-5);
   EXPECT_EQ(out.num_tokens, ref.num_tokens);
   auto ref_params = full->named_parameters();
-  int checked = 0;
-  for (const ParamPlacement& p : TpPlacements(*sharded)) {
-    const torch::Tensor& want_full = ref_params[p.name].grad();
-    if (!p.param.requires_grad()) {
-      EXPECT_FALSE(p.param.grad().defined()) << p.name;
-      continue;
+  auto expect_tp1_gradients = [&](const std::string& what) {
+    int checked = 0;
+    for (const ParamPlacement& p : TpPlacements(*sharded)) {
+      const torch::Tensor& want_full = ref_params[p.name].grad();
+      if (!p.param.requires_grad()) {
+        EXPECT_FALSE(p.param.grad().defined()) << what << p.name;
+        continue;
+      }
+      ASSERT_TRUE(p.param.grad().defined()) << what << p.name;
+      const int dim = p.split.dim;
+      torch::Tensor want = dim < 0 ? want_full : want_full.narrow(dim, p.offsets[dim], p.param.size(dim));
+      EXPECT_TRUE(torch::allclose(p.param.grad(), want, 1e-4, 1e-6))
+          << what << p.name << " max diff " << (p.param.grad() - want).abs().max().item<float>();
+      ++checked;
     }
-    ASSERT_TRUE(p.param.grad().defined()) << p.name;
-    const int dim = p.split.dim;
-    torch::Tensor want = dim < 0 ? want_full : want_full.narrow(dim, p.offsets[dim], p.param.size(dim));
-    EXPECT_TRUE(torch::allclose(p.param.grad(), want, 1e-4, 1e-6))
-        << p.name << " max diff " << (p.param.grad() - want).abs().max().item<float>();
-    ++checked;
-  }
-  EXPECT_GT(checked, 20);
+    EXPECT_GT(checked, 20) << what;
+  };
+  expect_tp1_gradients("");
+
+  // The LM head on the loss rows only (what the trainer runs): the same loss and gradients, and the logits are
+  // the labelled rows of the full ones.
+  sharded->zero_grad();
+  MultimodalBatch rows_only = batch;
+  rows_only.logits_for_loss_only = true;
+  MultimodalOutput part = sharded->forward(rows_only);
+  part.loss.backward();
+  EXPECT_NEAR(part.loss.item<float>(), ref.loss.item<float>(), 1e-5);
+  EXPECT_EQ(part.num_tokens, ref.num_tokens);
+  const int64_t t = batch.input_ids.size(1);
+  const torch::Tensor labelled =
+      batch.labels.masked_fill(batch.attention_mask.eq(0), -100).narrow(1, 1, t - 1).reshape({-1}).ne(-100);
+  const torch::Tensor want_rows =
+      ref.logits.narrow(1, 0, t - 1).reshape({-1, ref.logits.size(-1)}).index({labelled}).narrow(-1, tp.rank() * v, v);
+  ASSERT_EQ(part.logits.sizes(), want_rows.sizes());
+  EXPECT_TRUE(torch::allclose(part.logits, want_rows, 1e-4, 1e-5));
+  expect_tp1_gradients("loss rows only: ");
 
   // Export merges the slices back into exactly the weights that were imported.
   checkpoint::NamedTensors merged = GatherHfTensors(*sharded);
