@@ -109,7 +109,12 @@ MultimodalBatch MakeBatch(const ModelConfig& c, const ModelBenchOptions& o) {
   torch::Tensor labels = ids.masked_fill(ids.eq(c.image_token_id), -100);
   torch::Tensor images =
       torch::randn({int64_t{o.batch} * o.images, c.vision.num_channels, c.vision.image_size, c.vision.image_size});
-  return MultimodalBatch{ids, torch::ones_like(ids), {}, labels, images};
+  MultimodalBatch batch;
+  batch.input_ids = ids;
+  batch.attention_mask = torch::ones_like(ids);
+  batch.labels = labels;
+  batch.images = images;
+  return batch;
 }
 
 // The model as a Hugging Face user would write it with plain LibTorch ops on a name -> tensor map:

@@ -1,4 +1,4 @@
-// XXH3-64 over buffers and files.
+// XXH3-64 over buffers and files; XXH3-128 of a buffer.
 #include "checkpoint/checksum.h"
 
 #include <xxhash.h>
@@ -39,6 +39,11 @@ std::string HexDigest(uint64_t digest) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(digest));
   return buf;
+}
+
+std::string Xxh3Hex128(const void* data, size_t size) {
+  const XXH128_hash_t h = XXH3_128bits(data, size);
+  return HexDigest(h.high64) + HexDigest(h.low64);
 }
 
 }  // namespace lcl::checkpoint

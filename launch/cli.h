@@ -36,10 +36,11 @@ int RunSourceScript(const std::string& python_flag, const std::string& script, c
                     const std::string& needs);
 
 void RegisterTrainCommands(CLI::App& app, Launch& launch);    // train, eval
-void RegisterDataCommands(CLI::App& data, Launch& launch);    // data synth|index|neighbors|episodes
+void RegisterDataCommands(CLI::App& data, Launch& launch);    // data synth|index|neighbors|episodes|features
 void RegisterModelCommands(CLI::App& model, Launch& launch);  // model init|export-hf|forward|convert-bin
 void RegisterCkptCommands(CLI::App& ckpt, Launch& launch);    // ckpt list|verify|inspect
 void RegisterBenchCommands(CLI::App& bench, Launch& launch);  // bench comm|data|model|train|ckpt
 void RegisterReportCommands(CLI::App& app, Launch& launch);   // report
+void RegisterPlanCommands(CLI::App& app, Launch& launch);     // plan
 
 }  // namespace lcl::launch

@@ -1,5 +1,5 @@
-// `lcl data ...`: synthetic ImageNet trees, ImageNet indexing, and rendered episodes for
-// inspection.
+// `lcl data ...`: synthetic ImageNet trees, ImageNet indexing, rendered episodes for inspection, neighbour tables,
+// and the tower-feature cache filled ahead of training.
 #include <algorithm>
 #include <fstream>
 #include <iostream>
@@ -20,6 +20,7 @@
 #include "sampler/templates.h"
 #include "sampler/tokenizer.h"
 #include "trainer/class_features.h"
+#include "trainer/precompute_features.h"
 #include "model/model_config.h"
 #include "checkpoint/safetensors.h"
 #include "trainer/run_options.h"
@@ -420,6 +421,38 @@ void RegisterNeighbors(CLI::App& data, Launch& launch) {
   cmd->callback([&launch, args] { launch.action = [args]() -> int { return RunNeighbors(args.get()); }; });
 }
 
+void RegisterFeatures(CLI::App& data, Launch& launch) {
+  auto* cmd = data.add_subcommand("features",
+                                  "fill the tower-feature cache (data.feature_cache) for a training config's images, "
+                                  "spread over the ranks (run under mpirun/srun like `lcl train`)");
+  struct Args {
+    std::string config;
+    std::vector<std::string> overrides;
+    int batch = 16;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--config", args->config, "the training config (its model, data and precision)")->required();
+  cmd->add_option("--set", args->overrides, "override a config field: path.to.field=value (repeatable)");
+  cmd->add_option("--batch", args->batch, "images per tower call")->capture_default_str();
+  cmd->callback([&launch, args] {
+    launch.action = [&launch, args]() -> int {
+      const trainer::LoadedConfig loaded = trainer::LoadTrainConfig(args->config, args->overrides);
+      cluster::MpiSession& mpi = launch.Mpi();
+      const trainer::PrecomputeResult r = trainer::PrecomputeFeatures(mpi, loaded, args->batch);
+      if (mpi.rank() == 0) {
+        const int64_t done = r.computed + r.cached;
+        std::cout << "feature cache " << r.dir << " (tower " << r.fingerprint << "): " << r.images
+                  << " images of the train pairs table, " << r.computed << " computed, " << r.cached
+                  << " already cached, " << r.corrupt << " corrupt entries replaced, " << r.bad_images
+                  << " unreadable images replaced from their class; " << r.entry_bytes << " bytes per image on disk; "
+                  << mpi.size() << " ranks, " << r.seconds << " s (" << (r.seconds > 0 ? double(done) / r.seconds : 0.0)
+                  << " images/s)\n";
+      }
+      return 0;  // a write that fails is a DataError here (the cache is required), so nothing is left half-filled
+    };
+  });
+}
+
 }  // namespace
 
 void RegisterDataCommands(CLI::App& data, Launch& launch) {
@@ -427,6 +460,7 @@ void RegisterDataCommands(CLI::App& data, Launch& launch) {
   RegisterIndex(data, launch);
   RegisterEpisodes(data, launch);
   RegisterNeighbors(data, launch);
+  RegisterFeatures(data, launch);
 }
 
 }  // namespace lcl::launch

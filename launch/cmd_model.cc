@@ -102,55 +102,10 @@ void WriteTokenizer(const InitArgs& args, bool keep_vocab, lcl::model::ModelConf
   config->image_token_id = tok.im_patch_id();
 }
 
-// `--set KEY=VALUE` on the preset's config.json (the LLaVA v1 layout `init` writes): KEY is a key that file has
-// (`num_hidden_layers`, `vision_config.image_size`), VALUE JSON (a number, true/false, or a bare string). The
-// result is read back by the same FromJson that reads any model directory, so every field is checked as there.
-lcl::model::ModelConfig ApplyOverrides(const lcl::model::ModelConfig& preset, const std::vector<std::string>& sets,
-                                       bool* vocab_set) {
-  nlohmann::json j = preset.ToJson();
-  bool mm_hidden_set = false, vision_hidden_set = false;
-  for (const std::string& kv : sets) {
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size()) {
-      throw ConfigError("--set '" + kv + "': expected KEY=VALUE, e.g. --set num_hidden_layers=2");
-    }
-    const std::string key = kv.substr(0, eq), text = kv.substr(eq + 1);
-    nlohmann::json* obj = &j;
-    std::string leaf = key;
-    if (key.rfind("vision_config.", 0) == 0) {
-      obj = &j["vision_config"];
-      leaf = key.substr(std::string("vision_config.").size());
-    }
-    if (leaf.empty() || !obj->contains(leaf) || (*obj)[leaf].is_object()) {
-      std::string known;
-      for (const auto& item : j.items()) {
-        if (!item.value().is_object()) known += " " + item.key();
-      }
-      for (const auto& item : j["vision_config"].items()) known += " vision_config." + item.key();
-      throw ConfigError("--set " + key + ": no such config.json field; the fields are:" + known);
-    }
-    nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    if (value.is_discarded()) value = text;  // a bare string
-    const nlohmann::json& old = (*obj)[leaf];
-    const bool same_kind = (old.is_number() && value.is_number()) || (old.is_boolean() && value.is_boolean()) ||
-                           (old.is_string() && value.is_string()) || old.is_null();
-    if (!same_kind) {
-      throw ConfigError("--set " + key + "=" + text + ": the field holds " + std::string(old.type_name()) + " (" +
-                        old.dump() + " in preset), not " + value.type_name());
-    }
-    (*obj)[leaf] = value;
-    if (key == "vocab_size") *vocab_set = true;
-    if (key == "mm_hidden_size") mm_hidden_set = true;
-    if (key == "vision_config.hidden_size") vision_hidden_set = true;
-  }
-  if (vision_hidden_set && !mm_hidden_set) j["mm_hidden_size"] = j["vision_config"]["hidden_size"];
-  return lcl::model::ModelConfig::FromJson(j, "lcl model init --set");
-}
-
 int RunInit(const InitArgs& args) {
   bool vocab_set = false;
   lcl::model::ModelConfig config =
-      ApplyOverrides(lcl::model::ModelConfig::FromPreset(args.preset), args.overrides, &vocab_set);
+      lcl::model::ModelConfig::FromPreset(args.preset).WithOverrides(args.overrides, "--set", &vocab_set);
   if (args.patch_size > 0) config.vision.patch_size = args.patch_size;
   config.Validate(/*tp=*/1);  // e.g. image_size must be a multiple of the patch size
   if (args.tokenizer != "auto" && args.tokenizer != "train" && args.tokenizer != "none") {

@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
       *app.add_subcommand("bench", "benchmarks (each measures a reference in the same run)")->require_subcommand(1),
       launch);
   lcl::launch::RegisterReportCommands(app, launch);
+  lcl::launch::RegisterPlanCommands(app, launch);
 
   try {
     app.parse(argc, argv);

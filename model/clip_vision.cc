@@ -65,6 +65,15 @@ ClipVisionModelImpl::ClipVisionModelImpl(const ClipVisionConfig& c, int layers_u
 
 torch::Tensor ClipVisionModelImpl::forward(const torch::Tensor& pixel_values) {
   torch::NoGradGuard no_grad;
+  // One image at a time: a matmul's rounding may depend on how many rows it is given (seen on CPU at small widths),
+  // and an image's features must not depend on the batch it came in, so that the feature cache (trainer/
+  // feature_cache.h) returns bit for bit what a run without it computes. At 257 rows per image the matmuls stay
+  // large enough to run at full speed.
+  if (pixel_values.size(0) > 1) {
+    std::vector<torch::Tensor> each;
+    for (int64_t i = 0; i < pixel_values.size(0); ++i) each.push_back(forward(pixel_values.narrow(0, i, 1)));
+    return torch::cat(each, 0);
+  }
   const int64_t n = pixel_values.size(0);
   torch::Tensor patches = patch_embedding_(pixel_values.to(class_embedding_.scalar_type()));  // [N, Cv, g, g]
   patches = patches.flatten(2).transpose(1, 2);                                               // [N, P, Cv]

@@ -1,7 +1,8 @@
 // The frozen CLIP ViT vision tower (OpenAI CLIP / HF CLIPVisionModel): patch convolution, class token, learned
 // position embeddings, pre-LayerNorm, pre-LN encoder layers with quick-GELU MLPs. Returns the hidden states of
 // the configured layer (default second-to-last) with the class token dropped. Frozen: parameters never require
-// grad and forward runs under NoGradGuard. Replicated on every TP rank. Parameter names are HF names
+// grad and forward runs under NoGradGuard. Images run one at a time, so an image's features never depend on the
+// batch it came in (the feature cache relies on it). Replicated on every TP rank. Parameter names are HF names
 // ("vision_model.encoder.layers.0.self_attn.q_proj.weight").
 //
 //   ClipVisionModel tower(config.vision, /*layers_used=*/config.VisionLayersUsed());
@@ -36,6 +37,7 @@ class ClipVisionModelImpl : public torch::nn::Module {
   ClipVisionModelImpl(const ClipVisionConfig& config, int layers_used);
   torch::Tensor forward(const torch::Tensor& pixel_values);  // [N, 3, H, W] -> [N, P, Cv]
   const ClipVisionConfig& config() const { return config_; }
+  int layers_used() const { return layers_used_; }
 
  private:
   ClipVisionConfig config_;

@@ -301,6 +301,48 @@ ModelConfig ModelConfig::FromJsonFile(const std::string& path) {
   return FromJson(j, path);
 }
 
+ModelConfig ModelConfig::WithOverrides(const std::vector<std::string>& sets, const std::string& flag,
+                                       bool* vocab_set) const {
+  nlohmann::json j = ToJson();
+  bool mm_hidden_set = false, vision_hidden_set = false;
+  for (const std::string& kv : sets) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size()) {
+      throw ConfigError(flag + " '" + kv + "': expected KEY=VALUE, e.g. " + flag + " num_hidden_layers=2");
+    }
+    const std::string key = kv.substr(0, eq), text = kv.substr(eq + 1);
+    nlohmann::json* obj = &j;
+    std::string leaf = key;
+    if (key.rfind("vision_config.", 0) == 0) {
+      obj = &j["vision_config"];
+      leaf = key.substr(std::string("vision_config.").size());
+    }
+    if (leaf.empty() || !obj->contains(leaf) || (*obj)[leaf].is_object()) {
+      std::string known;
+      for (const auto& item : j.items()) {
+        if (!item.value().is_object()) known += " " + item.key();
+      }
+      for (const auto& item : j["vision_config"].items()) known += " vision_config." + item.key();
+      throw ConfigError(flag + " " + key + ": no such config.json field; the fields are:" + known);
+    }
+    nlohmann::json value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (value.is_discarded()) value = text;  // a bare string
+    const nlohmann::json& old = (*obj)[leaf];
+    const bool same_kind = (old.is_number() && value.is_number()) || (old.is_boolean() && value.is_boolean()) ||
+                           (old.is_string() && value.is_string()) || old.is_null();
+    if (!same_kind) {
+      throw ConfigError(flag + " " + key + "=" + text + ": the field holds " + std::string(old.type_name()) + " (" +
+                        old.dump() + " before), not " + value.type_name());
+    }
+    (*obj)[leaf] = value;
+    if (key == "vocab_size" && vocab_set != nullptr) *vocab_set = true;
+    if (key == "mm_hidden_size") mm_hidden_set = true;
+    if (key == "vision_config.hidden_size") vision_hidden_set = true;
+  }
+  if (vision_hidden_set && !mm_hidden_set) j["mm_hidden_size"] = j["vision_config"]["hidden_size"];
+  return FromJson(j, flag);
+}
+
 ModelConfig ModelConfig::FromHfDirectory(const std::string& dir, const std::string& vision_dir) {
   const std::string path = dir + "/config.json";
   ModelConfig c = FromJsonFile(path);

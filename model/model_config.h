@@ -81,6 +81,12 @@ struct ModelConfig {
   // A model directory's config.json; when it has no "vision_config" and `vision_dir` (a separate CLIP checkpoint,
   // as LLaVA v1 ships the tower) is given, the tower's shape comes from `vision_dir`/config.json.
   static ModelConfig FromHfDirectory(const std::string& dir, const std::string& vision_dir = "");
+  // This config with `KEY=VALUE` overrides applied to its config.json (the LLaVA v1 layout ToJson writes): KEY is a
+  // key that file has (`num_hidden_layers`, `vision_config.image_size`), VALUE JSON (a number, true/false, or a bare
+  // string). The result is read back by the same FromJson that reads any model directory, so every field is checked
+  // as there. `flag` names the option in errors (`--set`); *vocab_set says whether vocab_size was among them.
+  ModelConfig WithOverrides(const std::vector<std::string>& sets, const std::string& flag,
+                            bool* vocab_set = nullptr) const;
   // LLaVA v1 layout (what `lcl model init` and export write by default).
   nlohmann::json ToJson() const;
   // HF LlavaConfig (LlavaForConditionalGeneration, the llava-hf layout). Throws ConfigError for a model that

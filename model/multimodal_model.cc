@@ -17,12 +17,14 @@ MultimodalModelImpl::MultimodalModelImpl(const ModelConfig& config, TpGroup tp) 
                                  Projector(config.projector_type, config.vision.hidden_size, config.text.hidden_size));
 }
 
-torch::Tensor MultimodalModelImpl::Embed(const torch::Tensor& input_ids, const torch::Tensor& images) {
+torch::Tensor MultimodalModelImpl::Embed(const torch::Tensor& input_ids, const torch::Tensor& images,
+                                         const torch::Tensor& image_features) {
   torch::Tensor is_image = input_ids.eq(config_.image_token_id);  // [B, T]
   // Placeholder ids may lie outside the vocabulary (LLaVA uses -200): look up a harmless id, then overwrite.
   torch::Tensor embeds = language_model->Embed(input_ids.masked_fill(is_image, 0));  // [B, T, C]
   const int64_t placeholders = is_image.sum().item<int64_t>();
-  const int64_t n_images = images.defined() ? images.size(0) : 0;
+  const bool given = image_features.defined();
+  const int64_t n_images = given ? image_features.size(0) : images.defined() ? images.size(0) : 0;
   const int64_t patches = config_.vision.num_patches();
   if (placeholders != n_images * patches) {
     throw DataError("batch has " + std::to_string(placeholders) + " image placeholder tokens (id " +
@@ -32,13 +34,19 @@ torch::Tensor MultimodalModelImpl::Embed(const torch::Tensor& input_ids, const t
   }
   if (n_images == 0) return embeds;
   const auto& v = config_.vision;
-  if (images.dim() != 4 || images.size(1) != v.num_channels || images.size(2) != v.image_size ||
-      images.size(3) != v.image_size) {
+  if (given &&
+      (image_features.dim() != 3 || image_features.size(1) != patches || image_features.size(2) != v.hidden_size)) {
+    throw DataError("image features have shape " + checkpoint::ShapeString(image_features.sizes()) +
+                    "; the vision tower gives [N, " + std::to_string(patches) + ", " + std::to_string(v.hidden_size) +
+                    "]");
+  }
+  if (!given && (images.dim() != 4 || images.size(1) != v.num_channels || images.size(2) != v.image_size ||
+                 images.size(3) != v.image_size)) {
     throw DataError("images have shape " + checkpoint::ShapeString(images.sizes()) + "; the vision tower expects [N, " +
                     std::to_string(v.num_channels) + ", " + std::to_string(v.image_size) + ", " +
                     std::to_string(v.image_size) + "]");
   }
-  torch::Tensor features = vision_tower(images);                           // [N, P, Cv], no grad
+  torch::Tensor features = given ? image_features : vision_tower(images);  // [N, P, Cv], no grad
   torch::Tensor tokens = mm_projector(features.to(embeds.scalar_type()));  // [N, P, C]
   return embeds.masked_scatter(is_image.unsqueeze(-1), tokens.reshape({-1, embeds.size(-1)}));
 }
@@ -62,8 +70,9 @@ MultimodalOutput MultimodalModelImpl::forward(const MultimodalBatch& batch) {
   torch::Tensor positions = batch.position_ids.defined() ? batch.position_ids : PositionIds(batch.attention_mask, ids);
   MultimodalOutput out;
   const bool loss_rows_only = batch.logits_for_loss_only && batch.labels.defined();
-  torch::Tensor hidden = language_model->model->forward(Embed(ids, batch.images), positions, mask);  // [B, T, C]
-  if (!loss_rows_only) out.logits = language_model->LmHead(hidden);                                  // [B, T, V/tp]
+  torch::Tensor hidden =
+      language_model->model->forward(Embed(ids, batch.images, batch.image_features), positions, mask);  // [B, T, C]
+  if (!loss_rows_only) out.logits = language_model->LmHead(hidden);                                     // [B, T, V/tp]
   if (!batch.labels.defined()) return out;
   // Padding never counts, whatever the labels say.
   torch::Tensor labels = batch.labels.masked_fill(mask.eq(0), -100);
@@ -79,7 +88,8 @@ MultimodalOutput MultimodalModelImpl::forward(const MultimodalBatch& batch) {
     torch::Tensor logits = out.logits.narrow(1, 0, t - 1);
     per_token = VocabParallelCrossEntropy(logits.reshape({-1, logits.size(-1)}), targets, tp_, /*ignore_index=*/-100);
   }
-  out.num_tokens = targets.ne(-100).sum().item<int64_t>();
+  // In the loss-rows path the count is the row count (no read-back from the device).
+  out.num_tokens = loss_rows_only ? per_token.size(0) : targets.ne(-100).sum().item<int64_t>();
   out.loss_sum = per_token.sum();
   out.loss = out.loss_sum / static_cast<double>(std::max<int64_t>(out.num_tokens, 1));
   return out;

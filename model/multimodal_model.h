@@ -24,6 +24,9 @@ struct MultimodalBatch {
   torch::Tensor position_ids;    // [B, T]; undefined = cumsum(attention_mask) - 1 (works for left padding)
   torch::Tensor labels;          // [B, T] int64, -100 = no loss; undefined = no loss computed
   torch::Tensor images;          // [N, 3, H, W], one per image span in order of appearance; may be undefined
+  // Optional instead of `images`: the frozen tower's output for them, [N, P, Cv] (trainer/feature_cache.h), so the
+  // tower does not run. Exactly what vision_tower(images) returns, so the step is the same.
+  torch::Tensor image_features;
   // With labels: run the LM head only on the positions that enter the loss (the same loss and gradients; at 16
   // shots with the loss on the final answer that is a few dozen rows instead of ~10k x the vocabulary). `logits`
   // is then [num_tokens, V/tp], those rows in order.
@@ -46,8 +49,10 @@ class MultimodalModelImpl : public torch::nn::Module {
   MultimodalOutput forward(const MultimodalBatch& batch);
   // The flat indices into [B * (T - 1)] of the shifted targets that enter the loss (labels != -100 on real tokens).
   static torch::Tensor LossRows(const torch::Tensor& labels, const torch::Tensor& attention_mask);
-  // Token embeddings with projected image patches written into the placeholder positions: [B, T, C].
-  torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& images);
+  // Token embeddings with projected image patches written into the placeholder positions: [B, T, C]. The patches
+  // come from `image_features` [N, P, Cv] when defined, else from the tower run on `images` [N, 3, H, W].
+  torch::Tensor Embed(const torch::Tensor& input_ids, const torch::Tensor& images,
+                      const torch::Tensor& image_features = torch::Tensor());
   // Default position ids from an attention mask [B, T] (or all-ones when undefined).
   static torch::Tensor PositionIds(const torch::Tensor& attention_mask, const torch::Tensor& input_ids);
 

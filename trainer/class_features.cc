@@ -25,16 +25,24 @@ std::vector<std::string> Spread(const std::vector<std::string>& paths, int n) {
   return out;
 }
 
-// Decodes `paths` into [n, 3, S, S] on `workers` threads (each image is independent; the loader is
-// thread-safe).
-torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::string>& paths, int class_pos,
-                        const std::vector<std::string>& pool, int workers) {
-  std::vector<torch::Tensor> images(paths.size());
+// "a, b, c" (the first `shown` names, then how many more): what a file holds, for an error.
+std::string NameList(const std::vector<std::string>& names, size_t shown = 8) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < shown; ++i) out += (i ? ", \"" : "\"") + names[i] + "\"";
+  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
+  return names.empty() ? "no tensors" : out;
+}
+
+}  // namespace
+
+torch::Tensor LoadImages(sampler::ImageLoader& loader, const std::vector<sampler::ImageRef>& refs,
+                         const std::vector<const std::vector<std::string>*>& pools, int workers) {
+  std::vector<torch::Tensor> images(refs.size());
   std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(workers, 1)));
   auto work = [&](int w) {
     try {
-      for (size_t i = static_cast<size_t>(w); i < paths.size(); i += errors.size()) {
-        images[i] = loader.Load(sampler::ImageRef{paths[i], class_pos}, pool);
+      for (size_t i = static_cast<size_t>(w); i < refs.size(); i += errors.size()) {
+        images[i] = loader.Load(refs[i], *pools[i]);
       }
     } catch (...) {
       errors[static_cast<size_t>(w)] = std::current_exception();
@@ -49,16 +57,6 @@ torch::Tensor LoadBatch(sampler::ImageLoader& loader, const std::vector<std::str
   }
   return torch::stack(images);
 }
-
-// "a, b, c" (the first `shown` names, then how many more): what a file holds, for an error.
-std::string NameList(const std::vector<std::string>& names, size_t shown = 8) {
-  std::string out;
-  for (size_t i = 0; i < names.size() && i < shown; ++i) out += (i ? ", \"" : "\"") + names[i] + "\"";
-  if (names.size() > shown) out += " and " + std::to_string(names.size() - shown) + " more";
-  return names.empty() ? "no tensors" : out;
-}
-
-}  // namespace
 
 lcl::model::ClipVisionModel LoadVisionTower(const std::string& model_dir, lcl::model::ModelConfig* config) {
   *config = lcl::model::ModelConfig::FromJsonFile(model_dir + "/config.json");
@@ -106,10 +104,12 @@ torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std:
     std::vector<std::string> chosen = Spread(pool, options.images_per_class);
     torch::Tensor sum = torch::zeros({config.vision.hidden_size});
     for (size_t start = 0; start < chosen.size(); start += static_cast<size_t>(batch)) {
-      std::vector<std::string> part(
-          chosen.begin() + static_cast<std::ptrdiff_t>(start),
-          chosen.begin() + static_cast<std::ptrdiff_t>(std::min(chosen.size(), start + static_cast<size_t>(batch))));
-      torch::Tensor pixels = LoadBatch(loader, part, static_cast<int>(c), pool, options.workers);
+      std::vector<sampler::ImageRef> part;
+      for (size_t i = start; i < std::min(chosen.size(), start + static_cast<size_t>(batch)); ++i) {
+        part.emplace_back(chosen[i], static_cast<int>(c));
+      }
+      torch::Tensor pixels =
+          LoadImages(loader, part, std::vector<const std::vector<std::string>*>(part.size(), &pool), options.workers);
       torch::Tensor pooled = tower(pixels).mean(1);  // [n, Cv]: mean over patches
       sum += torch::nn::functional::normalize(pooled,
                                               torch::nn::functional::NormalizeFuncOptions().dim(1))

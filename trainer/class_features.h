@@ -20,6 +20,8 @@
 #include "model/clip_vision.h"
 #include "model/model_config.h"
 #include "sampler/class_index.h"
+#include "sampler/episode.h"
+#include "sampler/image_io.h"
 #include "sampler/neighbors.h"
 
 namespace lcl::trainer {
@@ -41,6 +43,11 @@ lcl::model::ClipVisionModel LoadVisionTower(const std::string& model_dir, lcl::m
 torch::Tensor ComputeClassImageFeatures(const std::string& model_dir, const std::string& root,
                                         const std::vector<sampler::ClassImages>& classes,
                                         const ClassFeatureOptions& options);
+
+// Decodes `refs` into [n, 3, S, S] on `workers` threads (each image is independent; the loader is thread-safe); a
+// bad image of refs[i] is replaced from *pools[i] (its class's images), as in training.
+torch::Tensor LoadImages(sampler::ImageLoader& loader, const std::vector<sampler::ImageRef>& refs,
+                         const std::vector<const std::vector<std::string>*>& pools, int workers);
 
 // A 2-D float tensor as the sampler's row-major matrix.
 sampler::FeatureMatrix ToFeatureMatrix(const torch::Tensor& features);

@@ -84,6 +84,15 @@ sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size) {
   return spec;
 }
 
+FeatureCacheOptions FeatureCacheOptionsOf(const TrainConfig& config, bool* enabled) {
+  FeatureCacheOptions o;
+  o.dir = config.data().feature_cache();
+  o.memory_bytes = int64_t(config.data().feature_cache_memory_mb()) << 20;
+  o.required = config.data().feature_cache_required();
+  *enabled = !o.dir.empty() || (config.data().has_feature_cache_memory_mb() && o.memory_bytes > 0);
+  return o;
+}
+
 std::vector<MixFileOption> MixFilesOf(const TrainConfig& config) {
   auto split = [](const std::string& text) {
     std::vector<std::string> out;

@@ -22,6 +22,7 @@
 #include "sampler/image_io.h"
 #include "sampler/prompt.h"
 #include "trainer/config.pb.h"
+#include "trainer/feature_cache.h"
 
 namespace lcl::trainer {
 
@@ -74,6 +75,10 @@ sampler::PromptConfig PromptOptionsOf(const TrainConfig& config, int image_token
 
 // Image preprocessing for a tower of `image_size` pixels: data.pad_color (ConfigError on an unknown colour).
 sampler::ImageSpec ImageSpecOf(const TrainConfig& config, int image_size);
+
+// The tower-feature cache: data.feature_cache, feature_cache_memory_mb, feature_cache_required. `enabled` is false
+// when neither a directory nor (explicitly) memory is asked for: the tower then runs on every image.
+FeatureCacheOptions FeatureCacheOptionsOf(const TrainConfig& config, bool* enabled);
 
 // AdamW (optimizer.*) and the DP gradient sync (parallel.zero1, bucket_mb, overlap_grad_sync).
 lcl::optim::OptimizerOptions OptimizerOptionsOf(const TrainConfig& config, cluster::Tracer* tracer = nullptr);

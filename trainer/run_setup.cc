@@ -193,6 +193,25 @@ void LoadModelShards(lcl::model::MultimodalModelImpl& model, const cluster::Proc
   ExpectFiniteWeights(model, reader.dir());
 }
 
+std::unique_ptr<FeatureCache> OpenFeatureCache(const TrainConfig& config, const RunModel& model) {
+  bool enabled = false;
+  FeatureCacheOptions options = FeatureCacheOptionsOf(config, &enabled);
+  if (!enabled) return nullptr;
+  const auto& v = model.config.vision;
+  auto cache = std::make_unique<FeatureCache>(options, TowerFingerprint(*model.model.ptr()->vision_tower),
+                                              std::vector<int64_t>{v.num_patches(), v.hidden_size}, model.dtype);
+  LOG(INFO) << "tower-feature cache: " << (cache->disk_enabled() ? options.dir : std::string("no directory"))
+            << " (tower " << cache->fingerprint() << "), " << (options.memory_bytes >> 20) << " MB of host memory";
+  return cache;
+}
+
+FeatureCache::Tower TowerOf(const RunModel& model) {
+  lcl::model::ClipVisionModel tower = model.model->vision_tower;
+  const torch::Device device = model.device;
+  const torch::ScalarType dtype = model.dtype;
+  return [tower, device, dtype](const torch::Tensor& pixels) mutable { return tower(pixels.to(device, dtype)); };
+}
+
 std::string CpuRngState() {
   at::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
   return std::string(reinterpret_cast<const char*>(state.data_ptr()), state.numel());

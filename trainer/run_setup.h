@@ -21,6 +21,7 @@
 #include "sampler/tokenizer.h"
 #include "model/multimodal_model.h"
 #include "optim/optimizer.h"
+#include "trainer/feature_cache.h"
 #include "trainer/run_options.h"
 #include "trainer/train_config.h"
 
@@ -64,6 +65,14 @@ std::vector<checkpoint::LocalShard> ModelShards(lcl::model::MultimodalModelImpl&
 // CheckpointError naming the tensor.
 void LoadModelShards(lcl::model::MultimodalModelImpl& model, const cluster::ProcessGrid& grid,
                      const checkpoint::CheckpointReader& reader);
+
+// The run's tower-feature cache (data.feature_cache*) for the model's tower, its features [P, Cv] stored in the
+// run's dtype; null when the config asks for none. Hashes the tower's weights (TowerFingerprint).
+std::unique_ptr<FeatureCache> OpenFeatureCache(const TrainConfig& config, const RunModel& model);
+
+// The tower as the cache calls it: host float32 pixels onto the run's device and dtype, then the frozen tower. The one
+// place both training and `lcl data features` take it from, so their entries are the same.
+FeatureCache::Tower TowerOf(const RunModel& model);
 
 // The CPU generator's state as bytes, and back (exact resume of anything random).
 std::string CpuRngState();

@@ -338,6 +338,7 @@ void ValidateConfig(const LoadedConfig& loaded) {
   check.Positive("data.max_length", c.data().max_length());
   check.Positive("data.workers", c.data().workers());
   check.Positive("data.prefetch", c.data().prefetch());
+  check.NonNegative("data.feature_cache_memory_mb", c.data().feature_cache_memory_mb());
   check.InUnitInterval("data.max_bad_fraction", c.data().max_bad_fraction());
   check.InUnitInterval("data.made_up_negative", c.data().made_up_negative());
   check.OneOf("parallel.device", c.parallel().device(), {"auto", "cpu", "cuda"});

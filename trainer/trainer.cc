@@ -27,6 +27,7 @@
 #include "sampler/pipeline.h"
 #include "sampler/prefetcher.h"
 #include "trainer/evaluator.h"
+#include "trainer/feature_cache.h"
 #include "trainer/metrics.h"
 #include "trainer/run_options.h"
 #include "trainer/run_setup.h"
@@ -160,6 +161,8 @@ class TrainLoop {
     ctx_ = std::move(run.ctx);
     model_ = std::move(run.model);
     data_ = BuildData(c_, model_);
+    features_ = OpenFeatureCache(c_, model_);
+    if (features_) tower_ = TowerOf(model_);
     plan_ = PlanRun(loaded_, mpi.size(), data_.episodes->EpisodesPerEpoch());
     // The evaluation inputs (test pairs, ISEKAI file, index) are read now, so a bad one stops the run before its
     // first step rather than at the first evaluation.
@@ -239,10 +242,13 @@ class TrainLoop {
       const int64_t max_rss_kib = logged ? ctx_->control().Max(PeakRssKib()) : 0;
       // Bad images and over-long episodes over the DP ranks (the TP ranks of one DP rank load the same episodes):
       // also a collective.
-      const std::vector<double> data_counts = logged ? SumOver(ctx_->dp(), model_.device,
-                                                               {double(data_.loader->bad()), double(too_long_episodes_),
-                                                                double(dropped_pairs_), double(conversations_)})
-                                                     : std::vector<double>(4, 0.0);
+      const FeatureCacheStats fc = features_ ? features_->stats() : FeatureCacheStats();
+      const std::vector<double> data_counts =
+          logged ? SumOver(ctx_->dp(), model_.device,
+                           {double(data_.loader->bad()), double(too_long_episodes_), double(dropped_pairs_),
+                            double(conversations_), double(fc.memory_hits + fc.disk_hits), double(fc.misses),
+                            double(fc.corrupt), double(fc.write_failures)})
+                 : std::vector<double>(8, 0.0);
       if (metrics_) {
         StepMetrics m = MetricsOf(r);
         if (logged) {
@@ -250,6 +256,12 @@ class TrainLoop {
           m.extra["too_long_episodes"] = data_counts[1];
           m.extra["dropped_shot_pairs"] = data_counts[2];
           if (data_.mix) m.extra["mix_conversations"] = data_counts[3];
+          if (features_) {  // over the DP ranks since this process started (TP ranks share their DP rank's images)
+            m.extra["feature_cache_hits"] = data_counts[4];
+            m.extra["feature_cache_misses"] = data_counts[5];
+            m.extra["feature_cache_corrupt"] = data_counts[6];
+            m.extra["feature_cache_write_failures"] = data_counts[7];
+          }
           m.extra["max_rss_mb"] = static_cast<double>(max_rss_kib) / 1024.0;
           metrics_->WriteStep(m);
         }
@@ -394,7 +406,8 @@ class TrainLoop {
     batch.input_ids = mb.input_ids.to(model_.device);
     batch.labels = mb.labels.to(model_.device);
     batch.attention_mask = mb.attention_mask.to(model_.device);
-    batch.images = mb.images.to(model_.device, model_.dtype);
+    const bool cached = features_ && mb.images.defined() && mb.images.size(0) > 0;
+    if (!cached) batch.images = mb.images.to(model_.device, model_.dtype);
     batch.logits_for_loss_only = true;  // the LM head on the labelled rows only, found on the host
     batch.loss_rows = lcl::model::MultimodalModelImpl::LossRows(mb.labels, mb.attention_mask).to(model_.device);
     const auto tf = Clock::now();
@@ -402,6 +415,10 @@ class TrainLoop {
     torch::Tensor loss;
     {
       cluster::Tracer::Span span(trace, "forward", "compute");
+      if (cached) {  // the tower's output from data.feature_cache; the tower runs on the images it lacks
+        cluster::Tracer::Span tower(trace, "tower features (cache)", "compute");
+        batch.image_features = features_->Features(mb.images, tower_).to(model_.device);
+      }
       out = model_.model->forward(batch);
       loss = out.loss_sum.to(torch::kFloat32) / global_labelled.to(torch::kFloat32);
     }
@@ -537,6 +554,8 @@ class TrainLoop {
   std::unique_ptr<cluster::ClusterContext> ctx_;  // before the model: its TP group is the model's
   RunModel model_;
   Data data_;
+  std::unique_ptr<FeatureCache> features_;  // data.feature_cache: null = the tower runs on every image
+  FeatureCache::Tower tower_;               // what the cache calls on its misses
   RunPlan plan_;
   std::unique_ptr<lcl::optim::DistributedOptimizer> optimizer_;
   std::unique_ptr<checkpoint::Checkpointer> ckpt_;
