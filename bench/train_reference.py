@@ -411,3 +411,9 @@ def load_weights(model, model_dir):
 
 if __name__ == "__main__":
     main()
+    # Seen once in 5 runs of bench_train_test: rank 0 aborted ("terminate called without an active exception", a
+    # C++ thread destroyed while joinable) during the interpreter's teardown, after its result was printed and the
+    # process group destroyed. Nothing is left to do here, so the teardown is skipped.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
