@@ -59,10 +59,7 @@ lcl::model::ModelConfig PlanModel(const PlanArgs& a, const trainer::LoadedConfig
   if (!a.model_sets.empty()) throw ConfigError("--model-set needs --preset (it changes a preset's config.json)");
   const trainer::TrainConfig& c = loaded.config;
   try {
-    lcl::model::ModelConfig m =
-        lcl::model::ModelConfig::FromHfDirectory(c.model().path(), c.model().vision_checkpoint());
-    m.activation_checkpointing = c.model().activation_checkpointing();
-    return m;
+    return lcl::model::ModelConfig::FromHfDirectory(c.model().path(), c.model().vision_checkpoint());
   } catch (const ConfigError& e) {
     throw ConfigError(std::string(e.what()) + "; to plan without the model directory, pass --preset " +
                       "tiny|small|llava-7b (and --model-set KEY=VALUE for other shapes)");

@@ -187,6 +187,7 @@ torch::Tensor FeatureCache::Features(const torch::Tensor& pixels, const Tower& t
   torch::Tensor out = torch::empty({n, shape_[0], shape_[1]}, torch::TensorOptions().dtype(dtype_));  // [N, P, Cv]
   std::map<std::string, std::vector<int64_t>> missing;  // key -> the batch positions showing that image
   std::vector<int64_t> first;                           // one position per missing key, in batch order
+  std::vector<std::string> first_keys;                  // their keys
   for (int64_t i = 0; i < n; ++i) {
     const std::string key = KeyOf(px[i]);
     auto seen = missing.find(key);
@@ -201,6 +202,7 @@ torch::Tensor FeatureCache::Features(const torch::Tensor& pixels, const Tower& t
     }
     missing[key].push_back(i);
     first.push_back(i);
+    first_keys.push_back(key);
   }
   if (first.empty()) return out;
   const torch::Tensor computed =
@@ -213,7 +215,7 @@ torch::Tensor FeatureCache::Features(const torch::Tensor& pixels, const Tower& t
     stats_.misses += int64_t(first.size());
   }
   for (size_t j = 0; j < first.size(); ++j) {
-    const std::string key = KeyOf(px[first[j]]);
+    const std::string& key = first_keys[j];
     const torch::Tensor f = computed[int64_t(j)].clone();  // [P, Cv], owns its bytes
     for (int64_t i : missing[key]) out[i].copy_(f);
     Store(key, f);

@@ -141,6 +141,10 @@ EpisodeSize EstimateEpisode(const TrainConfig& c, const lcl::model::ModelConfig&
 Plan MakePlan(const LoadedConfig& loaded, const lcl::model::ModelConfig& model, const PlanInputs& inputs) {
   if (inputs.world < 1) throw ConfigError("--world " + std::to_string(inputs.world) + ": give at least 1 rank");
   if (!(inputs.device_bytes > 0)) throw ConfigError("--gpu-mem: give a positive size, e.g. 80G");
+  if (inputs.tokens < 0) {
+    throw ConfigError("--tokens " + std::to_string(inputs.tokens) +
+                      ": give the tokens of an episode (> 0), or leave it out to estimate them from the config");
+  }
   const TrainConfig& c = loaded.config;
   ValidateConfig(loaded);
   ValidateLayout(loaded, inputs.world);

@@ -55,9 +55,8 @@ PrecomputeResult PrecomputeFeatures(cluster::MpiSession& mpi, const LoadedConfig
   const RunModel& m = run.model;
   cluster::Communicator& world = run.ctx->world();
 
-  FeatureCacheOptions options;
   bool enabled = false;
-  options = FeatureCacheOptionsOf(c, &enabled);
+  FeatureCacheOptions options = FeatureCacheOptionsOf(c, &enabled);
   options.memory_bytes = 0;  // every entry is written once and read by later runs, not by this one
   options.required = true;   // a cache that keeps nothing would make this command a no-op
   const auto& v = m.config.vision;

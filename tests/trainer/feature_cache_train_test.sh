@@ -25,11 +25,6 @@ eval { at_end: false }
 checkpoint { at_end: false }
 CONFIG
 
-column() {  # column RUN FIELD: one value per logged step, as Python writes it back (every digit)
-  python3 -c "
-import json, sys
-for line in open(sys.argv[1]): print(repr(json.loads(line)[sys.argv[2]]))" "$1/metrics.jsonl" "$2"
-}
 same_losses() {  # same_losses RUN: its losses are the uncached run's, bit for bit
   column "$work/$1" loss >"$work/$1.losses"
   diff "$work/nocache.losses" "$work/$1.losses" >/dev/null ||

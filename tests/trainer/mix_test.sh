@@ -26,11 +26,6 @@ eval { at_end: false }
 checkpoint { every_steps: 4 keep_last: 0 async: false }
 CONFIG
 
-column() {  # column RUN FIELD: one value per logged step
-  python3 -c "
-import json, sys
-for line in open(sys.argv[1]): print(repr(json.loads(line)[sys.argv[2]]))" "$1/metrics.jsonl" "$2"
-}
 
 # --- 1. half and half ---
 train ref 2

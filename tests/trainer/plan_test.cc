@@ -71,6 +71,11 @@ TEST(Plan, ALayoutThatCannotDivideIsTheConfigErrorTrainingGives) {
   const std::string heads = lcl::testing::ErrorOf<ConfigError>([&] { tiny.Validate(3); });
   ASSERT_FALSE(heads.empty());
   EXPECT_EQ(lcl::testing::ErrorOf<ConfigError>([&] { MakePlan(three, tiny, in); }), heads);
+  // A negative episode length.
+  in.world = 1;
+  in.tokens = -5;
+  lcl::testing::ExpectErrorMentions<ConfigError>([&] { MakePlan(Config({}), tiny, in); }, {"--tokens -5"});
+  in.tokens = 0;
   // A global batch the micro-batches cannot form.
   const LoadedConfig batch = Config({"batch.global_batch=5", "batch.micro_batch=2"});
   in.world = 1;
