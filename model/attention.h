@@ -15,9 +15,11 @@
 
 namespace lcl::model {
 
-// attention_mask [B, S] (1 = real token, 0 = padding; S = past_len + q_len) -> bool [B, 1, q_len, S], true where
+// attention_mask [B, S] (nonzero = real token, 0 = padding; S = past_len + q_len) -> bool [B, 1, q_len, S], true where
 // query i (at absolute position past_len + i) may attend key j: j <= past_len + i and key j is real. A query
 // always sees itself, so a padded row never softmaxes over an empty set (its output is ignored anyway).
+// A packed row (sampler/packing.h) holds its episodes' numbers 1, 2, ... instead of 1: a real query then attends
+// only keys of its own episode (block-diagonal and causal).
 torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t q_len, int64_t past_len);
 
 // softmax(q k^T / sqrt(D) masked) v. q [B, H, T, D], k/v [B, H, S, D], mask bool [B, 1, T, S] or undefined

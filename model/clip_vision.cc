@@ -1,7 +1,9 @@
 // CLIP ViT vision tower.
 #include "model/clip_vision.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "model/attention.h"
 
@@ -65,15 +67,31 @@ ClipVisionModelImpl::ClipVisionModelImpl(const ClipVisionConfig& c, int layers_u
 
 torch::Tensor ClipVisionModelImpl::forward(const torch::Tensor& pixel_values) {
   torch::NoGradGuard no_grad;
-  // One image at a time: a matmul's rounding may depend on how many rows it is given (seen on CPU at small widths),
-  // and an image's features must not depend on the batch it came in, so that the feature cache (trainer/
-  // feature_cache.h) returns bit for bit what a run without it computes. At 257 rows per image the matmuls stay
-  // large enough to run at full speed.
-  if (pixel_values.size(0) > 1) {
-    std::vector<torch::Tensor> each;
-    for (int64_t i = 0; i < pixel_values.size(0); ++i) each.push_back(forward(pixel_values.narrow(0, i, 1)));
-    return torch::cat(each, 0);
+  // An image's features must not depend on the batch it came in: the feature cache (trainer/feature_cache.h)
+  // returns bit for bit what a run without it computes, from batches of other sizes. A GEMM's rounding depends on
+  // its row count (CPU BLAS picks kernels and K-splits by shape: [10, 256] x [256, 64] and [15, 256] x [256, 64]
+  // round differently), not on which rows it holds. So the tower always runs on chunks of the same number of
+  // images, the last one padded with zero images: every matmul of every chunk has the same shape, and each op is
+  // per row or per image. A chunk is one image once an image has kRowsPerCall rows (ViT-L: 257), and several
+  // at tiny widths, where one image at a time would cost ~7x the batched forward in per-op overhead.
+  constexpr int64_t kRowsPerCall = 128;
+  const int64_t n = pixel_values.size(0);
+  const int64_t per_call = std::max<int64_t>(1, kRowsPerCall / (config_.num_patches() + 1));
+  std::vector<torch::Tensor> out;
+  for (int64_t at = 0; at < n; at += per_call) {
+    const int64_t k = std::min(per_call, n - at);
+    torch::Tensor chunk = pixel_values.narrow(0, at, k);
+    if (k < per_call) {
+      std::vector<int64_t> pad_shape = chunk.sizes().vec();
+      pad_shape[0] = per_call - k;
+      chunk = torch::cat({chunk, torch::zeros(pad_shape, chunk.options())});
+    }
+    out.push_back(ForwardChunk(chunk).narrow(0, 0, k));
   }
+  return out.size() == 1 ? out[0] : torch::cat(out, 0);
+}
+
+torch::Tensor ClipVisionModelImpl::ForwardChunk(const torch::Tensor& pixel_values) {
   const int64_t n = pixel_values.size(0);
   torch::Tensor patches = patch_embedding_(pixel_values.to(class_embedding_.scalar_type()));  // [N, Cv, g, g]
   patches = patches.flatten(2).transpose(1, 2);                                               // [N, P, Cv]

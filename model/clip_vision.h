@@ -1,8 +1,8 @@
 // The frozen CLIP ViT vision tower (OpenAI CLIP / HF CLIPVisionModel): patch convolution, class token, learned
 // position embeddings, pre-LayerNorm, pre-LN encoder layers with quick-GELU MLPs. Returns the hidden states of
 // the configured layer (default second-to-last) with the class token dropped. Frozen: parameters never require
-// grad and forward runs under NoGradGuard. Images run one at a time, so an image's features never depend on the
-// batch it came in (the feature cache relies on it). Replicated on every TP rank. Parameter names are HF names
+// grad and forward runs under NoGradGuard. An image's features never depend on the batch it came in (it runs in
+// fixed-size chunks of images; the feature cache relies on it and feature_cache_test checks it bitwise). Replicated on every TP rank. Parameter names are HF names
 // ("vision_model.encoder.layers.0.self_attn.q_proj.weight").
 //
 //   ClipVisionModel tower(config.vision, /*layers_used=*/config.VisionLayersUsed());
@@ -40,6 +40,8 @@ class ClipVisionModelImpl : public torch::nn::Module {
   int layers_used() const { return layers_used_; }
 
  private:
+  torch::Tensor ForwardChunk(const torch::Tensor& pixel_values);  // one fixed-size chunk of forward()
+
   ClipVisionConfig config_;
   int layers_used_;
   torch::Tensor class_embedding_;                     // [Cv]

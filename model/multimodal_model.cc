@@ -55,7 +55,7 @@ torch::Tensor MultimodalModelImpl::PositionIds(const torch::Tensor& attention_ma
   if (!attention_mask.defined()) {
     return torch::arange(input_ids.size(1), input_ids.options().dtype(torch::kInt64)).unsqueeze(0).expand_as(input_ids);
   }
-  return (attention_mask.to(torch::kInt64).cumsum(-1) - 1).clamp_min(0);
+  return (attention_mask.ne(0).to(torch::kInt64).cumsum(-1) - 1).clamp_min(0);
 }
 
 torch::Tensor MultimodalModelImpl::LossRows(const torch::Tensor& labels, const torch::Tensor& attention_mask) {

@@ -20,7 +20,7 @@ namespace lcl::model {
 
 struct MultimodalBatch {
   torch::Tensor input_ids;       // [B, T] int64, image placeholders = config.image_token_id
-  torch::Tensor attention_mask;  // [B, T] 1 = real, 0 = padding; undefined = all real
+  torch::Tensor attention_mask;  // [B, T] 1 = real, 0 = padding (packed: episode 1, 2, ...); undefined = all real
   torch::Tensor position_ids;    // [B, T]; undefined = cumsum(attention_mask) - 1 (works for left padding)
   torch::Tensor labels;          // [B, T] int64, -100 = no loss; undefined = no loss computed
   torch::Tensor images;          // [N, 3, H, W], one per image span in order of appearance; may be undefined

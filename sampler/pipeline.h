@@ -27,7 +27,8 @@ struct MicroBatch {
   std::vector<EpisodeKey> keys;
   torch::Tensor input_ids;              // [B, T] int64, right-padded with the tokenizer's pad id
   torch::Tensor labels;                 // [B, T] int64, kIgnoreIndex outside the answers and on padding
-  torch::Tensor attention_mask;         // [B, T] int64, 1 on real tokens
+  torch::Tensor attention_mask;         // [B, T] int64, 1 on real tokens (packed: the episode's number in its row)
+  torch::Tensor position_ids;           // undefined, or [R, T] int64 when packed (sampler/packing.h)
   torch::Tensor images;                 // [N, 3, S, S] float32, every episode's images in block order, episode-major
   std::vector<int> images_per_episode;  // [B], sums to N
   std::vector<int> shots;               // [B], after any max-length reduction

@@ -354,6 +354,10 @@ void ValidateConfig(const LoadedConfig& loaded) {
   if (c.batch().grad_accum() < 0) {
     check.Fail("batch.grad_accum", "= " + std::to_string(c.batch().grad_accum()) + " must be >= 0 (0 = derived)");
   }
+  if (c.batch().pack_tokens() < 0) {
+    check.Fail("batch.pack_tokens", "= " + std::to_string(c.batch().pack_tokens()) +
+                                        " must be >= 0 (0 = no packing; N = rows of at most N tokens)");
+  }
   if (c.batch().global_batch() < 0) {
     check.Fail("batch.global_batch", "= " + std::to_string(c.batch().global_batch()) + " must be >= 0 (0 = derived)");
   }

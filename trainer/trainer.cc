@@ -24,6 +24,7 @@
 #include "sampler/pairs_file.h"
 #include "sampler/instruct.h"
 #include "sampler/mix.h"
+#include "sampler/packing.h"
 #include "sampler/pipeline.h"
 #include "sampler/prefetcher.h"
 #include "trainer/evaluator.h"
@@ -70,17 +71,18 @@ std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, c
 }
 
 // What one optimizer step takes, over every DP rank: labelled tokens (the loss's denominator), input tokens (text
-// and image) and images, as a [3] float64 tensor on the device: the loss divides by element 0 without the host
+// and image), images, and the positions fed (rows x length: padding included), as a [4] float64 tensor on the device: the loss divides by element 0 without the host
 // waiting for the all-reduce.
 torch::Tensor CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster::Communicator& dp,
                           torch::Device device) {
-  int64_t labelled = 0, tokens = 0, images = 0;
+  int64_t labelled = 0, tokens = 0, images = 0, positions = 0;
   for (const sampler::MicroBatch& mb : micro) {
     labelled += LabelledTokens(mb);
-    tokens += mb.attention_mask.sum().item<int64_t>();
+    tokens += mb.attention_mask.ne(0).sum().item<int64_t>();
     images += mb.images.size(0);
+    positions += mb.attention_mask.numel();
   }
-  return SumOnDevice(dp, device, {double(labelled), double(tokens), double(images)});
+  return SumOnDevice(dp, device, {double(labelled), double(tokens), double(images), double(positions)});
 }
 
 struct Data {
@@ -211,8 +213,10 @@ class TrainLoop {
           cluster::Tracer& trace = ctx_->tracer();
           if (trace.enabled()) trace.NameThread("prefetch");
           cluster::Tracer::Span span(&trace, "build micro-batch " + std::to_string(k), "data");
-          return data_.pipeline->Build(sampler::MicroBatchKeys(start, plan_.global_batch, plan_.micro_batch,
-                                                               ctx_->grid().dp_rank(), plan_.dp, per_epoch, micro));
+          sampler::MicroBatch mb = data_.pipeline->Build(sampler::MicroBatchKeys(
+              start, plan_.global_batch, plan_.micro_batch, ctx_->grid().dp_rank(), plan_.dp, per_epoch, micro));
+          if (c_.batch().pack_tokens() > 0) mb = sampler::PackMicroBatch(mb, c_.batch().pack_tokens());
+          return mb;
         },
         c_.data().workers(), c_.data().prefetch() * plan_.grad_accum);
     const int64_t first_step = step_;
@@ -315,6 +319,7 @@ class TrainLoop {
   struct StepReport {
     double loss = 0, lr = 0, grad_norm = 0, tokens_per_sec = 0, images_per_sec = 0, step_ms = 0;
     double data_wait_ms = 0, forward_ms = 0, backward_ms = 0, sync_wait_ms = 0, optimizer_ms = 0;
+    double row_fill = 0;  // real tokens / positions fed (batch.pack_tokens raises it)
     int buckets = 0, buckets_completed_in_backward = 0;
   };
 
@@ -343,7 +348,7 @@ class TrainLoop {
     }
     r.data_wait_ms = MsSince(t0);
     for (const sampler::MicroBatch& mb : micro) CountData(mb);
-    torch::Tensor global;  // [labelled, tokens, images] over DP, on the device
+    torch::Tensor global;  // [labelled, tokens, images, positions] over DP, on the device
     {
       cluster::Tracer::Span span(trace, "count tokens over dp", "data");
       global = CountOverDp(micro, ctx_->dp(), model_.device);
@@ -393,6 +398,7 @@ class TrainLoop {
     const std::vector<double> counts = ReadBack(global);  // computed long ago: no wait
     r.tokens_per_sec = counts[1] / (r.step_ms / 1e3);     // every input token (text and image), all DP ranks
     r.images_per_sec = counts[2] / (r.step_ms / 1e3);
+    r.row_fill = counts[1] / std::max(counts[3], 1.0);
     return r;
   }
 
@@ -406,6 +412,7 @@ class TrainLoop {
     batch.input_ids = mb.input_ids.to(model_.device);
     batch.labels = mb.labels.to(model_.device);
     batch.attention_mask = mb.attention_mask.to(model_.device);
+    if (mb.position_ids.defined()) batch.position_ids = mb.position_ids.to(model_.device);  // packed
     const bool cached = features_ && mb.images.defined() && mb.images.size(0) > 0;
     if (!cached) batch.images = mb.images.to(model_.device, model_.dtype);
     batch.logits_for_loss_only = true;  // the LM head on the labelled rows only, found on the host
@@ -448,6 +455,7 @@ class TrainLoop {
     m.extra["backward_ms"] = r.backward_ms;
     m.extra["sync_wait_ms"] = r.sync_wait_ms;
     m.extra["optimizer_ms"] = r.optimizer_ms;
+    m.extra["row_fill"] = r.row_fill;
     m.extra["buckets_completed_in_backward"] = r.buckets_completed_in_backward;
     m.extra["buckets"] = r.buckets;
     m.extra["epoch"] = static_cast<double>(sampler_.epoch);
