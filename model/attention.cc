@@ -13,15 +13,15 @@ torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t
   TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(1) == s, "attention_mask must be [B, ", s, "], got ",
               attention_mask.sizes());
   auto opts = torch::TensorOptions().dtype(torch::kInt64).device(attention_mask.device());
-  torch::Tensor q_pos = torch::arange(past_len, s, opts).unsqueeze(1);             // [T, 1]
-  torch::Tensor k_pos = torch::arange(0, s, opts).unsqueeze(0);                    // [1, S]
-  torch::Tensor causal = k_pos.le(q_pos);                                          // [T, S]
+  torch::Tensor q_pos = torch::arange(past_len, s, opts).unsqueeze(1);  // [T, 1]
+  torch::Tensor k_pos = torch::arange(0, s, opts).unsqueeze(0);         // [1, S]
+  torch::Tensor causal = k_pos.le(q_pos);                               // [T, S]
   torch::Tensor keys = attention_mask.ne(0).unsqueeze(1).unsqueeze(1);  // [B, 1, 1, S]
-  torch::Tensor allowed = causal & keys;                                  // [B, 1, T, S]
+  torch::Tensor allowed = causal & keys;                                // [B, 1, T, S]
   // Packed rows (sampler/packing.h) number their episodes 1, 2, ...: a real query sees its own episode only. With
   // 0/1 masks this changes nothing (every real key is in segment 1), and a padded query keeps what it saw.
   torch::Tensor seg_q = attention_mask.narrow(1, past_len, q_len).unsqueeze(1).unsqueeze(-1);  // [B, 1, T, 1]
-  torch::Tensor seg_k = attention_mask.unsqueeze(1).unsqueeze(1);                               // [B, 1, 1, S]
+  torch::Tensor seg_k = attention_mask.unsqueeze(1).unsqueeze(1);                              // [B, 1, 1, S]
   return (allowed & (seg_k.eq(seg_q) | seg_q.eq(0))) | k_pos.eq(q_pos);
 }
 

@@ -2,7 +2,8 @@
 // position embeddings, pre-LayerNorm, pre-LN encoder layers with quick-GELU MLPs. Returns the hidden states of
 // the configured layer (default second-to-last) with the class token dropped. Frozen: parameters never require
 // grad and forward runs under NoGradGuard. An image's features never depend on the batch it came in (it runs in
-// fixed-size chunks of images; the feature cache relies on it and feature_cache_test checks it bitwise). Replicated on every TP rank. Parameter names are HF names
+// fixed-size chunks of images; the feature cache relies on it and feature_cache_test checks it bitwise). Replicated on
+// every TP rank. Parameter names are HF names
 // ("vision_model.encoder.layers.0.self_attn.q_proj.weight").
 //
 //   ClipVisionModel tower(config.vision, /*layers_used=*/config.VisionLayersUsed());

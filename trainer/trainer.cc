@@ -71,8 +71,8 @@ std::vector<double> SumOver(cluster::Communicator& comm, torch::Device device, c
 }
 
 // What one optimizer step takes, over every DP rank: labelled tokens (the loss's denominator), input tokens (text
-// and image), images, and the positions fed (rows x length: padding included), as a [4] float64 tensor on the device: the loss divides by element 0 without the host
-// waiting for the all-reduce.
+// and image), images, and the positions fed (rows x length: padding included), as a [4] float64 tensor on the device:
+// the loss divides by element 0 without the host waiting for the all-reduce.
 torch::Tensor CountOverDp(const std::vector<sampler::MicroBatch>& micro, cluster::Communicator& dp,
                           torch::Device device) {
   int64_t labelled = 0, tokens = 0, images = 0, positions = 0;
