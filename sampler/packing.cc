@@ -43,7 +43,8 @@ MicroBatch PackMicroBatch(const MicroBatch& mb, int64_t max_tokens) {
   for (int64_t i = 0; i < b; ++i) lengths[size_t(i)] = mask[i].ne(0).sum().item<int64_t>();
   // Where episode i's images start in mb.images (episode-major).
   std::vector<int64_t> first_image(static_cast<size_t>(b) + 1, 0);
-  for (int64_t i = 0; i < b; ++i) first_image[size_t(i) + 1] = first_image[size_t(i)] + mb.images_per_episode[size_t(i)];
+  for (int64_t i = 0; i < b; ++i)
+    first_image[size_t(i) + 1] = first_image[size_t(i)] + mb.images_per_episode[size_t(i)];
 
   const std::vector<std::vector<int>> rows = PackRows(lengths, max_tokens);
   int64_t width = 0;
