@@ -11,12 +11,14 @@ using torch::autograd::variable_list;
 
 struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, LlamaDecoderLayerImpl* layer,
-                               const torch::Tensor& cos, const torch::Tensor& sin, const torch::Tensor& mask) {
+                               const torch::Tensor& cos, const torch::Tensor& sin, const AttentionMask& mask) {
     // The module outlives the graph (it owns the parameters the graph updates), so a raw pointer is safe here.
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
     ctx->saved_data["cos"] = cos;
     ctx->saved_data["sin"] = sin;
-    ctx->saved_data["mask"] = mask;
+    // Not inputs of the function (either may be undefined, and neither has a gradient).
+    ctx->saved_data["mask"] = mask.dense;
+    ctx->saved_data["segments"] = mask.segments;
     ctx->save_for_backward({x});
     return layer->forward(x, RotaryTables{cos, sin}, mask, nullptr);  // autograd is off inside forward
   }
@@ -28,7 +30,8 @@ struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
     torch::Tensor out;
     {
       torch::AutoGradMode enable(true);
-      out = layer->forward(x, rope, ctx->saved_data["mask"].toTensor(), nullptr);
+      const AttentionMask mask{ctx->saved_data["mask"].toTensor(), ctx->saved_data["segments"].toTensor()};
+      out = layer->forward(x, rope, mask, nullptr);
     }
     // Accumulates into the layer's parameter .grad and into x.grad.
     torch::autograd::backward({out}, {grads[0]});
@@ -39,7 +42,7 @@ struct CheckpointFn : public torch::autograd::Function<CheckpointFn> {
 }  // namespace
 
 torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x, const RotaryTables& rope,
-                                       const torch::Tensor& mask) {
+                                       const AttentionMask& mask) {
   return CheckpointFn::apply(x, layer, rope.cos, rope.sin, mask);
 }
 

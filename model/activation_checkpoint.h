@@ -11,6 +11,7 @@
 
 #include <torch/torch.h>
 
+#include "model/attention.h"
 #include "model/rotary.h"
 
 namespace lcl::model {
@@ -18,6 +19,6 @@ namespace lcl::model {
 class LlamaDecoderLayerImpl;
 
 torch::Tensor CheckpointedDecoderLayer(LlamaDecoderLayerImpl* layer, const torch::Tensor& x, const RotaryTables& rope,
-                                       const torch::Tensor& mask);
+                                       const AttentionMask& mask);
 
 }  // namespace lcl::model

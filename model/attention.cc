@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace lcl::model {
 
@@ -39,6 +40,58 @@ torch::Tensor ScaledDotProductAttention(const torch::Tensor& q, const torch::Ten
   return torch::matmul(probs, v);  // [B, H, T, D]
 }
 
+torch::Tensor SegmentsOf(const torch::Tensor& attention_mask) {
+  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.device().is_cpu(), "SegmentsOf takes a host [B, T] mask, got ",
+              attention_mask.sizes(), " on ", attention_mask.device());
+  const torch::Tensor m = attention_mask.to(torch::kInt64).contiguous();
+  const int64_t b = m.size(0), t = m.size(1);
+  const int64_t* p = m.data_ptr<int64_t>();
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t* row = p + r * t;
+    for (int64_t j = 0; j < t;) {
+      if (row[j] == 0) {
+        ++j;
+        continue;
+      }
+      const int64_t start = j, value = row[j];
+      while (j < t && row[j] == value) ++j;
+      out.insert(out.end(), {r, start, j - start});
+    }
+  }
+  return torch::tensor(out, torch::kInt64).view({-1, 3});
+}
+
+torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const torch::Tensor& segments) {
+  const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
+  TORCH_CHECK(k.size(2) == t && v.size(2) == t, "SegmentedCausalAttention: keys ", k.sizes(), " for queries ", q.sizes());
+  const torch::Tensor seg = segments.contiguous();
+  const int64_t* s = seg.data_ptr<int64_t>();
+  std::vector<std::vector<torch::Tensor>> pieces(static_cast<size_t>(b));
+  std::vector<int64_t> filled(static_cast<size_t>(b), 0);
+  auto gap = [&](int64_t n) { return torch::zeros({1, h, n, d}, q.options()); };
+  for (int64_t i = 0; i < seg.size(0); ++i) {
+    const int64_t r = s[3 * i], start = s[3 * i + 1], len = s[3 * i + 2];
+    TORCH_CHECK(r >= 0 && r < b && start >= filled[size_t(r)] && len > 0 && start + len <= t,
+                "SegmentedCausalAttention: segment (", r, ", ", start, ", ", len, ") out of order or outside [", b,
+                ", ", t, "]");
+    auto& row = pieces[size_t(r)];
+    if (start > filled[size_t(r)]) row.push_back(gap(start - filled[size_t(r)]));
+    auto part = [&](const torch::Tensor& x) { return x.narrow(0, r, 1).narrow(2, start, len); };
+    row.push_back(at::scaled_dot_product_attention(part(q), part(k), part(v), c10::nullopt, /*dropout_p=*/0.0,
+                                                   /*is_causal=*/true));
+    filled[size_t(r)] = start + len;
+  }
+  std::vector<torch::Tensor> rows;
+  for (int64_t r = 0; r < b; ++r) {
+    auto& row = pieces[size_t(r)];
+    if (filled[size_t(r)] < t) row.push_back(gap(t - filled[size_t(r)]));
+    rows.push_back(row.size() == 1 ? row[0] : torch::cat(row, 2));
+  }
+  return rows.size() == 1 ? rows[0] : torch::cat(rows, 0);
+}
+
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, TpGroup tp)
     : local_heads_(c.num_attention_heads / tp.size()),
       local_kv_heads_(c.num_key_value_heads / tp.size()),
@@ -51,7 +104,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, TpGroup tp)
   o_proj = register_module("o_proj", RowParallelLinear(tp, c.num_attention_heads * d, c.hidden_size, bias));
 }
 
-torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,
+torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTables& rope, const AttentionMask& mask,
                                           LayerKvCache* cache) {
   const int64_t b = x.size(0), t = x.size(1);
   auto heads = [&](const torch::Tensor& y, int64_t n) {  // [B, T, n*D] -> [B, n, T, D]
@@ -74,7 +127,9 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const RotaryTa
     k = k.repeat_interleave(groups, 1);
     v = v.repeat_interleave(groups, 1);
   }
-  torch::Tensor y = ScaledDotProductAttention(q, k, v, mask);  // [B, H/tp, T, D]
+  TORCH_CHECK(!(mask.segments.defined() && cache != nullptr), "segment attention has no KV cache path");
+  torch::Tensor y = mask.segments.defined() ? SegmentedCausalAttention(q, k, v, mask.segments)
+                                            : ScaledDotProductAttention(q, k, v, mask.dense);  // [B, H/tp, T, D]
   return o_proj(y.transpose(1, 2).reshape({b, t, local_heads_ * head_dim_}));
 }
 

@@ -4,7 +4,7 @@
 //
 //   torch::Tensor mask = MakeCausalPaddingMask(attention_mask, /*q_len=*/T, /*past_len=*/0);  // [B, 1, T, T]
 //   LlamaAttention attn(config, tp);
-//   torch::Tensor y = attn(x, rope, mask, /*cache=*/nullptr);  // [B, T, C]
+//   torch::Tensor y = attn(x, rope, AttentionMask{mask, {}}, /*cache=*/nullptr);  // [B, T, C]
 #pragma once
 
 #include <torch/torch.h>
@@ -27,6 +27,25 @@ torch::Tensor MakeCausalPaddingMask(const torch::Tensor& attention_mask, int64_t
 torch::Tensor ScaledDotProductAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                         const torch::Tensor& mask, bool force_explicit = false);
 
+// The runs of real tokens of each row, for SegmentedCausalAttention: a host int64 [S, 3] of (row, start, length),
+// one per run of equal nonzero attention_mask values, in row then position order. A right- or left-padded row has
+// one segment, a packed row (sampler/packing.h) one per episode. attention_mask is [B, T] on the host.
+torch::Tensor SegmentsOf(const torch::Tensor& attention_mask);
+
+// Causal attention inside each segment alone: q, k, v [B, H, T, D] (keys already repeated for GQA), segments as
+// SegmentsOf gives -> [B, H, T, D], zero outside every segment. Each segment is one SDPA call with is_causal and no
+// mask, so the fused kernels skip the blocks above the diagonal and no [B, 1, T, T] mask is built: the training
+// path's attention, equal to the masked one on every real query (layers_test).
+torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       const torch::Tensor& segments);
+
+// What a layer's queries may attend: `segments` (SegmentsOf; training, no KV cache) when defined, else the dense
+// bool mask (MakeCausalPaddingMask).
+struct AttentionMask {
+  torch::Tensor dense;
+  torch::Tensor segments;
+};
+
 // Keys and values seen so far by one layer (this rank's KV heads): [B, Hkv/tp, S, D] each.
 struct LayerKvCache {
   torch::Tensor k;
@@ -37,7 +56,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, TpGroup tp);
   // x [B, T, C] -> [B, T, C]. With `cache`, keys/values are appended to it and attention covers the cached prefix.
-  torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,
+  torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope, const AttentionMask& mask,
                         LayerKvCache* cache = nullptr);
 
   ColumnParallelLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr};  // [H*D/tp, C], [Hkv*D/tp, C] x2

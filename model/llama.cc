@@ -24,7 +24,7 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, TpGroup tp) {
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const RotaryTables& rope,
-                                             const torch::Tensor& mask, LayerKvCache* cache) {
+                                             const AttentionMask& mask, LayerKvCache* cache) {
   torch::Tensor h = x + self_attn(input_layernorm(x), rope, mask, cache);
   return h + mlp(post_attention_layernorm(h));
 }
@@ -41,12 +41,19 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, TpGroup tp, bool checkpoint
 }
 
 torch::Tensor LlamaModelImpl::forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids,
-                                      const torch::Tensor& attention_mask, KvCache* cache) {
+                                      const torch::Tensor& attention_mask, KvCache* cache,
+                                      const torch::Tensor& segments) {
   const int64_t past = cache ? cache->length : 0;
   const int64_t t = inputs_embeds.size(1);
   RotaryTables rope =
       MakeRotaryTables(position_ids, config_.head_dim(), config_.rope_theta, inputs_embeds.scalar_type());
-  torch::Tensor mask = MakeCausalPaddingMask(attention_mask, t, past);  // [B, 1, T, past + T]
+  TORCH_CHECK(!(segments.defined() && cache != nullptr), "segments are for training forwards, without a KV cache");
+  AttentionMask mask;
+  if (segments.defined()) {
+    mask.segments = segments;
+  } else {
+    mask.dense = MakeCausalPaddingMask(attention_mask, t, past);  // [B, 1, T, past + T]
+  }
   if (cache != nullptr) cache->layers.resize(layers.size());
   // Checkpointing only pays off when a backward follows; with a KV cache (generation) there is none.
   const bool checkpoint = activation_checkpointing && torch::GradMode::is_enabled() && cache == nullptr;

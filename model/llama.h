@@ -31,8 +31,8 @@ TORCH_MODULE(LlamaMlp);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, TpGroup tp);
-  // x [B, T, C] -> [B, T, C]; mask bool [B, 1, T, S].
-  torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope, const torch::Tensor& mask,
+  // x [B, T, C] -> [B, T, C]; mask: dense bool [B, 1, T, S] or segments (attention.h).
+  torch::Tensor forward(const torch::Tensor& x, const RotaryTables& rope, const AttentionMask& mask,
                         LayerKvCache* cache = nullptr);
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
@@ -51,8 +51,11 @@ class LlamaModelImpl : public torch::nn::Module {
  public:
   LlamaModelImpl(const LlamaConfig& config, TpGroup tp, bool activation_checkpointing);
   // inputs_embeds [B, T, C], position_ids [B, T], attention_mask [B, past + T] -> final hidden states [B, T, C].
+  // With `segments` (SegmentsOf(attention_mask), no cache) attention runs causally inside each segment and no
+  // dense mask is built.
   torch::Tensor forward(const torch::Tensor& inputs_embeds, const torch::Tensor& position_ids,
-                        const torch::Tensor& attention_mask, KvCache* cache = nullptr);
+                        const torch::Tensor& attention_mask, KvCache* cache = nullptr,
+                        const torch::Tensor& segments = torch::Tensor());
   VocabParallelEmbedding embed_tokens{nullptr};  // [V/tp, C]
   std::vector<LlamaDecoderLayer> layers;         // registered as "layers.N"
   RmsNorm norm{nullptr};

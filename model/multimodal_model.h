@@ -34,6 +34,10 @@ struct MultimodalBatch {
   // Optional, with logits_for_loss_only: LossRows(labels, attention_mask), computed where the labels already are
   // on the host (the trainer), so that the device does not have to be asked for the row count.
   torch::Tensor loss_rows;
+  // Optional, host int64 [S, 3]: model::SegmentsOf(attention_mask) (the trainer sets it). Attention then runs
+  // causally inside each row's real tokens (each episode of a packed row) with no dense [B, 1, T, T] mask: the same
+  // result on every real position, less memory, and the causal blocks skipped.
+  torch::Tensor segments;
 };
 
 struct MultimodalOutput {

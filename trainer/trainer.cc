@@ -413,6 +413,7 @@ class TrainLoop {
     batch.labels = mb.labels.to(model_.device);
     batch.attention_mask = mb.attention_mask.to(model_.device);
     if (mb.position_ids.defined()) batch.position_ids = mb.position_ids.to(model_.device);  // packed
+    batch.segments = lcl::model::SegmentsOf(mb.attention_mask);  // from the host copy: no device read
     const bool cached = features_ && mb.images.defined() && mb.images.size(0) > 0;
     if (!cached) batch.images = mb.images.to(model_.device, model_.dtype);
     batch.logits_for_loss_only = true;  // the LM head on the labelled rows only, found on the host

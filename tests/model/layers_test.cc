@@ -109,6 +109,59 @@ TEST(Attention, SdpaMatchesExplicitInValuesAndGradientsWithLeftAndRightPaddingAn
   EXPECT_LT((a - ref.narrow(2, t - 1, 1)).narrow(0, 0, 2).abs().max().item<double>(), 1e-5);  // rows whose last is real
 }
 
+TEST(Attention, SegmentsOfGivesEachRunOfEqualNonzeroMaskValues) {
+  // Right padded, left padded, packed (episodes 1, 2, 3 then padding), all padding.
+  torch::Tensor mask = torch::tensor({1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 0, 0, 0, 0, 0}).view({4, 5});
+  torch::Tensor s = SegmentsOf(mask);
+  torch::Tensor want = torch::tensor({0, 0, 3, 1, 2, 3, 2, 0, 2, 2, 2, 2, 2, 4, 1}).view({-1, 3});
+  EXPECT_TRUE(torch::equal(s, want)) << s;
+  EXPECT_THROW(SegmentsOf(mask.view({-1})), c10::Error);
+}
+
+// Segment attention (the training path) against the dense masked SDPA and the explicit reference, in values on real
+// queries and in the gradients of q, k and v: right-padded, left-padded and packed rows, GQA heads repeated.
+TEST(Attention, SegmentedCausalMatchesDenseMaskedInValuesAndGradients) {
+  torch::manual_seed(6);
+  const int64_t b = 3, h = 4, hkv = 2, t = 37, d = 16;
+  torch::Tensor valid = torch::ones({b, t}, torch::kInt64);
+  valid[0].narrow(0, 30, 7).zero_();  // right padding
+  valid[1].narrow(0, 0, 5).zero_();   // left padding
+  valid[2].narrow(0, 11, 9).fill_(2);  // packed: episodes 1, 2, 3, then padding
+  valid[2].narrow(0, 20, 13).fill_(3);
+  valid[2].narrow(0, 33, 4).zero_();
+  torch::Tensor real = valid.ne(0).view({b, 1, t, 1}).expand({b, h, t, d});
+  torch::Tensor q0 = torch::randn({b, h, t, d}), k0 = torch::randn({b, hkv, t, d}), v0 = torch::randn({b, hkv, t, d});
+  torch::Tensor grad_out = torch::randn({b, h, t, d}) * real;
+  struct Result {
+    torch::Tensor y, dq, dk, dv;
+  };
+  auto run = [&](bool segmented) {
+    torch::Tensor q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true),
+                  v = v0.clone().requires_grad_(true);
+    torch::Tensor kr = k.repeat_interleave(h / hkv, 1), vr = v.repeat_interleave(h / hkv, 1);
+    torch::Tensor y = segmented ? SegmentedCausalAttention(q, kr, vr, SegmentsOf(valid))
+                                : ScaledDotProductAttention(q, kr, vr, MakeCausalPaddingMask(valid, t, 0));
+    y.backward(grad_out);
+    return Result{y.detach(), q.grad(), k.grad(), v.grad()};
+  };
+  const Result seg = run(true), dense = run(false);
+  EXPECT_LT((seg.y - dense.y).masked_select(real).abs().max().item<double>(), 1e-5);
+  EXPECT_TRUE(seg.y.masked_select(real.logical_not()).eq(0).all().item<bool>());  // zero outside the segments
+  EXPECT_LT((seg.dq - dense.dq).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((seg.dk - dense.dk).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((seg.dv - dense.dv).abs().max().item<double>(), 1e-5);
+  EXPECT_GT(seg.dk.abs().sum().item<double>(), 0.0);
+  // Row 2's second episode is the reference attention of its tokens alone (nothing leaks across episodes).
+  auto ep = [&](const torch::Tensor& x) { return x.narrow(0, 2, 1).narrow(2, 11, 9); };
+  torch::Tensor ref = RefAttention(ep(q0), ep(k0.repeat_interleave(h / hkv, 1)), ep(v0.repeat_interleave(h / hkv, 1)),
+                                   torch::ones({1, 9}, torch::kInt64), /*causal=*/true);
+  EXPECT_LT((ep(seg.y) - ref).abs().max().item<double>(), 1e-5);
+  // Segments out of order or outside the rows are refused.
+  EXPECT_THROW(SegmentedCausalAttention(q0, q0, q0, torch::tensor({0, 5, 3, 0, 0, 2}).view({-1, 3})), c10::Error);
+  EXPECT_THROW(SegmentedCausalAttention(q0, q0, q0, torch::tensor({3, 0, 2}).view({-1, 3})), c10::Error);
+  EXPECT_THROW(SegmentedCausalAttention(q0, q0, q0, torch::tensor({0, 30, 10}).view({-1, 3})), c10::Error);
+}
+
 TEST(VocabParallelCrossEntropy, MatchesTorchCrossEntropyAndGradientAtTp1) {
   torch::manual_seed(4);
   torch::Tensor logits = (torch::randn({7, 11}) * 4).requires_grad_(true);

@@ -80,7 +80,7 @@ TEST(LlamaDecoder, LogitsMatchReferenceForMhaGqaAndTiedEmbeddings) {
     torch::Tensor ids = torch::randint(0, 60, {2, 7});
     torch::Tensor mask = torch::ones_like(ids);
     mask[1][0] = 0;  // left padding in row 1
-    MultimodalBatch batch{ids, mask, {}, {}, {}, {}, false, {}};
+    MultimodalBatch batch{ids, mask, {}, {}, {}, {}, false, {}, {}};
     torch::Tensor logits = model->forward(batch).logits;
     torch::Tensor pos = MultimodalModelImpl::PositionIds(mask, ids);
     torch::Tensor ref = testing::RefLlamaLogits(w, c.text, w.at("model.embed_tokens.weight").index({ids}), mask, pos);

@@ -4,8 +4,10 @@
 
 #include <map>
 #include <numeric>
+#include <tuple>
 
 #include "cluster/errors.h"
+#include "model/attention.h"
 #include "model/multimodal_model.h"
 #include "sampler/packing.h"
 #include "tests/model/test_configs.h"
@@ -114,7 +116,8 @@ struct Result {
   std::map<std::string, torch::Tensor> grads;
 };
 
-Result Train(MultimodalModel& m, const MicroBatch& mb) {
+// `segmented`: attention by model::SegmentsOf (the trainer's path) instead of the dense mask.
+Result Train(MultimodalModel& m, const MicroBatch& mb, bool segmented) {
   for (auto& p : m->parameters()) p.mutable_grad() = torch::Tensor();
   MultimodalBatch batch;
   batch.input_ids = mb.input_ids;
@@ -123,6 +126,7 @@ Result Train(MultimodalModel& m, const MicroBatch& mb) {
   batch.position_ids = mb.position_ids;
   batch.images = mb.images;
   batch.logits_for_loss_only = true;
+  if (segmented) batch.segments = model::SegmentsOf(mb.attention_mask);
   model::MultimodalOutput out = m->forward(batch);
   out.loss_sum.backward();
   Result r;
@@ -143,26 +147,33 @@ TEST(PackMicroBatch, TheModelTrainsOnAPackedBatchAsOnTheUnpackedOne) {
     for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.05);
   }
   const MicroBatch mb = MakeMicroBatch(c, {3, 1, 2, 0, 2}, {5, 9, 4, 12, 3});
-  const Result unpacked = Train(m, mb);
+  const Result unpacked = Train(m, mb, /*segmented=*/false);
   const MicroBatch packed = sampler::PackMicroBatch(mb, 48);
   ASSERT_LT(packed.input_ids.size(0), mb.input_ids.size(0));
-  const Result p = Train(m, packed);
-  EXPECT_EQ(p.tokens, unpacked.tokens);
-  EXPECT_NEAR(p.loss_sum, unpacked.loss_sum, 1e-5 * std::abs(unpacked.loss_sum));
-  ASSERT_EQ(p.grads.size(), unpacked.grads.size());
-  ASSERT_GT(p.grads.size(), 10u);
-  for (const auto& [name, g] : unpacked.grads) {
-    ASSERT_TRUE(p.grads.count(name)) << name;
-    EXPECT_TRUE(torch::allclose(p.grads.at(name), g, 1e-4, 1e-6))
-        << name << ": max difference " << (p.grads.at(name) - g).abs().max().item<double>();
+  // Packed with the dense episode mask, packed and unpacked with segment attention: all the unpacked step.
+  for (const auto& [what, mbatch, segmented] :
+       {std::make_tuple("packed, dense mask", &packed, false), std::make_tuple("packed, segments", &packed, true),
+        std::make_tuple("unpacked, segments", &mb, true)}) {
+    const Result p = Train(m, *mbatch, segmented);
+    EXPECT_EQ(p.tokens, unpacked.tokens) << what;
+    EXPECT_NEAR(p.loss_sum, unpacked.loss_sum, 1e-5 * std::abs(unpacked.loss_sum)) << what;
+    ASSERT_EQ(p.grads.size(), unpacked.grads.size()) << what;
+    ASSERT_GT(p.grads.size(), 10u);
+    for (const auto& [name, g] : unpacked.grads) {
+      ASSERT_TRUE(p.grads.count(name)) << name;
+      EXPECT_TRUE(torch::allclose(p.grads.at(name), g, 1e-4, 1e-6))
+          << what << ", " << name << ": max difference " << (p.grads.at(name) - g).abs().max().item<double>();
+    }
   }
   // The check can fail: the same rows with one segment per row (episodes attend each other, positions run on)
   // give another loss.
   MicroBatch leaky = packed;
   leaky.attention_mask = packed.attention_mask.ne(0).to(torch::kInt64);
   leaky.position_ids = torch::Tensor();
-  const Result l = Train(m, leaky);
-  EXPECT_GT(std::abs(l.loss_sum - unpacked.loss_sum), 1e-3 * std::abs(unpacked.loss_sum));
+  for (bool segmented : {false, true}) {
+    const Result l = Train(m, leaky, segmented);
+    EXPECT_GT(std::abs(l.loss_sum - unpacked.loss_sum), 1e-3 * std::abs(unpacked.loss_sum)) << segmented;
+  }
 }
 
 }  // namespace

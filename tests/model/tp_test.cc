@@ -46,7 +46,7 @@ MultimodalBatch Batch(const ModelConfig& c) {
   torch::Tensor mask = torch::ones_like(ids);
   mask[1][0] = 0;
   torch::Tensor labels = ids.masked_fill(ids.eq(im), -100);
-  return MultimodalBatch{ids, mask, {}, labels, torch::randn({2, 3, 16, 16}), {}, false, {}};
+  return MultimodalBatch{ids, mask, {}, labels, torch::randn({2, 3, 16, 16}), {}, false, {}, {}};
 }
 
 class TensorParallel : public ::testing::TestWithParam<bool> {};

@@ -131,14 +131,14 @@ TEST(DistributedOptimizer, TinyMultimodalModelTrainedWithTpAndDpMatchesOneProces
     torch::Tensor images = torch::randn({batch, 3, 16, 16});
     serial.ZeroGrad();
     serial.PrepareBackward(true);
-    full->forward(lcl::model::MultimodalBatch{ids, {}, {}, labels, images, {}, false, {}}).loss_sum.backward();
+    full->forward(lcl::model::MultimodalBatch{ids, {}, {}, labels, images, {}, false, {}, {}}).loss_sum.backward();
     const StepStats want = serial.Step(1e-2);
     parallel.ZeroGrad();
     parallel.PrepareBackward(true);
     const int64_t at = dp.rank() * per;
     sharded
         ->forward(lcl::model::MultimodalBatch{
-            ids.narrow(0, at, per), {}, {}, labels.narrow(0, at, per), images.narrow(0, at, per), {}, false, {}})
+            ids.narrow(0, at, per), {}, {}, labels.narrow(0, at, per), images.narrow(0, at, per), {}, false, {}, {}})
         .loss_sum.backward();
     const StepStats got = parallel.Step(1e-2);
     EXPECT_NEAR(got.grad_norm, want.grad_norm, 1e-4 * want.grad_norm) << "step " << s;
