@@ -41,8 +41,8 @@ torch::Tensor ScaledDotProductAttention(const torch::Tensor& q, const torch::Ten
 }
 
 torch::Tensor SegmentsOf(const torch::Tensor& attention_mask) {
-  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.device().is_cpu(), "SegmentsOf takes a host [B, T] mask, got ",
-              attention_mask.sizes(), " on ", attention_mask.device());
+  TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.device().is_cpu(),
+              "SegmentsOf takes a host [B, T] mask, got ", attention_mask.sizes(), " on ", attention_mask.device());
   const torch::Tensor m = attention_mask.to(torch::kInt64).contiguous();
   const int64_t b = m.size(0), t = m.size(1);
   const int64_t* p = m.data_ptr<int64_t>();
@@ -65,7 +65,8 @@ torch::Tensor SegmentsOf(const torch::Tensor& attention_mask) {
 torch::Tensor SegmentedCausalAttention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        const torch::Tensor& segments) {
   const int64_t b = q.size(0), h = q.size(1), t = q.size(2), d = q.size(3);
-  TORCH_CHECK(k.size(2) == t && v.size(2) == t, "SegmentedCausalAttention: keys ", k.sizes(), " for queries ", q.sizes());
+  TORCH_CHECK(k.size(2) == t && v.size(2) == t, "SegmentedCausalAttention: keys ", k.sizes(), " for queries ",
+              q.sizes());
   const torch::Tensor seg = segments.contiguous();
   const int64_t* s = seg.data_ptr<int64_t>();
   std::vector<std::vector<torch::Tensor>> pieces(static_cast<size_t>(b));

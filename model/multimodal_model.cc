@@ -70,10 +70,9 @@ MultimodalOutput MultimodalModelImpl::forward(const MultimodalBatch& batch) {
   torch::Tensor positions = batch.position_ids.defined() ? batch.position_ids : PositionIds(batch.attention_mask, ids);
   MultimodalOutput out;
   const bool loss_rows_only = batch.logits_for_loss_only && batch.labels.defined();
-  torch::Tensor hidden =
-      language_model->model->forward(Embed(ids, batch.images, batch.image_features), positions, mask,
-                                     /*cache=*/nullptr, batch.segments);  // [B, T, C]
-  if (!loss_rows_only) out.logits = language_model->LmHead(hidden);                                     // [B, T, V/tp]
+  torch::Tensor hidden = language_model->model->forward(Embed(ids, batch.images, batch.image_features), positions, mask,
+                                                        /*cache=*/nullptr, batch.segments);  // [B, T, C]
+  if (!loss_rows_only) out.logits = language_model->LmHead(hidden);                          // [B, T, V/tp]
   if (!batch.labels.defined()) return out;
   // Padding never counts, whatever the labels say.
   torch::Tensor labels = batch.labels.masked_fill(mask.eq(0), -100);

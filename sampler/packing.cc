@@ -14,25 +14,40 @@ std::vector<std::vector<int>> PackRows(const std::vector<int64_t>& lengths, int6
   if (max_tokens <= 0) {
     throw ConfigError("the packing budget is " + std::to_string(max_tokens) + " tokens; it must be positive");
   }
-  const int64_t longest = lengths.empty() ? 0 : *std::max_element(lengths.begin(), lengths.end());
+  const size_t n = lengths.size();
+  if (n == 0) return {};
+  const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
   const int64_t capacity = std::max(max_tokens, longest);
-  std::vector<int> order(lengths.size());
+  const int64_t total = std::accumulate(lengths.begin(), lengths.end(), int64_t{0});
+  std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return lengths[size_t(a)] > lengths[size_t(b)]; });
-  std::vector<std::vector<int>> rows;
-  std::vector<int64_t> used;
-  for (int e : order) {
-    size_t r = 0;
-    while (r < rows.size() && used[r] + lengths[size_t(e)] > capacity) ++r;
-    if (r == rows.size()) {
-      rows.emplace_back();
-      used.push_back(0);
+  // For each row count from the fewest the budget allows, deal the episodes longest first to the least-loaded row
+  // (lowest index on ties) and keep the layout with the fewest positions (rows x longest row): first fit would fill
+  // the first rows to the budget and pad a short last row out to them.
+  std::vector<std::vector<int>> best;
+  int64_t best_positions = 0;
+  for (size_t r_count = size_t((total + capacity - 1) / capacity); r_count <= n; ++r_count) {
+    std::vector<std::vector<int>> rows(r_count);
+    std::vector<int64_t> used(r_count, 0);
+    for (int e : order) {
+      const size_t r = size_t(std::min_element(used.begin(), used.end()) - used.begin());
+      rows[r].push_back(e);
+      used[r] += lengths[size_t(e)];
     }
-    rows[r].push_back(e);
-    used[r] += lengths[size_t(e)];
+    const int64_t width = *std::max_element(used.begin(), used.end());
+    if (width > capacity) continue;
+    const int64_t positions = int64_t(r_count) * width;
+    if (best.empty() || positions < best_positions) {
+      best = std::move(rows);
+      best_positions = positions;
+    }
   }
-  for (std::vector<int>& row : rows) std::sort(row.begin(), row.end());  // episode order inside a row
-  return rows;
+  // With one row per episode every row fits, so `best` is never empty. Episode order inside a row, rows by their
+  // first episode.
+  for (std::vector<int>& row : best) std::sort(row.begin(), row.end());
+  std::sort(best.begin(), best.end());
+  return best;
 }
 
 MicroBatch PackMicroBatch(const MicroBatch& mb, int64_t max_tokens) {

@@ -73,7 +73,14 @@ LayoutPlan PlanLayout(const Plan& p, const lcl::model::ModelConfig& m, const Tra
   l.activations_full = L * layer_full + backward_temps + common;
   l.activations = p.checkpointing ? l.activations_checkpointed : l.activations_full;
   const double T = double(p.episode.tokens);
-  l.attention = double(micro) * T * T * (1 + a);  // the bool mask and SDPA's additive copy of it
+  // Segment attention (model/attention.cc): no [B, 1, T, T] mask; each layer that keeps its autograd graph (all
+  // without checkpointing, the one being recomputed with) holds SDPA's per-episode outputs beside o_proj's input and
+  // their fp32 log-sum-exp, and, with grouped-query attention, the repeated keys and values; the rows' concatenation
+  // is one more transient copy.
+  const double heads = double(t.num_attention_heads) / tp;
+  const double repeat = t.num_key_value_heads < t.num_attention_heads ? 2 * bt * hq / tp * a : 0;
+  const double per_layer = bt * hq / tp * a + bt * heads * 4 + repeat;
+  l.attention = (p.checkpointing ? 1 : L) * per_layer + bt * hq / tp * a;
 
   l.runtime = p.inputs.gpu ? kGpuRuntimeBytes : kCpuRuntimeBytes;
   if (!p.inputs.gpu && (!c.data().feature_cache().empty() || c.data().has_feature_cache_memory_mb())) {
@@ -202,7 +209,7 @@ void PrintPlan(const Plan& p, std::ostream& out) {
       {"fp32 master weights", l.masters},
       {"AdamW moments (fp32)", l.moments},
       {p.checkpointing ? "activations (checkpointed)" : "activations (no checkpointing)", l.activations},
-      {"attention mask and SDPA's copy", l.attention},
+      {"segment attention's outputs and copies", l.attention},
       {in.gpu ? "CUDA context, cuBLAS/NCCL workspaces" : "process runtime (+ feature cache memory)", l.runtime},
   };
   for (const auto& [what, bytes] : rows) {

@@ -1,7 +1,7 @@
 // `lcl plan`: what a training config needs per rank before it is launched: memory (weights, gradients, fp32 masters,
 // AdamW moments, gradient buckets, activations with and without checkpointing at the config's episode length,
-// the attention mask, runtime) and FLOPs per step, for the configured layout and for every tp x dp x micro-batch the
-// world size allows, with which of them fit a given device memory. A model of the trainer's own allocations (the
+// the attention workspace, runtime) and FLOPs per step, for the configured layout and for every tp x dp x micro-batch
+// the world size allows, with which of them fit a given device memory. A model of the trainer's own allocations (the
 // optimizer's and bucket buffers as optim/ allocates them, the decoder's saved tensors as model/ computes them), not
 // a measurement: docs/performance.md compares it with measured peaks.
 //
@@ -60,7 +60,7 @@ struct LayoutPlan {
   double moments = 0;      // AdamW's two fp32 moments for this rank's rows
   double activations = 0;  // as configured (model.activation_checkpointing)
   double activations_checkpointed = 0, activations_full = 0;
-  double attention = 0;  // the [B, 1, T, T] mask and its conversion for SDPA
+  double attention = 0;  // segment attention's per-episode outputs, log-sum-exp and copies (no mask: linear in T)
   double runtime = 0;    // CUDA context and workspaces, or on CPU the process's own libraries and the cache's memory
   double total = 0;
   bool fits = false;

@@ -124,8 +124,8 @@ TEST(Attention, SegmentedCausalMatchesDenseMaskedInValuesAndGradients) {
   torch::manual_seed(6);
   const int64_t b = 3, h = 4, hkv = 2, t = 37, d = 16;
   torch::Tensor valid = torch::ones({b, t}, torch::kInt64);
-  valid[0].narrow(0, 30, 7).zero_();  // right padding
-  valid[1].narrow(0, 0, 5).zero_();   // left padding
+  valid[0].narrow(0, 30, 7).zero_();   // right padding
+  valid[1].narrow(0, 0, 5).zero_();    // left padding
   valid[2].narrow(0, 11, 9).fill_(2);  // packed: episodes 1, 2, 3, then padding
   valid[2].narrow(0, 20, 13).fill_(3);
   valid[2].narrow(0, 33, 4).zero_();

@@ -2,8 +2,10 @@
 // the unpacked one (the same loss sum and gradients), which it does not without the episode-numbered mask.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <numeric>
+#include <random>
 #include <tuple>
 
 #include "cluster/errors.h"
@@ -58,31 +60,69 @@ MicroBatch MakeMicroBatch(const model::ModelConfig& c, const std::vector<int>& i
   return mb;
 }
 
-TEST(PackRows, FirstFitByDecreasingLengthWithinTheBudget) {
+TEST(PackRows, BalancedRowsWithTheFewestPositionsWithinTheBudget) {
   const std::vector<int64_t> lengths = {30, 80, 20, 50, 45, 10};
   const auto rows = sampler::PackRows(lengths, 100);
-  // 80 -> row 0, 50 -> row 1, 45 -> row 1, 30 -> row 2, 20 -> row 0, 10 -> row 2 (first fit).
-  const std::vector<std::vector<int>> want = {{1, 2}, {3, 4}, {0, 5}};
+  // Three rows at least (235 tokens). Longest first to the least-loaded row: 80 -> A, 50 -> B, 45 -> C, 30 -> C,
+  // 20 -> B, 10 -> B: rows of 80, 80, 75, so 3 x 80 = 240 positions (first fit gave 3 x 100: 80+20, 50+45,
+  // 30+10). Four or more rows cost at least 4 x 80.
+  const std::vector<std::vector<int>> want = {{0, 4}, {1}, {2, 3, 5}};
   EXPECT_EQ(rows, want);
   // An episode over the budget gets a row of its own, and the rows then may be as long as it.
   const auto long_one = sampler::PackRows({150, 30, 40}, 100);
   const std::vector<std::vector<int>> want_long = {{0}, {1, 2}};
   EXPECT_EQ(long_one, want_long);
+  // First fit would fill a row to the budget and pad the short last one out to it: 4 x 1800 at 5400 gave
+  // 5400 + 1800, 10,800 positions for 7,200 tokens; balanced, 3600 + 3600.
+  const auto four = sampler::PackRows({1800, 1800, 1800, 1800}, 5400);
+  const std::vector<std::vector<int>> want_four = {{0, 2}, {1, 3}};
+  EXPECT_EQ(four, want_four);
+  EXPECT_TRUE(sampler::PackRows({}, 100).empty());
   EXPECT_THROW(sampler::PackRows(lengths, 0), ConfigError);
   EXPECT_THROW(sampler::PackRows(lengths, -5), ConfigError);
+}
+
+// Over many random micro-batches: every episode in exactly one row, no row over the capacity, and never more
+// positions (rows x longest row) than one padded row per episode.
+TEST(PackRows, NeverMorePositionsThanPaddedAndEveryEpisodeOnce) {
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 500; ++trial) {
+    const int n = 1 + int(rng() % 12);
+    std::vector<int64_t> lengths(static_cast<size_t>(n));
+    for (int64_t& l : lengths) l = 1 + int64_t(rng() % 400);
+    const int64_t budget = 1 + int64_t(rng() % 1200);
+    const auto rows = sampler::PackRows(lengths, budget);
+    const int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+    const int64_t capacity = std::max(budget, longest);
+    std::vector<int> seen(static_cast<size_t>(n), 0);
+    int64_t width = 0;
+    for (const auto& row : rows) {
+      ASSERT_FALSE(row.empty());
+      int64_t used = 0;
+      for (int e : row) {
+        ++seen[size_t(e)];
+        used += lengths[size_t(e)];
+      }
+      EXPECT_LE(used, capacity);
+      width = std::max(width, used);
+    }
+    EXPECT_EQ(seen, std::vector<int>(size_t(n), 1)) << "trial " << trial;
+    EXPECT_LE(int64_t(rows.size()) * width, int64_t(n) * longest) << "trial " << trial;
+  }
 }
 
 TEST(PackMicroBatch, RowsHoldTheEpisodesWithRestartingPositionsAndTheirImages) {
   const model::ModelConfig c = model::testing::TestConfig();
   const MicroBatch mb = MakeMicroBatch(c, {3, 1, 2, 0, 4}, {5, 9, 4, 12, 20});  // lengths 26, 16, 18, 12, 48
   const MicroBatch p = sampler::PackMicroBatch(mb, 40);
-  // Rows of max(40, 48) tokens: 48 -> row 0, 26 -> row 1, 18 -> row 1 (44), 16 -> row 2, 12 -> row 2 (28).
+  // Rows of max(40, 48) tokens, three at least (120 tokens): 48 -> A, 26 -> B, 18 -> C, 16 -> C (34), 12 -> B
+  // (38); rows in the order of their first episode.
   ASSERT_EQ(p.input_ids.size(0), 3);
   EXPECT_EQ(p.input_ids.size(1), 48);
   std::vector<uint64_t> order;
   for (const auto& k : p.keys) order.push_back(k.index);
-  EXPECT_EQ(order, (std::vector<uint64_t>{4, 0, 2, 1, 3}));
-  const std::vector<std::vector<int>> rows = {{4}, {0, 2}, {1, 3}};
+  EXPECT_EQ(order, (std::vector<uint64_t>{0, 3, 1, 2, 4}));
+  const std::vector<std::vector<int>> rows = {{0, 3}, {1, 2}, {4}};
   const std::vector<int> first_image = {0, 3, 4, 6, 6};
   int64_t next_image = 0;
   for (size_t r = 0; r < rows.size(); ++r) {
@@ -104,8 +144,8 @@ TEST(PackMicroBatch, RowsHoldTheEpisodesWithRestartingPositionsAndTheirImages) {
     EXPECT_TRUE(p.labels[int64_t(r)].narrow(0, at, 48 - at).eq(kIgnoreIndex).all().item<bool>());
   }
   EXPECT_EQ(next_image, mb.images.size(0));
-  EXPECT_EQ(p.images_per_episode, (std::vector<int>{4, 3, 2, 1, 0}));
-  EXPECT_EQ(p.requested_shots, (std::vector<int>{14, 10, 12, 11, 13}));
+  EXPECT_EQ(p.images_per_episode, (std::vector<int>{3, 0, 1, 2, 4}));
+  EXPECT_EQ(p.requested_shots, (std::vector<int>{10, 13, 11, 12, 14}));
   EXPECT_THROW(sampler::PackMicroBatch(p, 40), Error);  // packed twice
 }
 
@@ -166,13 +206,13 @@ TEST(PackMicroBatch, TheModelTrainsOnAPackedBatchAsOnTheUnpackedOne) {
     }
   }
   // The check can fail: the same rows with one segment per row (episodes attend each other, positions run on)
-  // give another loss.
+  // give another loss, well outside the tolerance above.
   MicroBatch leaky = packed;
   leaky.attention_mask = packed.attention_mask.ne(0).to(torch::kInt64);
   leaky.position_ids = torch::Tensor();
   for (bool segmented : {false, true}) {
     const Result l = Train(m, leaky, segmented);
-    EXPECT_GT(std::abs(l.loss_sum - unpacked.loss_sum), 1e-3 * std::abs(unpacked.loss_sum)) << segmented;
+    EXPECT_GT(std::abs(l.loss_sum - unpacked.loss_sum), 1e-4 * std::abs(unpacked.loss_sum)) << segmented;
   }
 }
 
