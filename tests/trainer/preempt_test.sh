@@ -27,8 +27,11 @@ job=""
 # shellcheck disable=SC2016  # expanded at exit
 on_exit '[ -n "$job" ] && kill "$job" 2>/dev/null; wait'
 
-catches_usr1() {  # catches_usr1 PID: the process has a handler for SIGUSR1 (bit 10 of SigCgt)
+catches_usr1() {  # catches_usr1 PID: the process is lcl and has a handler for SIGUSR1 (bit 10 of SigCgt)
   local mask
+  # Before its exec the forked shell has this script's handlers (bash catches USR1 once an EXIT trap is set), and a
+  # signal then kills it as an uncaught one would: only the exec'd lcl counts.
+  [ "$(cat "/proc/$1/comm" 2>/dev/null)" = "$(basename "$lcl")" ] || return 1
   mask=$(sed -n 's/^SigCgt:\t//p' "/proc/$1/status" 2>/dev/null) || return 1
   [ -n "$mask" ] && (((0x$mask >> 9) & 1))
 }
