@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "cluster/errors.h"
+#include "cluster/version.h"
 #include "lcl/build_info.h"
 
 extern char** environ;
@@ -270,6 +271,11 @@ json RunReference(const TrainBenchOptions& o, const std::vector<std::string>& mp
                                          std::to_string(kClip),
                                          "--seed",
                                          std::to_string(kSeed)};
+  if (variant == "ddp-tcmalloc") {
+    // The same PyTorch DDP on the malloc lcl runs on: mpirun's -x sets it for every rank (before -np).
+    const std::vector<std::string> preload = {"-x", "LD_PRELOAD=" + lcl::cluster::TcmallocLibraryPath()};
+    argv.insert(argv.end(), preload.begin(), preload.end());
+  }
   argv.insert(argv.end(), rest.begin(), rest.end());
   if (variant == "compile") argv.push_back("--compile");
   const std::string log = work + "/logs/" + name + ".log";
@@ -435,7 +441,9 @@ json ConfigOf(const TrainBenchOptions& o, const Row& r) {
 }
 
 std::string ReferenceName(const std::string& variant) {
-  return variant == "compile" ? "PyTorch DDP (gloo) + torch.compile" : "PyTorch DDP (gloo)";
+  if (variant == "compile") return "PyTorch DDP (gloo) + torch.compile";
+  if (variant == "ddp-tcmalloc") return "PyTorch DDP (gloo) on tcmalloc";
+  return "PyTorch DDP (gloo)";
 }
 
 void EmitRow(std::ostream& out, const TrainBenchOptions& o, const Row& r) {
@@ -511,8 +519,13 @@ void PrintTable(std::ostream& out, const TrainBenchOptions& o, const std::vector
 
 void ResolveOptions(TrainBenchOptions& o) {
   for (const std::string& variant : o.references) {
-    if (variant != "ddp" && variant != "compile") {
-      throw ConfigError("bench train: --reference '" + variant + "' is not one of ddp, compile");
+    if (variant != "ddp" && variant != "compile" && variant != "ddp-tcmalloc") {
+      throw ConfigError("bench train: --reference '" + variant + "' is not one of ddp, compile, ddp-tcmalloc");
+    }
+    if (variant == "ddp-tcmalloc" && lcl::cluster::TcmallocLibraryPath().empty()) {
+      throw ConfigError(
+          "bench train: --reference ddp-tcmalloc preloads the tcmalloc lcl runs on, and this lcl runs on " +
+          lcl::cluster::MallocName() + "; rebuild with libgoogle-perftools-dev installed, or drop it");
     }
   }
   if (o.recipe != "lcl" && o.recipe != "official") {

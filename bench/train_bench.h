@@ -27,8 +27,8 @@ struct TrainBenchOptions {
   // data.recipe of the lcl runs: lcl (the default episode layout) or official (the paper's conversation text);
   // max_length 12288 either way, so a 16-shot episode is never cut.
   std::string recipe = "lcl";
-  // PyTorch references, each measured in the same run: ddp (eager DDP, gloo) and compile (the same under
-  // torch.compile, inductor's C++ backend on CPU).
+  // PyTorch references, each measured in the same run: ddp (eager DDP, gloo), compile (the same under
+  // torch.compile, inductor's C++ backend on CPU) and ddp-tcmalloc (eager DDP with lcl's tcmalloc preloaded).
   std::vector<std::string> references = {"ddp"};
   // Extra `--set a.b=c` overrides for the lcl runs (e.g. parallel.wait=spin to measure the old waiting).
   std::vector<std::string> lcl_overrides;

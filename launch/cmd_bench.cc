@@ -171,7 +171,8 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
   cmd->add_option("--threads", o.threads, "intra-op threads per rank (both sides)")->capture_default_str();
   cmd->add_option("--recipe", o.recipe, "data.recipe of the lcl runs: lcl | official")->capture_default_str();
   cmd->add_option("--reference", args->references,
-                  "comma-separated PyTorch references: ddp (eager DDP) and/or compile (DDP under torch.compile)")
+                  "comma-separated PyTorch references: ddp (eager DDP), compile (DDP under torch.compile), "
+                  "ddp-tcmalloc (eager DDP on lcl's tcmalloc)")
       ->capture_default_str();
   cmd->add_option("--set", o.lcl_overrides, "override a field of the lcl runs' config, a.b=c (repeatable)");
   cmd->add_flag("--no-memory", args->no_memory, "skip the ZeRO-1 off run (peak RSS on vs off)");

@@ -25,7 +25,7 @@ packages=(
   build-essential cmake ninja-build ccache git pkg-config python3 python3-venv clang-format
   libopenmpi-dev openmpi-bin
   libprotobuf-dev protobuf-compiler libgoogle-glog-dev libgtest-dev libgmock-dev
-  libcli11-dev nlohmann-json3-dev libxxhash-dev
+  libcli11-dev nlohmann-json3-dev libxxhash-dev libgoogle-perftools-dev
   libopencv-dev libsentencepiece-dev sentencepiece
   chromium  # tests/launch/report_test.sh opens the report page headless
   iproute2 util-linux  # tests/cluster/two_host_test.sh: ip netns (two hosts on one machine), unshare

@@ -8,9 +8,13 @@ need_lcl
 
 "$lcl" --version >"$tmp/v" 2>&1; rc=$?
 check "version exits 0" test $rc -eq 0
-for key in "LibTorch: " "MPI: Open MPI" "NCCL: " "optional parts: " "(git "; do
+for key in "LibTorch: " "MPI: Open MPI" "malloc: " "NCCL: " "optional parts: " "(git "; do
   check "version names '$key'" grep -qF "$key" "$tmp/v"
 done
+# Built with tcmalloc (where libgoogle-perftools-dev was found), the process really runs on it.
+if ldd "$lcl" | grep -q libtcmalloc; then
+  check "a tcmalloc build runs on tcmalloc" grep -qF "malloc: tcmalloc (gperftools" "$tmp/v"
+fi
 
 for cmd in "train" "eval" "data synth" "data index" "data neighbors" "data episodes" "model init" \
            "model export-hf" "ckpt list" "ckpt verify" "ckpt inspect" "bench comm" "bench data" \

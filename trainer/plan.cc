@@ -13,6 +13,7 @@
 #include <cstdio>
 
 #include "cluster/errors.h"
+#include "cluster/version.h"
 
 namespace lcl::trainer {
 namespace {
@@ -25,7 +26,9 @@ constexpr double kTextTokensPerImage = 36.5;
 // CUDA context, cuBLAS and NCCL workspaces per GPU rank (an allowance, not measured here).
 constexpr double kGpuRuntimeBytes = 1.5 * kGiB;
 // A CPU rank's own resident memory besides the model: LibTorch, Open MPI and the process's buffers (509 MiB, the peak
-// RSS of each rank of a 2-rank `tiny` run, whose model is 4 MB: feature_cache_train_test's run without the cache).
+// RSS of each rank of a 2-rank `tiny` run, whose model is 4 MB: feature_cache_train_test's run without the cache; 511
+// MiB on tcmalloc). The terms below are live allocations: they match a process on tcmalloc, which returns freed
+// memory, not one on glibc's malloc, whose heap keeps it (docs/performance.md, "The planner").
 constexpr double kCpuRuntimeBytes = 509.0 * (1 << 20);
 
 int64_t Linear(int64_t in, int64_t out, bool bias) { return in * out + (bias ? out : 0); }
@@ -219,6 +222,11 @@ void PrintPlan(const Plan& p, std::ostream& out) {
   std::snprintf(line, sizeof(line), "  %-46s %10s  of %s: %s\n", "total", Bytes(l.total).c_str(),
                 Bytes(in.device_bytes).c_str(), l.fits ? "fits" : "does NOT fit");
   out << line;
+  if (!in.gpu && lcl::cluster::MallocName().rfind("glibc", 0) == 0) {
+    out << "  note: this lcl runs on " << lcl::cluster::MallocName()
+        << "'s malloc, which keeps freed heap resident; peaks at long episodes measured up to 30% above this plan "
+           "(rebuild with libgoogle-perftools-dev installed for tcmalloc)\n";
+  }
   std::snprintf(line, sizeof(line),
                 "  activations: %s checkpointed, %s without checkpointing\n"
                 "  FLOPs per step: %.3g (%.3g per rank); with checkpointing's recompute %.3g\n",

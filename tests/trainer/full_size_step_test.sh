@@ -4,7 +4,7 @@
 # decoder of LLaMA-7B width (hidden 4096, 32 heads, intermediate 11008) cut to 2 layers, activation checkpointing,
 # fp32, on CPU at the given tensor-parallel size (one rank per TP part). Checks that the step ran on the whole
 # episode and prints its time and peak memory beside `lcl plan`'s prediction for the same run.
-# About 6 minutes and 2 x 11.5 GiB at TP=2 on 2 cores (TP=1: about 8 minutes, 16.5 GiB): labelled slow and long (LCL_LONG=1 tests/run.sh runs it).
+# About 6 minutes and 2 x 8.8 GiB at TP=2 on 2 cores (TP=1: about 7 minutes, 14 GiB): labelled slow and long (LCL_LONG=1 tests/run.sh runs it).
 #   full_size_step_test.sh [TP]      (TP 1 or 2, default 2; LCL_BIN, LCL_MPIRUN from ctest)
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=../lib/harness.sh
