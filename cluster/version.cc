@@ -13,13 +13,22 @@
 
 namespace lcl::cluster {
 
+namespace {
+
+// The file of the loaded library (or executable) that the process's lookup of `symbol` resolves to; "" if none.
+std::string FileDefining(const char* symbol) {
+  void* address = dlsym(RTLD_DEFAULT, symbol);
+  Dl_info info{};
+  if (address == nullptr || dladdr(address, &info) == 0 || info.dli_fname == nullptr) return "";
+  return info.dli_fname;
+}
+
+}  // namespace
+
 std::string MallocName() {
   // Whichever malloc the process resolved: the one linked into lcl (tcmalloc, see cmake/LclDependencies.cmake), one
   // given with LD_PRELOAD (which comes first), or the C library's; named by the file that defines `malloc`.
-  Dl_info info{};
-  void* malloc_symbol = dlsym(RTLD_DEFAULT, "malloc");
-  const std::string file =
-      malloc_symbol != nullptr && dladdr(malloc_symbol, &info) != 0 && info.dli_fname != nullptr ? info.dli_fname : "";
+  const std::string file = FileDefining("malloc");
   if (file.find("tcmalloc") != std::string::npos) {
     using TcVersion = const char* (*)(int*, int*, const char**);
     if (auto tc_version = reinterpret_cast<TcVersion>(dlsym(RTLD_DEFAULT, "tc_version"))) {
@@ -34,12 +43,7 @@ std::string MallocName() {
   return file.empty() ? "unknown" : file;
 }
 
-std::string TcmallocLibraryPath() {
-  void* symbol = dlsym(RTLD_DEFAULT, "tc_version");
-  Dl_info info{};
-  if (symbol == nullptr || dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "";
-  return info.dli_fname;
-}
+std::string TcmallocLibraryPath() { return FileDefining("tc_version"); }
 
 std::string VersionReport() {
   std::ostringstream s;

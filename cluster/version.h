@@ -12,8 +12,8 @@ std::string VersionReport();
 // The malloc this process runs on: "tcmalloc (gperftools 2.10)", "jemalloc" or "glibc 2.36".
 std::string MallocName();
 
-// The file of the tcmalloc this process runs on ("" without one): `lcl bench train --reference ddp-tcmalloc` preloads
-// it into the PyTorch reference.
+// The file of the tcmalloc loaded in this process ("" without one), even where an LD_PRELOADed malloc serves it:
+// `lcl bench train --reference ddp-tcmalloc` preloads it into the PyTorch reference.
 std::string TcmallocLibraryPath();
 
 // `git describe` of the source tree at the last build (e.g. "8c10745c1a2b-dirty"), or "unknown".

@@ -222,8 +222,8 @@ void PrintPlan(const Plan& p, std::ostream& out) {
   std::snprintf(line, sizeof(line), "  %-46s %10s  of %s: %s\n", "total", Bytes(l.total).c_str(),
                 Bytes(in.device_bytes).c_str(), l.fits ? "fits" : "does NOT fit");
   out << line;
-  if (!in.gpu && lcl::cluster::MallocName().rfind("glibc", 0) == 0) {
-    out << "  note: this lcl runs on " << lcl::cluster::MallocName()
+  if (const std::string malloc_name = lcl::cluster::MallocName(); !in.gpu && malloc_name.rfind("glibc", 0) == 0) {
+    out << "  note: this lcl runs on " << malloc_name
         << "'s malloc, which keeps freed heap resident; peaks at long episodes measured up to 30% above this plan "
            "(rebuild with libgoogle-perftools-dev installed for tcmalloc)\n";
   }
