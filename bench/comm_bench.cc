@@ -169,8 +169,9 @@ std::vector<CommBenchRow> RunCommBench(const CommBenchOptions& o, MPI_Comm raw_c
   std::ostream& sink = out;
   if (rank == 0 && !o.json) {
     sink << "# lcl bench comm: " << n << " ranks, float32, " << (o.async ? "async" : "blocking")
-         << " form; time = slowest rank; busbw factors as nccl-tests; reference = raw MPI in the same run\n"
-         << "# op            size      lcl_us  lcl_algbw  lcl_busbw       mpi_us  mpi_busbw   ratio  data\n";
+         << " form; time = slowest rank; busbw factors as nccl-tests; reference = raw MPI in the same run\n";
+    if (!o.single_copy.empty()) sink << "# shared-memory single copy: " << o.single_copy << "\n";
+    sink << "# op            size      lcl_us  lcl_algbw  lcl_busbw       mpi_us  mpi_busbw   ratio  data\n";
   }
   std::vector<CommBenchRow> rows;
   for (const std::string& op : o.ops) {

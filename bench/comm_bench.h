@@ -27,6 +27,7 @@ struct CommBenchOptions {
   std::vector<std::string> ops = {"allreduce", "reducescatter", "allgather"};
   bool async = false;  // time the async form (issue + Wait) instead of the blocking one
   bool json = false;
+  std::string single_copy;  // MpiSession::single_copy(), printed in the header when set
 };
 
 struct CommBenchRow {

@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "cluster/errors.h"
+#include "cluster/mpi_session.h"
 #include "cluster/version.h"
 #include "lcl/build_info.h"
 
@@ -474,6 +475,17 @@ void EmitRow(std::ostream& out, const TrainBenchOptions& o, const Row& r) {
        ReferenceName(o.references.front()), c);
 }
 
+// What lcl's ranks will use for Open MPI's shared-memory single copy (see MpiSession::single_copy).
+std::string SingleCopyOfTheRanks(const TrainBenchOptions& o) {
+  if (o.mpirun.find("single_copy_mechanism") != std::string::npos) return "as --mpirun sets it";
+  if (const char* v = std::getenv("OMPI_MCA_btl_vader_single_copy_mechanism")) {
+    return std::string(v) + " (from OMPI_MCA_btl_vader_single_copy_mechanism)";
+  }
+  std::string why;
+  return cluster::MpiSession::CrossMemoryAttachWorks(&why) ? "cma (Open MPI's default, allowed here)"
+                                                           : "none (set by lcl's ranks: " + why + ")";
+}
+
 void PrintTable(std::ostream& out, const TrainBenchOptions& o, const std::vector<Row>& rows,
                 const std::vector<std::string>& extra) {
   if (o.json) return;
@@ -493,7 +505,8 @@ void PrintTable(std::ostream& out, const TrainBenchOptions& o, const std::vector
       out << line;
     }
   }
-  out << ")\n";
+  out << ")\n# lcl's shared-memory single copy: " << SingleCopyOfTheRanks(o)
+      << "; PyTorch's gloo moves bytes over TCP\n";
   std::snprintf(line, sizeof(line), "%-6s %3s %7s %10s %-8s %10s %6s %6s %6s %9s %8s %8s %8s %8s %8s %9s %9s\n",
                 "preset", "np", "seq", "lcl tok/s", "ref", "ref tok/s", "ratio", "MFU", "refMFU", "step ms", "data",
                 "fwd", "bwd", "comm", "optim", "RSS MiB", "ref RSS");
@@ -547,9 +560,7 @@ void ResolveOptions(TrainBenchOptions& o) {
   o.work_dir = fs::absolute(o.work_dir).lexically_normal().string();
   if (o.mpirun.empty()) {
     const char* env = std::getenv("LCL_MPIRUN");
-    o.mpirun = env && *env ? env
-                           : "mpirun --oversubscribe --allow-run-as-root --bind-to none "
-                             "--mca btl_vader_single_copy_mechanism none";
+    o.mpirun = env && *env ? env : "mpirun --oversubscribe --allow-run-as-root --bind-to none";
   }
   if (o.python.empty()) {
     const char* py = std::getenv("LCL_PYTHON");
@@ -563,11 +574,11 @@ void ResolveOptions(TrainBenchOptions& o) {
     throw ConfigError("bench train: reference script " + o.reference_script + " not found; pass --reference-script");
   }
   if (o.lcl.empty()) o.lcl = fs::read_symlink("/proc/self/exe").string();
-  // What the tests' launcher sets: root-safe Open MPI, and no CMA in containers. The caller's
-  // values win.
+  // Root-safe Open MPI, as the tests' launcher sets it; the caller's values win. The shared-memory single copy is
+  // left to lcl's ranks (MpiSession::single_copy: CMA where the kernel allows it, none where it does not), as in a
+  // user's run; the header says which.
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 0);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 0);
-  setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
   setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
 }
 

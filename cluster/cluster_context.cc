@@ -31,7 +31,8 @@ ClusterContext::ClusterContext(const MpiSession& mpi, const ClusterOptions& opti
   if (mpi.rank() == 0) {
     LOG(INFO) << "cluster: " << grid_->shape().ToString() << ", backend " << world_->backend() << ", device " << device_
               << ", MPI thread level " << MpiSession::ThreadLevelName(mpi.thread_level()) << ", MPI wait "
-              << WaitModeName(options.wait) << ", collective timeout " << options.collective_timeout.count() << " ms";
+              << WaitModeName(options.wait) << ", collective timeout " << options.collective_timeout.count() << " ms"
+              << ", shared-memory single copy " << mpi.single_copy();
   }
 }
 

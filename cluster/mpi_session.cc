@@ -1,9 +1,15 @@
 // MpiSession: MPI initialisation, rank discovery and launcher cross-checks.
 #include "cluster/mpi_session.h"
 
+#include <sys/prctl.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <vector>
 
@@ -39,12 +45,95 @@ bool ParseInt(const std::map<std::string, std::string>& env, const char* name, i
   *out = static_cast<int>(v);
   return true;
 }
+
+constexpr const char* kSingleCopyVar = "OMPI_MCA_btl_vader_single_copy_mechanism";
+constexpr const char* kSingleCopyVarSm = "OMPI_MCA_btl_sm_single_copy_mechanism";  // Open MPI 5's name
+
+// Ranks on this node according to the launcher (1 when it does not say).
+int LocalRanksFromLauncher() {
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS"}) {
+    if (const char* v = std::getenv(name); v && *v) return std::atoi(v);
+  }
+  return 1;
+}
+
+// Leaves Open MPI's single-copy choice alone unless nobody made it and the kernel refuses CMA (see single_copy()).
+std::string ChooseSingleCopy() {
+  for (const char* name : {kSingleCopyVar, kSingleCopyVarSm}) {
+    if (const char* v = std::getenv(name)) return std::string(v) + " (from the environment, " + name + ")";
+  }
+  if (LocalRanksFromLauncher() <= 1) return "Open MPI's default (one rank on this node)";
+  std::string why;
+  if (MpiSession::CrossMemoryAttachWorks(&why)) return "cma (Open MPI's default; cross-memory attach works here)";
+  setenv(kSingleCopyVar, "none", 1);
+  setenv(kSingleCopyVarSm, "none", 1);
+  return "none (set by lcl: cross-memory attach is refused here, " + why +
+         "; shared-memory copies go through a "
+         "buffer)";
+}
 }  // namespace
+
+bool MpiSession::CrossMemoryAttachWorks(std::string* why) {
+  static volatile uint64_t word = 0;  // the child sets it; the parent's copy stays 0
+  constexpr uint64_t kMark = 0x6c636c2d636d6121ULL;
+  int ready[2], hold[2];
+  if (pipe(ready) != 0) {
+    if (why) *why = std::string("pipe: ") + std::strerror(errno);
+    return false;
+  }
+  if (pipe(hold) != 0) {
+    if (why) *why = std::string("pipe: ") + std::strerror(errno);
+    close(ready[0]), close(ready[1]);
+    return false;
+  }
+  const pid_t pid = fork();
+  if (pid == 0) {  // only async-signal-safe calls: the parent may have threads
+    close(ready[0]), close(hold[1]);
+    word = kMark;
+#ifdef PR_SET_PTRACER
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);  // what Open MPI's shared-memory transport does
+#endif
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    while (read(hold[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    _exit(0);
+  }
+  close(ready[1]), close(hold[0]);
+  bool ok = false;
+  if (pid < 0) {
+    if (why) *why = std::string("fork: ") + std::strerror(errno);
+  } else {
+    char c = 0;
+    ssize_t n = 0;
+    while ((n = read(ready[0], &c, 1)) < 0 && errno == EINTR) {
+    }
+    uint64_t got = 0;
+    iovec local{&got, sizeof(got)};
+    iovec remote{const_cast<uint64_t*>(&word), sizeof(got)};
+    const ssize_t copied = n == 1 ? process_vm_readv(pid, &local, 1, &remote, 1, 0) : -1;
+    const int err = errno;
+    ok = copied == static_cast<ssize_t>(sizeof(got)) && got == kMark;
+    if (!ok && why) {
+      *why = n != 1       ? std::string("the probe's child did not start")
+             : copied < 0 ? std::string("process_vm_readv: ") + std::strerror(err)
+                          : std::string("process_vm_readv read the wrong bytes");
+    }
+  }
+  close(hold[1]);  // the child's read returns 0 and it exits
+  close(ready[0]);
+  if (pid > 0) {
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+  }
+  return ok;
+}
 
 MpiSession::MpiSession(int* argc, char*** argv) {
   int already = 0;
   MPI_Initialized(&already);
   if (!already) {
+    single_copy_ = ChooseSingleCopy();
     // MULTIPLE because the checkpoint writer, the watchdog and async collectives live on other threads.
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_);
     if (rc != MPI_SUCCESS) {
@@ -53,6 +142,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
     }
     initialised_here_ = true;
   } else {
+    single_copy_ = "chosen by whoever initialised MPI";
     MPI_Query_thread(&thread_level_);
   }
   // Errors come back as codes, so LCL_MPI_CHECK can turn them into CommErrors with the call text.

@@ -31,6 +31,15 @@ class MpiSession {
   bool thread_multiple() const { return thread_level_ == MPI_THREAD_MULTIPLE; }
   // The MPI library's own version string (MPI_Get_library_version), first line.
   static std::string LibraryVersion();
+  // How Open MPI's shared-memory transport copies large messages on this node, and who chose it: "cma (Open MPI's
+  // default)", "none (set by lcl: ...)" or "<value> (from the environment)". Before MPI_Init the session probes
+  // cross-memory attach when the launcher's environment leaves the choice open and more than one rank shares the
+  // node: where the kernel refuses it (most containers), Open MPI 4.1 would fail at the first large message, so lcl
+  // sets btl_vader_single_copy_mechanism=none; where it works, Open MPI keeps its single copy.
+  const std::string& single_copy() const { return single_copy_; }
+  // Whether this process may read another process's memory with process_vm_readv, as Open MPI's CMA does (a forked
+  // child that allows any tracer, as Open MPI's ranks do, is read). `why` gets the refusal when not.
+  static bool CrossMemoryAttachWorks(std::string* why);
 
   // Ends every rank with `code` now (MPI_Abort on the world). Used when one rank cannot go on and the others
   // might be waiting for it in a collective.
@@ -50,6 +59,7 @@ class MpiSession {
   int local_size_ = 1;
   int thread_level_ = MPI_THREAD_SINGLE;
   std::string hostname_;
+  std::string single_copy_;
   bool initialised_here_ = false;
 };
 

@@ -1,7 +1,5 @@
-// WaitForRequest: MPI_Test with a spin, yield and sleep back-off.
+// WaitForRequest: MPI_Test with a spin and sleep back-off.
 #include "cluster/mpi_wait.h"
-
-#include <sched.h>
 
 #include <chrono>
 #include <thread>
@@ -22,13 +20,14 @@ WaitMode ParseWaitMode(const std::string& text, const std::string& field) {
 int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes) {
   if (mode == WaitMode::kSpin) return MPI_Wait(req, MPI_STATUS_IGNORE);
   using Clock = std::chrono::steady_clock;
-  // Spinning first: a collective whose peers have arrived finishes within microseconds, and a sleep would add its
-  // whole length to the latency. Then yielding: another process that wants this core gets it, but while nobody
-  // does the tests keep a transfer streaming (each one drains and refills the shared-memory fragments). 2 ms per
-  // MiB is twice what the slowest transport here (shared memory without single-copy, ~1 GB/s) needs; a wait past
-  // that is a wait for late peers, and one test per 50 us keeps the protocol moving with the core ~98% free.
-  constexpr auto kSpinFor = std::chrono::microseconds(50);
-  const auto yield_for = std::chrono::microseconds(1000 + 2000 * bytes / (1 << 20));
+  // Testing without a pause first, for as long as moving `bytes` could take: a collective whose peers have arrived
+  // finishes within microseconds, and a transfer in progress moves only a few shared-memory fragments per test
+  // (without single-copy), so every pause stalls it. Yielding here was tried and measured: on a loaded machine each
+  // yield handed the core to another process for a whole time slice, and a 16-32 MiB all-reduce took 40-1,139 ms
+  // against 18-66 ms for MPI_Wait (docs/performance.md, "Waiting without burning a core"). 2 ms per MiB is twice
+  // what the slowest transport here (shared memory without single-copy, ~1 GB/s) needs; a wait past that is a
+  // wait for late peers, and one test per 50 us keeps the protocol moving with the core ~80% free.
+  const auto spin_for = std::chrono::microseconds(1000 + 2000 * bytes / (1 << 20));
   constexpr auto kSleep = std::chrono::microseconds(50);
   // A test costs ~10-25 us of CPU here (each runs Open MPI's whole progress loop), so 50 us sleeps still cost
   // ~20% of a core: 20 ms into the sleeping, the peers are clearly late and 1 ms sleeps bring it to ~2%, adding at
@@ -41,12 +40,8 @@ int WaitForRequest(MPI_Request* req, WaitMode mode, int64_t bytes) {
     const int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS || done) return rc;
     const auto waited = Clock::now() - start;
-    if (waited < kSpinFor) continue;
-    if (waited < yield_for) {
-      sched_yield();
-    } else {
-      std::this_thread::sleep_for(waited < yield_for + kLongAfter ? kSleep : kLongSleep);
-    }
+    if (waited < spin_for) continue;
+    std::this_thread::sleep_for(waited < spin_for + kLongAfter ? kSleep : kLongSleep);
   }
 }
 

@@ -1,11 +1,10 @@
 // How a rank waits for an MPI operation (parallel.wait). Open MPI's blocking calls and MPI_Wait poll the network
 // and shared memory in a loop: a rank that waits for a slower or stopped peer holds a whole core the whole time,
 // and on a machine with as many ranks as cores it takes that core from the rank it waits for. kSleep tests the
-// request instead: spinning for the first microseconds (a small collective whose peers are there completes in that
-// time), then yielding the core between tests for as long as moving `bytes` could take (a transfer in progress
-// needs a test per shared-memory fragment round, and a sleep between them would slow it), then sleeping 50 us
-// between tests, and 1 ms once that has gone on for 20 ms: by then the peers are late, and a long wait costs a few
-// percent of one core.
+// request instead: back to back for as long as moving `bytes` could take (a collective whose peers are there
+// completes in that time, and a transfer in progress needs a test per shared-memory fragment round, so any pause
+// between them slows it), then sleeping 50 us between tests, and 1 ms once that has gone on for 20 ms: by then the
+// peers are late, and a long wait costs a few percent of one core.
 //
 //   MPI_Request req;
 //   MPI_Iallreduce(MPI_IN_PLACE, buf, n, MPI_FLOAT, MPI_SUM, comm, &req);
@@ -20,7 +19,7 @@
 namespace lcl::cluster {
 
 enum class WaitMode {
-  kSleep,  // test; spin ~50 us, yield for 1 ms + 2 ms per MiB, then sleep 50 us, later 1 ms, between tests
+  kSleep,  // test; spin for 1 ms + 2 ms per MiB, then sleep 50 us, later 1 ms, between tests
   kSpin,   // MPI's own blocking calls and MPI_Wait: lowest latency, one core busy for the whole wait
 };
 

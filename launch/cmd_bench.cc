@@ -40,6 +40,7 @@ void RegisterBenchComm(CLI::App& bench, Launch& launch) {
       args->opt.ops.clear();
       std::stringstream ss(args->ops);
       for (std::string op; std::getline(ss, op, ',');) args->opt.ops.push_back(op);
+      args->opt.single_copy = mpi.single_copy();
       bench::RunCommBench(args->opt, MPI_COMM_WORLD, std::cout);
       return 0;
     };

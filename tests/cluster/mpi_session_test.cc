@@ -1,5 +1,15 @@
-// MpiSession: launcher cross-checks and the MPI error check macro.
+// MpiSession: launcher cross-checks, the cross-memory attach probe and the MPI error check macro.
 #include <gtest/gtest.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
 
 #include "cluster/check.h"
 #include "cluster/errors.h"
@@ -55,6 +65,44 @@ TEST(MpiSession, RunsWithThreadMultipleAndKnowsItsHost) {
   EXPECT_FALSE(mpi.hostname().empty());
   EXPECT_STREQ(MpiSession::ThreadLevelName(mpi.thread_level()), "MPI_THREAD_MULTIPLE");
   EXPECT_NE(MpiSession::LibraryVersion().find("MPI"), std::string::npos);
+}
+
+// The probe in a child that refuses process_vm_readv as Docker's default seccomp profile does: it must say no and
+// name the refusal. (Where the kernel allows CMA, single_copy_test.sh runs Open MPI with it; here only the
+// refusal can be made on purpose.)
+TEST(MpiSession, CrossMemoryAttachProbeSeesASeccompRefusal) {
+  int out[2];
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(out[0]);
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+    };
+    sock_fprog prog{static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+    std::string text;
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0) {
+      text = "cannot install the filter";
+    } else {
+      std::string why;
+      text = (MpiSession::CrossMemoryAttachWorks(&why) ? "works|" : "refused|") + why;
+    }
+    if (write(out[1], text.data(), text.size()) < 0) _exit(2);
+    _exit(0);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[256];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(out[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << text;
+  EXPECT_EQ(text, "refused|process_vm_readv: Operation not permitted");
 }
 
 TEST(MpiCheck, FailedCallBecomesCommErrorWithCallTextAndLocation) {
