@@ -49,7 +49,7 @@ bool ParseInt(const std::map<std::string, std::string>& env, const char* name, i
 constexpr const char* kSingleCopyVar = "OMPI_MCA_btl_vader_single_copy_mechanism";
 constexpr const char* kSingleCopyVarSm = "OMPI_MCA_btl_sm_single_copy_mechanism";  // Open MPI 5's name
 
-// Ranks on this node according to the launcher (1 when it does not say).
+// Ranks on this node according to the launcher, or an upper bound (srun's whole step); 1 when it does not say.
 int LocalRanksFromLauncher() {
   for (const char* name : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS"}) {
     if (const char* v = std::getenv(name); v && *v) return std::atoi(v);

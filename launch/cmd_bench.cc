@@ -179,8 +179,8 @@ void RegisterBenchTrain(CLI::App& bench, Launch& launch) {
   cmd->add_flag("--no-memory", args->no_memory, "skip the ZeRO-1 off run (peak RSS on vs off)");
   cmd->add_option("--work-dir", o.work_dir, "data, models, run dirs and logs (default /tmp/lcl_bench_train)");
   cmd->add_option("--mpirun", o.mpirun,
-                  "launcher command line (default $LCL_MPIRUN, else mpirun with the "
-                  "tests' flags)");
+                  "launcher command line (default $LCL_MPIRUN, else mpirun --oversubscribe "
+                  "--allow-run-as-root --bind-to none; the ranks choose the shared-memory single copy)");
   cmd->add_option("--python", o.python,
                   "Python with torch for the reference (default $LCL_PYTHON, else the "
                   "build's .venv: " LCL_BUILD_PYTHON ")");
