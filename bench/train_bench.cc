@@ -23,6 +23,7 @@
 #include <sstream>
 #include <thread>
 
+#include "bench/mfu.h"
 #include "cluster/errors.h"
 #include "cluster/mpi_session.h"
 #include "cluster/version.h"
@@ -346,67 +347,6 @@ struct Row {
   double peak_flops = 0;      // fp32 matmul FLOP/s of np ranks' threads, measured in this run
 };
 
-// Model FLOPs of one optimizer step over `np` ranks, counted as MFU usually is (a multiply-add = 2 FLOPs, matmuls
-// only, attention as full T x T products): the frozen tower's forward (2 x its linear weights per patch, plus
-// attention), the projector and decoder forward and backward (6 x linear weights per token, 12 x layers x hidden x
-// T^2 for attention), the LM head included, embeddings excluded.
-double ModelFlops(const std::string& model_dir, const Shape& shape, int micro_batch, int np) {
-  std::ifstream in(model_dir + "/config.json");
-  const json c = json::parse(in);
-  const json t = c.contains("text_config") ? c.at("text_config") : c;
-  const json& v = c.at("vision_config");
-  const double h = t.at("hidden_size").get<double>(), ff = t.at("intermediate_size").get<double>();
-  const double layers = t.at("num_hidden_layers").get<double>(), vocab = t.at("vocab_size").get<double>();
-  const double heads = t.at("num_attention_heads").get<double>();
-  const double kv = t.value("num_key_value_heads", heads);
-  const double head_dim = t.value("head_dim", h / heads);
-  const double llm_linear = layers * (h * heads * head_dim * 2 + h * kv * head_dim * 2 + 3 * h * ff) + h * vocab;
-  const double vh = v.at("hidden_size").get<double>(), vff = v.at("intermediate_size").get<double>();
-  const double vlayers = v.at("num_hidden_layers").get<double>();
-  const double side = v.at("image_size").get<double>() / v.at("patch_size").get<double>();
-  const double patches = side * side + 1;  // + CLS
-  const double tower_linear = vlayers * (4 * vh * vh + 2 * vh * vff);
-  const double projector = vh * h + h * h;  // mlp2x_gelu
-  const double seq = shape.padded_len, images = shape.images;
-  const double llm = 6 * llm_linear * seq + 12 * layers * h * seq * seq;
-  const double tower = images * (2 * tower_linear * patches + 4 * vlayers * vh * patches * patches);
-  const double proj = images * 6 * projector * (patches - 1);
-  return (llm + tower + proj) * micro_batch * np;
-}
-
-// The fp32 matmul FLOP/s that `ranks` ranks of `threads` threads each reach together: the best of several
-// 1024^3 products, run at the same time by `ranks` threads when there is one thread per rank (so cores that do not
-// compute independently show it), else one process's `threads` threads times `ranks`.
-double MatmulPeak(int threads, int ranks) {
-  const int before = torch::get_num_threads();
-  const int64_t n = 1024;
-  auto best_of = [n](int reps) {
-    torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
-    double best = 0;
-    for (int i = 0; i < reps; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      torch::mm_out(c, a, b);
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (i >= 2) best = std::max(best, 2.0 * n * n * n / s);
-    }
-    return best;
-  };
-  double total = 0;
-  if (threads == 1) {
-    torch::set_num_threads(1);
-    std::vector<double> each(static_cast<size_t>(ranks));
-    std::vector<std::thread> workers;
-    for (int r = 0; r < ranks; ++r) workers.emplace_back([&, r] { each[size_t(r)] = best_of(12); });
-    for (std::thread& w : workers) w.join();
-    for (double v : each) total += v;
-  } else {
-    torch::set_num_threads(threads);
-    total = ranks * best_of(12);
-  }
-  torch::set_num_threads(before);
-  return total;
-}
-
 void Emit(std::ostream& out, const TrainBenchOptions& o, const std::string& name, double value, const std::string& unit,
           double reference, const std::string& ref_name, const json& config) {
   if (!o.json) return;
@@ -478,12 +418,8 @@ void EmitRow(std::ostream& out, const TrainBenchOptions& o, const Row& r) {
 // What lcl's ranks will use for Open MPI's shared-memory single copy (see MpiSession::single_copy).
 std::string SingleCopyOfTheRanks(const TrainBenchOptions& o) {
   if (o.mpirun.find("single_copy_mechanism") != std::string::npos) return "as --mpirun sets it";
-  if (const char* v = std::getenv("OMPI_MCA_btl_vader_single_copy_mechanism")) {
-    return std::string(v) + " (from OMPI_MCA_btl_vader_single_copy_mechanism)";
-  }
-  std::string why;
-  return cluster::MpiSession::CrossMemoryAttachWorks(&why) ? "cma (Open MPI's default, allowed here)"
-                                                           : "none (set by lcl's ranks: " + why + ")";
+  const int most = *std::max_element(o.ranks.begin(), o.ranks.end());
+  return cluster::MpiSession::ChooseSingleCopy(most, /*apply=*/false);
 }
 
 void PrintTable(std::ostream& out, const TrainBenchOptions& o, const std::vector<Row>& rows,
@@ -625,7 +561,7 @@ int RunTrainBench(const TrainBenchOptions& options, std::ostream& out) {
       }
       r.ref = r.refs[o.references.front()];
       r.ref_tokens_per_sec = r.refs_tokens_per_sec[o.references.front()];
-      r.flops_per_step = ModelFlops(model, r.shape, o.micro_batch, np);
+      r.flops_per_step = ModelFlops(model, r.shape.padded_len, r.shape.images, o.micro_batch, np);
       r.peak_flops = peak[np];
       rows.push_back(r);
       EmitRow(out, o, rows.back());

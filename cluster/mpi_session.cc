@@ -57,21 +57,22 @@ int LocalRanksFromLauncher() {
   return 1;
 }
 
-// Leaves Open MPI's single-copy choice alone unless nobody made it and the kernel refuses CMA (see single_copy()).
-std::string ChooseSingleCopy() {
+}  // namespace
+
+std::string MpiSession::ChooseSingleCopy(int local_ranks, bool apply) {
   for (const char* name : {kSingleCopyVar, kSingleCopyVarSm}) {
     if (const char* v = std::getenv(name)) return std::string(v) + " (from the environment, " + name + ")";
   }
-  if (LocalRanksFromLauncher() <= 1) return "Open MPI's default (one rank on this node)";
+  if (local_ranks <= 1) return "Open MPI's default (one rank on this node)";
   std::string why;
-  if (MpiSession::CrossMemoryAttachWorks(&why)) return "cma (Open MPI's default; cross-memory attach works here)";
-  setenv(kSingleCopyVar, "none", 1);
-  setenv(kSingleCopyVarSm, "none", 1);
+  if (CrossMemoryAttachWorks(&why)) return "cma (Open MPI's default; cross-memory attach works here)";
+  if (apply) {
+    setenv(kSingleCopyVar, "none", 1);
+    setenv(kSingleCopyVarSm, "none", 1);
+  }
   return "none (set by lcl: cross-memory attach is refused here, " + why +
-         "; shared-memory copies go through a "
-         "buffer)";
+         "; shared-memory copies go through a buffer)";
 }
-}  // namespace
 
 bool MpiSession::CrossMemoryAttachWorks(std::string* why) {
   static volatile uint64_t word = 0;  // the child sets it; the parent's copy stays 0
@@ -133,7 +134,7 @@ MpiSession::MpiSession(int* argc, char*** argv) {
   int already = 0;
   MPI_Initialized(&already);
   if (!already) {
-    single_copy_ = ChooseSingleCopy();
+    single_copy_ = ChooseSingleCopy(LocalRanksFromLauncher(), /*apply=*/true);
     // MULTIPLE because the checkpoint writer, the watchdog and async collectives live on other threads.
     int rc = MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_);
     if (rc != MPI_SUCCESS) {

@@ -37,6 +37,10 @@ class MpiSession {
   // node: where the kernel refuses it (most containers), Open MPI 4.1 would fail at the first large message, so lcl
   // sets btl_vader_single_copy_mechanism=none; where it works, Open MPI keeps its single copy.
   const std::string& single_copy() const { return single_copy_; }
+  // The choice and its description for `local_ranks` ranks on this node: a value in the environment is kept, one
+  // rank needs none, else CMA stays where CrossMemoryAttachWorks and `none` is the answer where it does not (set in
+  // the environment with `apply`, as the session does before MPI_Init; `lcl bench train` only reports it).
+  static std::string ChooseSingleCopy(int local_ranks, bool apply);
   // Whether this process may read another process's memory with process_vm_readv, as Open MPI's CMA does (a forked
   // child that allows any tracer, as Open MPI's ranks do, is read). `why` gets the refusal when not.
   static bool CrossMemoryAttachWorks(std::string* why);
